@@ -1,0 +1,54 @@
+"""swarmd: run swarms of agents concurrently, durably, and in plain view of operators.
+
+The public surface is what this module exports (`__all__`); everything else is internal.
+"""
+
+from __future__ import annotations
+
+from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
+from swarmd.durable_ledger import DurableLedger
+from swarmd.errors import (
+    ConfigError,
+    DaemonAlreadyRunning,
+    JobNotFound,
+    JobValidationError,
+    LedgerEntryError,
+    LedgerError,
+    Permanent,
+    StateDirError,
+    SwarmdError,
+    UnknownAgentError,
+)
+from swarmd.identity import get_gid
+from swarmd.ledger import Ledger, SharedLedger, VerifyReport
+from swarmd.model import Job, Outcome
+from swarmd.registry import JobContext, agent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentTask",
+    "AsyncSwarmDispatcher",
+    "ConfigError",
+    "DaemonAlreadyRunning",
+    "DispatchMetrics",
+    "DurableLedger",
+    "Job",
+    "JobContext",
+    "JobNotFound",
+    "JobValidationError",
+    "Ledger",
+    "LedgerEntryError",
+    "LedgerError",
+    "Outcome",
+    "Permanent",
+    "SharedLedger",
+    "StateDirError",
+    "SwarmdError",
+    "TaskResult",
+    "UnknownAgentError",
+    "VerifyReport",
+    "__version__",
+    "agent",
+    "get_gid",
+]

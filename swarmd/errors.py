@@ -1,0 +1,102 @@
+"""Every error swarmd raises on purpose, under one root.
+
+Each exception carries the data a caller needs to act on it (which field, which value, which
+pid), so that the CLI can print a precise message and a program can branch on attributes
+rather than parse text.
+"""
+
+from __future__ import annotations
+
+
+class SwarmdError(Exception):
+    """Root of every error swarmd raises on purpose."""
+
+
+class JobValidationError(SwarmdError, ValueError):
+    """A job (or a request to make one) is malformed.
+
+    ``field`` names the offending field (``"payload"``, ``"gid"``, ``"$"`` for the whole
+    document) and ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid job: {field}: {reason}")
+
+
+class UnknownAgentError(JobValidationError):
+    """A job names an agent that no loaded module registered."""
+
+    def __init__(self, agent: str, known: list[str]) -> None:
+        self.agent = agent
+        self.known = known
+        listing = ", ".join(sorted(known)) or "none"
+        super().__init__("agent", f"unknown agent {agent!r} (registered: {listing})")
+
+
+class LedgerError(SwarmdError):
+    """A ledger entry was refused, or the ledger store failed."""
+
+
+class LedgerEntryError(LedgerError, ValueError):
+    """A ledger entry is malformed; nothing was written."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid ledger entry: {field}: {reason}")
+
+
+class ConfigError(SwarmdError, ValueError):
+    """A configuration value is wrong.
+
+    ``key`` is the dotted key (``"max_concurrent"``) and ``source`` where it came from
+    (a file path, ``"environment"``, ``"command line"``).
+    """
+
+    def __init__(self, key: str, reason: str, source: str = "") -> None:
+        self.key = key
+        self.reason = reason
+        self.source = source
+        where = f" (in {source})" if source else ""
+        super().__init__(f"config error: {key}: {reason}{where}")
+
+
+class StateDirError(SwarmdError):
+    """The state directory cannot be used (missing permissions, not a directory, ...)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"state directory {path}: {reason}")
+
+
+class DaemonAlreadyRunning(SwarmdError):
+    """Another daemon holds the state directory's lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"pid {pid}" if pid is not None else "another process"
+        super().__init__(f"state directory {path} is in use by a running daemon ({holder})")
+
+
+class JobNotFound(SwarmdError, LookupError):
+    """No job with that id (or swarm with that id) exists in the queue or the ledger."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"not found: {what}")
+
+
+class BackendUnavailable(SwarmdError):
+    """The queue backend cannot be reached or refuses work right now (retryable)."""
+
+
+class Permanent(Exception):
+    """Raised by a handler to fail its job without any retry.
+
+    ``raise swarmd.Permanent("bad input")``, or ``raise Permanent from exc``; the job is
+    dead-lettered at once with this exception as its reason.
+    """

@@ -1,0 +1,233 @@
+"""The job: plain data, strictly decoded.
+
+A job is a msgspec Struct encoded as JSON (never pickle). It is validated twice: when a
+producer builds it (`new_job`), so a bad job is refused at submit with a message naming the
+field, and when the daemon decodes it (`decode_job`), so a job that reaches the queue some
+other way is dead-lettered with its reason instead of crashing anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from swarmd.errors import JobValidationError
+
+#: Largest encoded payload accepted, in bytes.
+MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+#: Deepest nesting of lists and objects accepted in a payload.
+MAX_PAYLOAD_DEPTH: Final = 32
+#: Priorities run from lowest to highest; higher runs first.
+MIN_PRIORITY: Final = -100
+MAX_PRIORITY: Final = 100
+
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+GID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
+AGENT_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+
+JobId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Gid = Annotated[str, msgspec.Meta(pattern=GID_PATTERN)]
+AgentName = Annotated[str, msgspec.Meta(pattern=AGENT_PATTERN)]
+Priority = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Traceparent = Annotated[str, msgspec.Meta(max_length=128)]
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt of a job ended, or how the job itself ended.
+
+    The ledger records one *final* outcome per job: ``succeeded``, ``dead_lettered`` or
+    ``cancelled``. ``failed`` and ``timed_out`` describe attempts; ``retried`` counts
+    attempts that sent their job back to the queue.
+    """
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRIED = "retried"
+    TIMED_OUT = "timed_out"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+
+#: The outcomes a ledger entry of the daemon can carry.
+FINAL_OUTCOMES: Final = frozenset({Outcome.SUCCEEDED, Outcome.DEAD_LETTERED, Outcome.CANCELLED})
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in the queue."""
+
+    READY = "ready"
+    DELAYED = "delayed"
+    LEASED = "leased"
+    DEAD = "dead"
+    DONE = "done"
+
+
+class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One unit of work for one agent, speaking for one identity (GID)."""
+
+    id: JobId
+    gid: Gid
+    agent: AgentName
+    payload: Any = None
+    priority: Priority = 0
+    #: Attempts started so far (0 before the first run).
+    attempt: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: None: the agent's (or the daemon's) default.
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    #: Seconds the handler may run; None: the agent's default.
+    timeout: Seconds | None = None
+    #: Unix time before which the job must not start.
+    not_before: float = 0.0
+    swarm_id: JobId | None = None
+    fail_fast: bool = False
+    idempotency_key: Key | None = None
+    traceparent: Traceparent | None = None
+    enqueued_at: float = 0.0
+
+
+_job_decoder: Final = msgspec.json.Decoder(Job)
+_encoder: Final = msgspec.json.Encoder()
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
+
+
+def new_job_id() -> str:
+    """A unique, roughly time-ordered job id: 12 hex digits of milliseconds + 20 random."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
+def _field_of(message: str) -> tuple[str, str]:
+    """Split a msgspec validation message into (field, reason)."""
+    match = _AT_PATH.search(message)
+    if match:
+        field = match.group(1) or "$"
+        return field.split(".")[0].split("[")[0], message[: match.start()]
+    unknown = _UNKNOWN_FIELD.search(message)
+    if unknown:
+        return unknown.group(1), "unknown field"
+    return "$", message
+
+
+def check_payload(value: Any, *, max_depth: int = MAX_PAYLOAD_DEPTH) -> None:
+    """Refuse anything that is not plain JSON data, nested no deeper than ``max_depth``.
+
+    Objects need string keys; floats must be finite. Raises JobValidationError("payload").
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, bool | int | str):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise JobValidationError("payload", f"{item!r} is not a JSON number")
+            continue
+        if isinstance(item, list | tuple | dict):
+            if depth > max_depth:
+                raise JobValidationError("payload", f"nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise JobValidationError("payload", f"object key {key!r} is not a string")
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+            continue
+        raise JobValidationError("payload", f"{type(item).__name__} is not JSON data")
+
+
+def decode_payload(text: str | bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Decode a JSON payload given as text (``--payload``), with the size and depth limits."""
+    raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > max_bytes:
+        raise JobValidationError("payload", f"{len(raw)} bytes is over the limit of {max_bytes}")
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise JobValidationError("payload", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise JobValidationError("payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels") from None
+    check_payload(value)
+    return value
+
+
+def new_job(
+    *,
+    agent: str,
+    gid: str,
+    payload: Any = None,
+    priority: int = 0,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    delay: float = 0.0,
+    not_before: float | None = None,
+    swarm_id: str | None = None,
+    fail_fast: bool = False,
+    idempotency_key: str | None = None,
+    traceparent: str | None = None,
+    job_id: str | None = None,
+    now: float | None = None,
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+) -> Job:
+    """Build and validate a job; raises JobValidationError naming the wrong field."""
+    now = time.time() if now is None else now
+    if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+        raise JobValidationError("delay", f"{delay!r} is not a number of seconds >= 0")
+    check_payload(payload)
+    fields: dict[str, Any] = {
+        "id": job_id or new_job_id(),
+        "gid": gid,
+        "agent": agent,
+        "payload": payload,
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "timeout": timeout,
+        "not_before": not_before if not_before is not None else (now + delay if delay else 0.0),
+        "swarm_id": swarm_id,
+        "fail_fast": fail_fast,
+        "idempotency_key": idempotency_key,
+        "traceparent": traceparent,
+        "enqueued_at": now,
+    }
+    job = validate_job(fields)
+    size = len(_encoder.encode(job.payload))
+    if size > max_payload_bytes:
+        raise JobValidationError("payload", f"{size} bytes is over the limit of {max_payload_bytes}")
+    return job
+
+
+def validate_job(fields: Mapping[str, Any]) -> Job:
+    """Convert a mapping to a Job with every constraint checked."""
+    try:
+        return msgspec.convert(fields, Job, strict=True)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(str(exc))
+        raise JobValidationError(field, reason) from None
+
+
+def encode_job(job: Job) -> bytes:
+    """The job's canonical stored form (JSON)."""
+    return _encoder.encode(job)
+
+
+def decode_job(raw: bytes | str) -> Job:
+    """Decode a stored job strictly; raises JobValidationError naming the field."""
+    try:
+        job = _job_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        field, reason = _field_of(str(exc))
+        raise JobValidationError(field, reason) from None
+    except msgspec.DecodeError as exc:
+        raise JobValidationError("$", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise JobValidationError("payload", "nested too deeply") from None
+    return job

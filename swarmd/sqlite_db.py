@@ -1,0 +1,188 @@
+"""One SQLite file (WAL): the schema, connection settings and the ledger append.
+
+Both the durable ledger and the local queue live in the same file, so that finishing a job
+(its ledger entry and the removal of its lease) is one transaction. Everything here is
+synchronous and runs on one thread per connection (`SqliteThread`); the event loop never
+touches the database directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final, TypeVar
+
+from swarmd.errors import LedgerError
+from swarmd.ledger import GENESIS_HASH, StoredEntry, chain_hash
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+BUSY_TIMEOUT_MS: Final = 30_000
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (
+    idx       INTEGER PRIMARY KEY,
+    job_id    TEXT UNIQUE,
+    prev_hash TEXT NOT NULL,
+    hash      TEXT NOT NULL,
+    record    BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    agent       TEXT NOT NULL,
+    gid         TEXT NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    not_before  REAL NOT NULL DEFAULT 0,
+    state       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL,
+    owner       TEXT,
+    swarm_id    TEXT,
+    cancel      INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    dead_at     REAL,
+    body        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, seq) WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (owner, lease_until) WHERE state = 'leased';
+CREATE INDEX IF NOT EXISTS jobs_swarm ON jobs (swarm_id) WHERE swarm_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key    TEXT PRIMARY KEY,
+    job_id TEXT NOT NULL
+);
+"""
+
+
+class Durability(enum.StrEnum):
+    """What a committed transaction survives.
+
+    ``full`` (default): synchronous=FULL; the WAL is fsynced at every commit, so anything
+    acknowledged survives a crash of the process AND a power loss or kernel crash.
+    ``normal``: synchronous=NORMAL; the WAL is fsynced only at checkpoints, so a process
+    crash loses nothing but a power loss may roll back the last transactions committed
+    since the last checkpoint (the database stays consistent).
+    """
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Connection:
+    """Open (creating if needed) the state database with swarmd's settings and schema.
+
+    Files are created 0600. The connection is in autocommit mode: callers open explicit
+    ``BEGIN IMMEDIATE`` transactions with `transaction`.
+    """
+    fresh = not path.exists()
+    if fresh:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise LedgerError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    with transaction(conn):
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+    return conn
+
+
+class transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def ledger_tail(conn: sqlite3.Connection) -> tuple[int, str]:
+    """(next index, hash of the last entry) — read inside the writing transaction."""
+    row = conn.execute("SELECT idx, hash FROM ledger ORDER BY idx DESC LIMIT 1").fetchone()
+    if row is None:
+        return 0, GENESIS_HASH
+    return int(row[0]) + 1, str(row[1])
+
+
+def append_records(conn: sqlite3.Connection, records: Sequence[tuple[str | None, bytes]]) -> list[int]:
+    """Append canonical records inside the caller's write transaction; return their indices.
+
+    A record whose job id is already in the ledger is not written again: its existing index
+    is returned instead (one entry per job, however often the job ran).
+    """
+    job_ids = [job_id for job_id, _ in records if job_id is not None]
+    existing: dict[str, int] = {}
+    for chunk_start in range(0, len(job_ids), 500):
+        chunk = job_ids[chunk_start : chunk_start + 500]
+        marks = ",".join("?" * len(chunk))
+        existing.update(conn.execute(f"SELECT job_id, idx FROM ledger WHERE job_id IN ({marks})", chunk))  # noqa: S608
+    index, prev = ledger_tail(conn)
+    rows: list[tuple[int, str | None, str, str, bytes]] = []
+    indices: list[int] = []
+    for job_id, record in records:
+        if job_id is not None:
+            if job_id in existing:
+                indices.append(existing[job_id])
+                continue
+            existing[job_id] = index
+        digest = chain_hash(index, prev, record)
+        rows.append((index, job_id, prev, digest, record))
+        indices.append(index)
+        prev = digest
+        index += 1
+    conn.executemany("INSERT INTO ledger (idx, job_id, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)", rows)
+    return indices
+
+
+def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) -> Iterator[StoredEntry]:
+    """Every stored ledger entry from ``start``, in index order, read in batches."""
+    while True:
+        rows = conn.execute(
+            "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE idx >= ? ORDER BY idx LIMIT ?",
+            (start, batch),
+        ).fetchall()
+        for idx, job_id, prev_hash, digest, record in rows:
+            yield StoredEntry(int(idx), job_id, str(prev_hash), str(digest), bytes(record))
+        if len(rows) < batch:
+            return
+        start = int(rows[-1][0]) + 1
+
+
+class SqliteThread:
+    """Runs all of one connection's work on one dedicated thread, awaited from the loop."""
+
+    def __init__(self, name: str = "swarmd-sqlite") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=True)
