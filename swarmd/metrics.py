@@ -1,0 +1,333 @@
+"""Prometheus metrics of the daemon: every ``swarmd_*`` series, built once, bound up front.
+
+A :class:`Metrics` owns (or is given) a :class:`~prometheus_client.CollectorRegistry` and
+registers every ``swarmd_*`` metric on it. Label values come from bounded sets only: agent
+names from the agent registry (:meth:`Metrics.add_agent`), outcomes, queue states and
+rejection reasons from the tuples below. A job id or a GID is never a label.
+
+The per-job path uses pre-bound children, so it costs a dict lookup and a histogram
+observation, never a ``labels()`` call::
+
+    m = Metrics(agents=["echo"])
+    am = m.agent("echo")                  # once per job (or cache it per agent)
+    am.scheduling_overhead.observe(42e-6)
+    m.job_started()
+    ...
+    m.job_finished()
+    am.record("succeeded", 0.010)        # duration{outcome} + jobs_total{outcome}
+
+Threading: the ``observe``/``inc``/``set`` calls of prometheus-client are thread-safe.
+:meth:`Metrics.job_started` and :meth:`Metrics.job_finished` keep plain integers for speed
+and must be called from one thread (the event loop); the scrape thread only reads them.
+
+This module imports nothing from swarmd: telemetry sits below the dispatcher.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+__all__ = [
+    "CIRCUIT_STATES",
+    "DURATION_BUCKETS",
+    "LEDGER_COMMIT_BUCKETS",
+    "LOOP_LAG_BUCKETS",
+    "OUTCOMES",
+    "OVERHEAD_BUCKETS",
+    "QUEUE_STATES",
+    "QUEUE_WAIT_BUCKETS",
+    "REJECT_REASONS",
+    "AgentMetrics",
+    "Metrics",
+]
+
+#: Every outcome a job run can end with (the ``outcome`` label).
+OUTCOMES: Final = ("succeeded", "failed", "retried", "timed_out", "dead_lettered", "cancelled")
+#: The states of ``swarmd_queue_jobs``.
+QUEUE_STATES: Final = ("ready", "delayed", "leased", "dead")
+#: Why a job was refused before it ran (``swarmd_rejected_jobs_total``).
+REJECT_REASONS: Final = ("malformed", "unknown_agent", "oversized")
+#: Values of ``swarmd_circuit_state``.
+CIRCUIT_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
+
+#: Scheduling and swarm overhead: 50 µs, 100 µs, 1 ms, 10 ms, 50 ms and 1 s are bounds.
+OVERHEAD_BUCKETS: Final = (
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6,
+    1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0, 2.5, 5.0,
+)  # fmt: skip
+#: Handler run time: from a no-op to a five-minute job.
+DURATION_BUCKETS: Final = (
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
+#: Enqueued (or not_before) to handler start: a backlog can last an hour.
+QUEUE_WAIT_BUCKETS: Final = (
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+#: One group commit (an fsync or two).
+LEDGER_COMMIT_BUCKETS: Final = (
+    50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0, 2.5,
+)  # fmt: skip
+#: How late a periodic loop tick runs.
+LOOP_LAG_BUCKETS: Final = (
+    100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
+    1.0, 2.5, 5.0,
+)  # fmt: skip
+
+
+class AgentMetrics:
+    """The pre-bound series of one registered agent (see :meth:`Metrics.agent`).
+
+    ``duration`` and ``jobs`` are keyed by outcome (a member of :data:`OUTCOMES`, or a
+    ``StrEnum`` member with the same value). Use the children directly on the hot path.
+    """
+
+    __slots__ = (
+        "circuit_state",
+        "duration",
+        "identity_violations",
+        "jobs",
+        "name",
+        "queue_wait",
+        "scheduling_overhead",
+    )
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self.scheduling_overhead: Histogram = metrics.scheduling_overhead.labels(name)
+        self.queue_wait: Histogram = metrics.queue_wait.labels(name)
+        self.duration: dict[str, Histogram] = {o: metrics.agent_duration.labels(name, o) for o in OUTCOMES}
+        self.jobs: dict[str, Counter] = {o: metrics.jobs.labels(name, o) for o in OUTCOMES}
+        self.identity_violations: Counter = metrics.identity_violations.labels(name)
+        self.circuit_state: Gauge = metrics.circuit_state.labels(name)  # labels(): exists at 0
+
+    def record(self, outcome: str, seconds: float) -> None:
+        """Count one run that ended with ``outcome`` after ``seconds`` of handler time.
+
+        Raises KeyError for an outcome outside :data:`OUTCOMES`.
+        """
+        self.duration[outcome].observe(seconds)
+        self.jobs[outcome].inc()
+
+    def set_circuit(self, state: str) -> None:
+        """Set the circuit state by name: ``closed``, ``half_open`` or ``open``."""
+        self.circuit_state.set(CIRCUIT_STATES[state])
+
+
+class Metrics:
+    """Every ``swarmd_*`` metric, registered on one registry.
+
+    With ``registry=None`` a fresh :class:`CollectorRegistry` is made and the default
+    process, platform and GC collectors of prometheus-client are registered on it; a caller
+    that passes its own registry chooses its own collectors. Constructing a ``Metrics``
+    turns ``_created`` series off process-wide (:func:`prometheus_client.disable_created_metrics`).
+
+    ``agents`` are the agents registered now; :meth:`add_agent` adds one registered later.
+    ``version`` and ``loop`` (``"asyncio"`` or ``"uvloop"``) label ``swarmd_build_info``.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        agents: Iterable[str] = (),
+        version: str = "0",
+        loop: str = "asyncio",
+    ) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+        if registry is None:
+            registry = _default_registry()
+        self.registry: Final = registry
+        r = registry
+
+        self.scheduling_overhead: Final = Histogram(
+            "swarmd_scheduling_overhead_seconds",
+            "Time from a job being reserved to its handler starting.",
+            ["agent"], buckets=OVERHEAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.swarm_overhead: Final = Histogram(
+            "swarmd_swarm_overhead_seconds",
+            "Per swarm: first job reserved to last job done, minus the longest agent duration.",
+            buckets=OVERHEAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait: Final = Histogram(
+            "swarmd_queue_wait_seconds",
+            "Time from a job being enqueued (or its not_before) to its handler starting.",
+            ["agent"], buckets=QUEUE_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.agent_duration: Final = Histogram(
+            "swarmd_agent_duration_seconds",
+            "Handler run time, by outcome.",
+            ["agent", "outcome"], buckets=DURATION_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.jobs: Final = Counter("swarmd_jobs", "Job runs, by outcome.", ["agent", "outcome"], registry=r)
+        self.agents_in_flight: Final = Gauge("swarmd_agents_in_flight", "Handlers running now.", registry=r)
+        self.concurrent_peak: Final = Gauge(
+            "swarmd_concurrent_peak", "Highest number of handlers in flight since start.",
+            registry=r,
+        )  # fmt: skip
+        self.concurrency_limit: Final = Gauge(
+            "swarmd_concurrency_limit", "The concurrency limit in force now.", registry=r
+        )
+        self.identity_violations: Final = Counter(
+            "swarmd_identity_violations", "Identity (IV-01) violations.", ["agent"], registry=r
+        )
+        self.ledger_index: Final = Gauge("swarmd_ledger_index", "Index of the last committed ledger entry.", registry=r)
+        self.ledger_commit: Final = Histogram(
+            "swarmd_ledger_commit_seconds", "Duration of one group commit of ledger entries.",
+            buckets=LEDGER_COMMIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_jobs: Final = Gauge("swarmd_queue_jobs", "Jobs in the queue, by state.", ["state"], registry=r)
+        self.event_loop_lag: Final = Histogram(
+            "swarmd_event_loop_lag_seconds", "How late a periodic event-loop tick runs.",
+            buckets=LOOP_LAG_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.build_info: Final = Gauge(
+            "swarmd_build_info", "Always 1; the labels describe the running build.",
+            ["version", "python", "loop"], registry=r,
+        )  # fmt: skip
+        self.circuit_state: Final = Gauge(
+            "swarmd_circuit_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["agent"], registry=r,
+        )  # fmt: skip
+        self.ready: Final = Gauge("swarmd_ready", "1 when the daemon reports ready, else 0.", registry=r)
+        self.rejected_jobs: Final = Counter(
+            "swarmd_rejected_jobs", "Jobs refused before they ran, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+
+        self.build_info.labels(version, platform.python_version(), loop).set(1)
+        self._queue_children: Final = {s: self.queue_jobs.labels(s) for s in QUEUE_STATES}
+        for child in self._queue_children.values():
+            child.set(0)
+        self._reject_children: Final = {reason: self.rejected_jobs.labels(reason) for reason in REJECT_REASONS}
+        self._in_flight = 0
+        self._peak = 0
+        self.agents_in_flight.set_function(lambda: self._in_flight)
+        self.concurrent_peak.set_function(lambda: self._peak)
+        self._agents: dict[str, AgentMetrics] = {}
+        for name in agents:
+            self.add_agent(name)
+
+    # -- agents ---------------------------------------------------------------------------
+
+    def add_agent(self, name: str) -> AgentMetrics:
+        """Create the series of a newly registered agent (all at 0); idempotent."""
+        found = self._agents.get(name)
+        if found is None:
+            found = self._agents[name] = AgentMetrics(self, name)
+        return found
+
+    def agent(self, name: str) -> AgentMetrics:
+        """The pre-bound series of a registered agent.
+
+        Raises KeyError for a name never passed to ``agents=`` or :meth:`add_agent`, and
+        creates no series: an unknown agent name must never become a label value. The
+        daemon checks its agent registry before it gets here.
+        """
+        return self._agents[name]
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        """The agents that have series, in registration order."""
+        return tuple(self._agents)
+
+    # -- concurrency ----------------------------------------------------------------------
+
+    def job_started(self) -> None:
+        """One more handler in flight; raises the peak if it is a new high.
+
+        Event-loop thread only (plain integers, read by the scrape thread).
+        """
+        n = self._in_flight + 1
+        self._in_flight = n
+        if n > self._peak:  # noqa: PLR1730 - cheaper than a call to max() per job
+            self._peak = n
+
+    def job_finished(self) -> None:
+        """One handler fewer in flight. Event-loop thread only."""
+        self._in_flight -= 1
+
+    @property
+    def in_flight(self) -> int:
+        """Handlers in flight now (the value of ``swarmd_agents_in_flight``)."""
+        return self._in_flight
+
+    @property
+    def peak(self) -> int:
+        """Highest in-flight count since start (``swarmd_concurrent_peak``)."""
+        return self._peak
+
+    def set_concurrency_limit(self, n: int) -> None:
+        """Publish the concurrency limit in force now."""
+        self.concurrency_limit.set(n)
+
+    # -- ledger, queue, loop --------------------------------------------------------------
+
+    def set_ledger_index(self, index: int) -> None:
+        """Publish the index of the last committed ledger entry."""
+        self.ledger_index.set(index)
+
+    def observe_ledger_commit(self, seconds: float) -> None:
+        """Record the duration of one group commit."""
+        self.ledger_commit.observe(seconds)
+
+    def set_queue_depths(self, depths: Mapping[str, int]) -> None:
+        """Publish a snapshot of the queue: ``{"ready": n, "delayed": n, ...}``.
+
+        The mapping is a whole snapshot: a state it leaves out is set to 0. A state outside
+        :data:`QUEUE_STATES` raises ValueError and changes nothing. The values are cached in
+        the gauges, so a scrape reads them without touching the event loop.
+        """
+        unknown = set(depths).difference(self._queue_children)
+        if unknown:
+            raise ValueError(f"unknown queue state(s) {sorted(unknown)!r}; expected {list(QUEUE_STATES)!r}")
+        for state, child in self._queue_children.items():
+            child.set(depths.get(state, 0))
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """Record how late a periodic event-loop tick ran."""
+        self.event_loop_lag.observe(seconds)
+
+    def observe_swarm_overhead(self, seconds: float) -> None:
+        """Record one swarm's overhead (wall time minus its longest agent's duration)."""
+        self.swarm_overhead.observe(seconds)
+
+    # -- daemon state ---------------------------------------------------------------------
+
+    def set_ready(self, ready: bool) -> None:
+        """Publish readiness (``swarmd_ready`` 1 or 0)."""
+        self.ready.set(1 if ready else 0)
+
+    def reject(self, reason: str) -> None:
+        """Count one job refused before it ran; ``reason`` is one of :data:`REJECT_REASONS`."""
+        try:
+            child = self._reject_children[reason]
+        except KeyError:
+            raise ValueError(f"unknown rejection reason {reason!r}; expected one of {list(REJECT_REASONS)!r}") from None
+        child.inc()
+
+
+def _default_registry() -> CollectorRegistry:
+    """A fresh registry with prometheus-client's default process, platform and GC metrics."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry

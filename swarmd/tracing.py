@@ -1,0 +1,354 @@
+"""OpenTelemetry spans of a job's life, configured from the standard ``OTEL_*`` variables.
+
+The producer opens a PRODUCER span ``send <queue>`` and stores the W3C ``traceparent`` it
+yields in the job; the daemon opens one CONSUMER span ``process <queue>`` per run, a child
+of that context and linked to it (the messaging semantic conventions)::
+
+    tracing = Tracing.from_env()
+    with tracing.producer("default") as traceparent:
+        job = make_job(..., traceparent=traceparent)
+    ...
+    with tracing.consumer("default", job_id=j.id, gid=j.gid, agent=j.agent,
+                          attempt=j.attempt, traceparent=j.traceparent) as span:
+        outcome, error_type = await run(j)
+        tracing.set_outcome(span, outcome, error_type)
+    tracing.shutdown()                    # during drain: flushes the batch processor
+
+Disabled tracing (no exporter configured, ``OTEL_TRACES_EXPORTER=none`` or
+``OTEL_SDK_DISABLED=true``) returns one shared ``nullcontext`` from every per-job call: no
+span object, no context switch, a method call and an ``is None`` test.
+
+Variables read from the mapping given to :meth:`Tracing.from_env`: ``OTEL_SDK_DISABLED``,
+``OTEL_TRACES_EXPORTER`` (comma-separated ``otlp``, ``console``, ``none``),
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``
+(default ``swarmd``), ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG``. The SDK reads
+the sampler variables from ``os.environ`` only (and ignores unknown values with a warning),
+so this module builds the sampler itself, from the same mapping, and refuses unknown values.
+The exporter's headers, timeout, compression and certificates, the batch processor's
+``OTEL_BSP_*`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK from ``os.environ``.
+
+This module imports nothing from swarmd: telemetry sits below the dispatcher.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+__all__ = ["Tracing", "TracingConfigError", "parse_traceparent"]
+
+#: ``messaging.system`` of every swarmd span.
+MESSAGING_SYSTEM: Final = "swarmd"
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+_NULL: Final[nullcontext[None]] = nullcontext(None)
+_TRACEPARENT_RE: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_EXPORTERS: Final = ("otlp", "console", "none")
+_FIXED_SAMPLERS: Final[Mapping[str, Sampler]] = {
+    "always_on": ALWAYS_ON,
+    "always_off": ALWAYS_OFF,
+    "parentbased_always_on": DEFAULT_ON,
+    "parentbased_always_off": DEFAULT_OFF,
+}
+
+
+class TracingConfigError(ValueError):
+    """An ``OTEL_*`` variable asks for something this build cannot do.
+
+    ``variable`` names the variable, ``value`` is its value and ``reason`` what is wrong.
+    """
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{variable}={value!r}: {reason}")
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, span_id, flags)`` of a W3C version-00 ``traceparent``, else None.
+
+    Valid means exactly ``00-<32 lowercase hex>-<16 lowercase hex>-<2 lowercase hex>`` with
+    neither id all zeros. Never raises on any string.
+    """
+    match = _TRACEPARENT_RE.fullmatch(value)
+    if match is None:
+        return None
+    trace_id = int(match[1], 16)
+    span_id = int(match[2], 16)
+    if trace_id == 0 or span_id == 0:
+        return None
+    return trace_id, span_id, int(match[3], 16)
+
+
+class Tracing:
+    """The daemon's tracer: per-job PRODUCER and CONSUMER spans, or nothing at all.
+
+    ``Tracing(None)`` is disabled. ``Tracing(provider)`` uses ``provider`` (tests pass a
+    ``TracerProvider`` with an in-memory exporter) and owns it: :meth:`shutdown` shuts it
+    down. The global tracer provider is left alone unless :meth:`install_global` is called.
+    """
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self._provider = provider
+        self._tracer: Tracer | None = None if provider is None else provider.get_tracer("swarmd")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Tracing:
+        """Build from the ``OTEL_*`` variables in ``environ`` (see the module docstring).
+
+        Tracing is disabled when ``OTEL_SDK_DISABLED`` is ``true``, when
+        ``OTEL_TRACES_EXPORTER`` is ``none``, or when it is unset and no OTLP endpoint
+        variable is set. Raises TracingConfigError for an unknown exporter or sampler, a bad
+        sampler argument, or ``otlp`` requested without the ``otlp`` extra installed.
+        """
+        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return cls(None)
+        raw = environ.get("OTEL_TRACES_EXPORTER", "").strip()
+        traces_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        if raw:
+            variable = "OTEL_TRACES_EXPORTER"
+            names = [n.strip().lower() for n in raw.split(",") if n.strip()]
+            unknown = [n for n in names if n not in _EXPORTERS]
+            if unknown:
+                raise TracingConfigError(
+                    variable, raw, f"unknown exporter {unknown[0]!r}; expected otlp, console or none"
+                )
+        elif traces_endpoint or base_endpoint:
+            variable = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" if traces_endpoint else "OTEL_EXPORTER_OTLP_ENDPOINT"
+            names = ["otlp"]
+        else:
+            return cls(None)
+        wanted = [n for n in dict.fromkeys(names) if n != "none"]
+        if not wanted:
+            return cls(None)
+
+        exporters: list[SpanExporter] = []
+        for name in wanted:
+            if name == "console":
+                # stderr: stdout carries the JSON log lines.
+                exporters.append(ConsoleSpanExporter(out=sys.stderr))
+            else:
+                endpoint = traces_endpoint or (
+                    f"{base_endpoint.removesuffix('/')}/v1/traces" if base_endpoint else None
+                )
+                exporters.append(_otlp_exporter(variable, environ.get(variable, ""), endpoint))
+        provider = TracerProvider(resource=_resource(environ), sampler=_sampler(environ))
+        for exporter in exporters:
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider)
+
+    @property
+    def enabled(self) -> bool:
+        """True when spans are recorded and exported."""
+        return self._tracer is not None
+
+    @property
+    def provider(self) -> TracerProvider | None:
+        """The SDK provider, or None when disabled."""
+        return self._provider
+
+    def install_global(self) -> None:
+        """Make this provider the process-wide one, so handlers' own spans are recorded.
+
+        Handlers call ``opentelemetry.trace.get_tracer(...)``, which uses the global provider.
+        The OpenTelemetry API allows this once per process: the daemon calls it at start-up,
+        tests do not. A disabled ``Tracing`` leaves the global no-op provider in place.
+        """
+        if self._provider is not None:
+            trace.set_tracer_provider(self._provider)
+
+    # -- per job ------------------------------------------------------------------------
+
+    def producer(self, queue: str) -> AbstractContextManager[str | None]:
+        """A PRODUCER span ``send <queue>``; yields the ``traceparent`` to store in the job.
+
+        Yields None when tracing is disabled. The span is current inside the block.
+        """
+        if self._tracer is None:
+            return _NULL
+        return self._producer(self._tracer, queue)
+
+    def consumer(
+        self,
+        queue: str,
+        *,
+        job_id: str,
+        gid: str,
+        agent: str,
+        attempt: int,
+        traceparent: str | None,
+    ) -> AbstractContextManager[Span | None]:
+        """A CONSUMER span ``process <queue>`` for one run of a job; yields it (None if disabled).
+
+        Its parent is the producer's context taken from ``traceparent``, and it carries a
+        link to that context too; without a usable ``traceparent`` it starts a fresh trace
+        (a malformed one adds the event ``swarmd.traceparent.malformed``, never raises). The
+        span is current inside the block, so spans the handler opens are its children and
+        log lines carry its ids. An exception escaping the block is recorded on the span.
+        """
+        if self._tracer is None:
+            return _NULL
+        return self._consumer(
+            self._tracer,
+            queue,
+            job_id=job_id,
+            gid=gid,
+            agent=agent,
+            attempt=attempt,
+            traceparent=traceparent,
+        )
+
+    @staticmethod
+    def set_outcome(span: Span | None, outcome: str, error_type: str | None = None) -> None:
+        """Record a run's outcome; with ``error_type`` also ``error.type`` and ERROR status."""
+        if span is None:
+            return
+        span.set_attribute("swarmd.job.outcome", outcome)
+        if error_type is not None:
+            span.set_attribute("error.type", error_type)
+            span.set_status(Status(StatusCode.ERROR, outcome))
+
+    @staticmethod
+    def event(span: Span | None, name: str, attrs: Mapping[str, AttributeValue] | None = None) -> None:
+        """Add an event (identity violation, circuit transition, ...) to ``span``, if any."""
+        if span is not None:
+            span.add_event(name, attrs)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Export what is buffered (waiting at most ``timeout`` seconds), then shut down.
+
+        Idempotent; tracing is disabled afterwards.
+        """
+        provider, self._provider, self._tracer = self._provider, None, None
+        if provider is not None:
+            provider.force_flush(int(timeout * 1000))
+            provider.shutdown()
+
+    # -- implementation -----------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def _producer(tracer: Tracer, queue: str) -> Iterator[str | None]:
+        span = tracer.start_span(
+            f"send {queue}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.operation.name": "send",
+                "messaging.destination.name": queue,
+            },
+        )
+        with trace.use_span(span, end_on_exit=True):
+            carrier: dict[str, str] = {}
+            _PROPAGATOR.inject(carrier)
+            yield carrier.get("traceparent")
+
+    @staticmethod
+    @contextmanager
+    def _consumer(
+        tracer: Tracer,
+        queue: str,
+        *,
+        job_id: str,
+        gid: str,
+        agent: str,
+        attempt: int,
+        traceparent: str | None,
+    ) -> Iterator[Span]:
+        parent = Context()
+        links: tuple[Link, ...] = ()
+        malformed = False
+        if traceparent:
+            parent = _PROPAGATOR.extract({"traceparent": traceparent}, context=parent)
+            remote = trace.get_current_span(parent).get_span_context()
+            if remote.is_valid:
+                links = (Link(remote),)
+            else:
+                malformed = True
+        # start_span + use_span is what start_as_current_span does, one generator fewer.
+        span = tracer.start_span(
+            f"process {queue}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": MESSAGING_SYSTEM,
+                "messaging.operation.name": "process",
+                "messaging.destination.name": queue,
+                "messaging.message.id": job_id,
+                "swarmd.agent.gid": gid,
+                "swarmd.agent.name": agent,
+                "swarmd.job.attempt": attempt,
+            },
+        )
+        if malformed:
+            span.add_event("swarmd.traceparent.malformed")
+        with trace.use_span(span, end_on_exit=True):
+            yield span
+
+
+def _resource(environ: Mapping[str, str]) -> Resource:
+    name = environ.get("OTEL_SERVICE_NAME", "").strip()
+    resource = Resource.create({SERVICE_NAME: name} if name else {})
+    current = str(resource.attributes.get(SERVICE_NAME, ""))
+    if not current or current.startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "swarmd"}))
+    return resource
+
+
+def _sampler(environ: Mapping[str, str]) -> Sampler:
+    raw = environ.get("OTEL_TRACES_SAMPLER", "").strip()
+    name = raw.lower() or "parentbased_always_on"
+    fixed = _FIXED_SAMPLERS.get(name)
+    if fixed is not None:
+        return fixed
+    if name not in ("traceidratio", "parentbased_traceidratio"):
+        known = ", ".join([*_FIXED_SAMPLERS, "traceidratio", "parentbased_traceidratio"])
+        raise TracingConfigError("OTEL_TRACES_SAMPLER", raw, f"unknown sampler; expected {known}")
+    arg = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        rate = float(arg) if arg else 1.0
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        raise TracingConfigError("OTEL_TRACES_SAMPLER_ARG", arg, "expected a sampling ratio between 0.0 and 1.0")
+    if name == "traceidratio":
+        return TraceIdRatioBased(rate)
+    return ParentBasedTraceIdRatio(rate)
+
+
+def _otlp_exporter(variable: str, value: str, endpoint: str | None) -> SpanExporter:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+    except ImportError as exc:
+        raise TracingConfigError(
+            variable,
+            value,
+            "the OTLP exporter is not installed; install it with: pip install 'swarmd[otlp]'",
+        ) from exc
+    return OTLPSpanExporter(endpoint=endpoint)
