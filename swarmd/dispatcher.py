@@ -72,9 +72,7 @@ class DispatchMetrics:
 class AsyncSwarmDispatcher:
     """Runs a swarm of agent tasks under one TaskGroup and a concurrency limit."""
 
-    def __init__(
-        self, max_concurrent: int = 50, fail_fast: bool = True, ledger: Ledger | None = None
-    ) -> None:
+    def __init__(self, max_concurrent: int = 50, fail_fast: bool = True, ledger: Ledger | None = None) -> None:
         if not isinstance(max_concurrent, int) or max_concurrent < 1:
             raise ValueError(f"max_concurrent must be a positive integer, not {max_concurrent!r}")
         self.max_concurrent = max_concurrent
@@ -146,9 +144,7 @@ class _Swarm:
             except Exception as exc:
                 duration = metrics.task_durations[position] = time.perf_counter() - started
                 metrics.failed_tasks += 1
-                result = TaskResult(
-                    task.gid, self.name_of(position), False, exception=exc, duration_s=duration
-                )
+                result = TaskResult(task.gid, self.name_of(position), False, exception=exc, duration_s=duration)
                 self.results[position] = result
                 await self.record(result)
                 if self.dispatcher.fail_fast:

@@ -88,6 +88,8 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     #: Unix time before which the job must not start.
     not_before: float = 0.0
     swarm_id: JobId | None = None
+    #: How many jobs the swarm has (lets the daemon tell when a swarm is complete).
+    swarm_size: Annotated[int, msgspec.Meta(ge=1)] | None = None
     fail_fast: bool = False
     idempotency_key: Key | None = None
     traceparent: Traceparent | None = None
@@ -171,6 +173,7 @@ def new_job(
     delay: float = 0.0,
     not_before: float | None = None,
     swarm_id: str | None = None,
+    swarm_size: int | None = None,
     fail_fast: bool = False,
     idempotency_key: str | None = None,
     traceparent: str | None = None,
@@ -193,6 +196,7 @@ def new_job(
         "timeout": timeout,
         "not_before": not_before if not_before is not None else (now + delay if delay else 0.0),
         "swarm_id": swarm_id,
+        "swarm_size": swarm_size,
         "fail_fast": fail_fast,
         "idempotency_key": idempotency_key,
         "traceparent": traceparent,

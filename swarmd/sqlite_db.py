@@ -86,9 +86,7 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     if fresh:
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         os.close(fd)
-    conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
-    )
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
@@ -100,9 +98,7 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     return conn
 
 
@@ -142,7 +138,7 @@ def append_records(conn: sqlite3.Connection, records: Sequence[tuple[str | None,
     for chunk_start in range(0, len(job_ids), 500):
         chunk = job_ids[chunk_start : chunk_start + 500]
         marks = ",".join("?" * len(chunk))
-        existing.update(conn.execute(f"SELECT job_id, idx FROM ledger WHERE job_id IN ({marks})", chunk))  # noqa: S608
+        existing.update(conn.execute(f"SELECT job_id, idx FROM ledger WHERE job_id IN ({marks})", chunk))
     index, prev = ledger_tail(conn)
     rows: list[tuple[int, str | None, str, str, bytes]] = []
     indices: list[int] = []

@@ -51,9 +51,7 @@ async def test_many_agents_keep_their_gids_including_spawned_tasks() -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "durable"])
 async def test_five_concurrent_writers_times_ten_get_indices_0_to_49(kind: str, tmp_path: Path) -> None:
-    ledger: SharedLedger | DurableLedger = (
-        SharedLedger() if kind == "memory" else DurableLedger(tmp_path / "l.db")
-    )
+    ledger: SharedLedger | DurableLedger = SharedLedger() if kind == "memory" else DurableLedger(tmp_path / "l.db")
     start = asyncio.Event()
 
     async def writer(w: int) -> list[int]:

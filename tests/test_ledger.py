@@ -122,10 +122,7 @@ def stored_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     async def fill() -> None:
         ledger = DurableLedger(path)
         await asyncio.gather(
-            *(
-                ledger.append({"agent_gid": f"G{i % 3}", "job_id": f"job-{i}", "v": i})
-                for i in range(_DURABLE_WRITES)
-            )
+            *(ledger.append({"agent_gid": f"G{i % 3}", "job_id": f"job-{i}", "v": i}) for i in range(_DURABLE_WRITES))
         )
         assert (await ledger.verify()).ok
         await ledger.close()
@@ -174,7 +171,7 @@ def test_any_single_altered_byte_in_a_stored_entry_is_found(stored_ledger: Path,
         }
         kwargs[column] = text
         changed = StoredEntry(**kwargs)  # type: ignore[arg-type]
-    tampered = [*entries[:which], changed, *entries[which + 1:]]
+    tampered = [*entries[:which], changed, *entries[which + 1 :]]
     if column == "idx":
         tampered.sort(key=lambda e: e.index)  # the store returns entries in index order
     report = verify(tampered)

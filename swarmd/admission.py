@@ -1,0 +1,144 @@
+"""Admission: may a job of this agent start now, and what happens after it ends?
+
+One place holds the per-agent policy state of a running daemon: the circuit breaker, the
+per-agent concurrency limit, the token bucket and the retry policy, resolved from (highest
+first) the job, the ``[agent.NAME]`` config table, the agent's ``@agent(...)`` declaration
+and the daemon's defaults. The worker asks `blocked_agents` before reserving (so work that
+cannot start is not taken at all) and `admit` before running a job it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from swarmd.backoff import RetryPolicy
+from swarmd.breaker import CircuitBreaker, CircuitState
+from swarmd.config import AgentSettings, Settings
+from swarmd.errors import ConfigError, Permanent
+from swarmd.metrics import Metrics
+from swarmd.ratelimit import TokenBucket
+from swarmd.registry import AgentSpec, Registry
+
+log = structlog.get_logger("swarmd.admission")
+
+_CIRCUIT_NAMES = {
+    CircuitState.CLOSED: "closed",
+    CircuitState.HALF_OPEN: "half_open",
+    CircuitState.OPEN: "open",
+}
+
+
+def _load_exception(spec: str, key: str) -> type[BaseException]:
+    module_name, _, name = spec.partition(":")
+    try:
+        value = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(key, f"cannot load exception {spec!r}: {exc}") from None
+    if not (isinstance(value, type) and issubclass(value, BaseException)):
+        raise ConfigError(key, f"{spec!r} is not an exception type")
+    return value
+
+
+@dataclass(slots=True)
+class AgentGate:
+    """The live policy state of one agent."""
+
+    spec: AgentSpec
+    retry: RetryPolicy
+    timeout: float
+    permanent: tuple[type[BaseException], ...]
+    breaker: CircuitBreaker
+    concurrency: int | None
+    bucket: TokenBucket | None
+    running: int = 0
+    slots: asyncio.Semaphore | None = None
+    transitions: list[tuple[str, str]] = field(default_factory=list)
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return isinstance(exc, (Permanent, *self.permanent))
+
+
+class Admission:
+    """Per-agent gates for every registered agent."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.gates: dict[str, AgentGate] = {}
+        for spec in registry:
+            self.gates[spec.name] = self._gate(spec, settings, settings.agent.get(spec.name, AgentSettings()))
+
+    def _gate(self, spec: AgentSpec, settings: Settings, overrides: AgentSettings) -> AgentGate:
+        declared = spec.policy
+        key = f"agent.{spec.name}"
+        base = overrides.backoff_base or declared.backoff_base or settings.backoff_base
+        cap = overrides.backoff_cap or declared.backoff_cap or settings.backoff_cap
+        retry = RetryPolicy(
+            max_attempts=overrides.max_attempts or declared.max_attempts or settings.max_attempts,
+            base=base,
+            cap=max(cap, base),
+        )
+        permanent = declared.permanent + tuple(
+            _load_exception(name, f"{key}.permanent") for name in overrides.permanent
+        )
+        concurrency = overrides.concurrency or declared.concurrency
+        rate = overrides.rate or declared.rate
+        burst = overrides.burst or declared.burst or (max(1, int(rate)) if rate else None)
+        agent_metrics = self.metrics.agent(spec.name)
+
+        def on_transition(old: CircuitState, new: CircuitState, name: str = spec.name) -> None:
+            agent_metrics.set_circuit(_CIRCUIT_NAMES[new])
+            gate = self.gates.get(name)
+            if gate is not None:
+                gate.transitions.append((_CIRCUIT_NAMES[old], _CIRCUIT_NAMES[new]))
+            log.warning("circuit_transition", agent=name, old=_CIRCUIT_NAMES[old], new=_CIRCUIT_NAMES[new])
+
+        breaker = CircuitBreaker(
+            failure_threshold=settings.breaker_failures,
+            failure_ratio=settings.breaker_ratio,
+            window=settings.breaker_window,
+            cooldown=settings.breaker_cooldown,
+            clock=self.clock,
+            on_transition=on_transition,
+        )
+        return AgentGate(
+            spec=spec,
+            retry=retry,
+            timeout=overrides.timeout or declared.timeout or settings.default_timeout,
+            permanent=permanent,
+            breaker=breaker,
+            concurrency=concurrency,
+            bucket=TokenBucket(rate, burst or 1, clock=self.clock) if rate else None,
+            slots=asyncio.Semaphore(concurrency) if concurrency else None,
+        )
+
+    def blocked_agents(self) -> list[str]:
+        """Agents none of whose jobs could start now: breaker open, at their limit, out of tokens."""
+        blocked = []
+        for name, gate in self.gates.items():
+            if (
+                gate.breaker.state is CircuitState.OPEN
+                or (gate.concurrency is not None and gate.running >= gate.concurrency)
+                or (gate.bucket is not None and gate.bucket.wait_time() > 0)
+            ):
+                blocked.append(name)
+        return blocked
+
+    def soonest_unblock(self) -> float | None:
+        """Seconds until a blocked agent might be admitted again (breaker cooldown, tokens)."""
+        waits = [gate.breaker.retry_after() for gate in self.gates.values() if gate.breaker.retry_after() > 0]
+        waits += [gate.bucket.wait_time() for gate in self.gates.values() if gate.bucket is not None]
+        positive = [w for w in waits if w > 0]
+        return min(positive) if positive else None

@@ -1,0 +1,180 @@
+"""The queue backend protocol: what the worker, the daemon and the client need of a queue.
+
+Two implementations: the local SQLite file (`swarmd.sqlite_queue`, the embedded default) and
+Redis Streams (`swarmd.redis_queue`, several daemons on several hosts). A backend never
+imports the worker or the daemon.
+
+The protocol keeps the guarantees in the backend: `finish` writes each final outcome's
+ledger entry and removes the job's lease in ONE atomic step (a transaction, a script), and
+the ledger holds at most one entry per job id however often a job ran.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from swarmd.ledger import StoredEntry, VerifyReport
+from swarmd.model import Job
+
+
+@dataclass(slots=True)
+class Reserved:
+    """A job the worker now holds under a lease."""
+
+    job_id: str
+    #: The decoded job, or None if the stored job could not be decoded (see `error`).
+    job: Job | None
+    #: Attempts started, this one included.
+    attempt: int
+    #: Why the stored job is undecodable, when `job` is None.
+    error: str | None = None
+    #: The gid and agent as stored, for the ledger entry of an undecodable job.
+    gid: str = ""
+    agent: str = ""
+    #: Backend-specific handle (a stream entry id for Redis).
+    handle: Any = None
+
+
+class Disposition(enum.Enum):
+    """What `finish` does with a job."""
+
+    #: Final: write the ledger entry, remove the job from the queue.
+    DONE = "done"
+    #: Final: write the ledger entry, keep the job in the dead-letter queue.
+    DEAD = "dead"
+    #: Run again at `not_before`; the attempt counts.
+    RETRY = "retry"
+    #: Give the job back at `not_before` without spending the attempt (breaker open, drain).
+    RELEASE = "release"
+
+
+@dataclass(slots=True)
+class Finish:
+    """The end of one reservation."""
+
+    job_id: str
+    disposition: Disposition
+    #: Canonical ledger record (for DONE and DEAD).
+    record: bytes | None = None
+    not_before: float = 0.0
+    #: Reason kept with a dead letter (JSON text).
+    error: str | None = None
+    #: Fail-fast: cancel the queued and running members of this swarm in the same commit.
+    cancel_swarm: str | None = None
+    handle: Any = None
+
+
+@dataclass(slots=True)
+class FinishReport:
+    """What a `finish` committed."""
+
+    #: Ledger index per finished job id (DONE and DEAD only).
+    indices: dict[str, int] = field(default_factory=dict)
+    #: Jobs cancelled while still queued, because their fail-fast swarm failed.
+    cancelled: list[str] = field(default_factory=list)
+    #: Last ledger index after the commit (None: ledger empty).
+    ledger_index: int | None = None
+
+
+@dataclass(slots=True)
+class JobInfo:
+    """Where a job is: in the queue (state) or finished (its ledger entry)."""
+
+    job_id: str
+    state: str
+    agent: str
+    gid: str
+    attempt: int
+    priority: int = 0
+    not_before: float = 0.0
+    swarm_id: str | None = None
+    error: str | None = None
+    outcome: str | None = None
+    ledger_index: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class QueueBackend(Protocol):
+    """The seam between the queue and everything above it."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # -- producers -------------------------------------------------------------------------
+    async def submit(self, jobs: Sequence[Job]) -> list[str]:
+        """Store jobs durably; return their ids (an idempotency key already used gives the
+        id of the job it first made)."""
+        ...
+
+    # -- the worker ------------------------------------------------------------------------
+    async def reserve(self, limit: int, *, lease: float, exclude_agents: Collection[str] = ()) -> list[Reserved]:
+        """Lease up to ``limit`` ready jobs, highest priority first, then oldest."""
+        ...
+
+    async def finish(self, items: Sequence[Finish]) -> FinishReport:
+        """Commit a batch of outcomes atomically (ledger entries and lease removals)."""
+        ...
+
+    async def renew(self, job_ids: Collection[str], *, lease: float) -> None:
+        """Extend the leases of jobs this worker still runs."""
+        ...
+
+    async def recover(self, *, all_leases: bool) -> int:
+        """Return expired leases (all leases, at a start under the state lock) to the queue."""
+        ...
+
+    async def cancel_requested(self) -> list[str]:
+        """Jobs this worker runs whose cancellation was requested."""
+        ...
+
+    async def next_due(self) -> float | None:
+        """Unix time at which the earliest delayed job becomes ready (None: none delayed)."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs by state: ready, delayed, leased, dead."""
+        ...
+
+    async def publish_agents(self, names: Sequence[str]) -> None:
+        """Record the agent names a daemon serves, so producers can refuse unknown ones."""
+        ...
+
+    async def published_agents(self) -> list[str] | None:
+        """The agent names daemons published (None: no daemon has published any yet)."""
+        ...
+
+    # -- operators -------------------------------------------------------------------------
+    async def status(self, job_id: str) -> JobInfo: ...
+
+    async def swarm_status(self, swarm_id: str) -> list[JobInfo]: ...
+
+    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]: ...
+
+    async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
+        """Cancel queued jobs now (ledger: cancelled) and ask the daemon to cancel running
+        ones; return the ids affected."""
+        ...
+
+    async def ledger_entries(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]: ...
+
+    async def ledger_tail(self, n: int) -> list[StoredEntry]: ...
+
+    async def verify(self) -> VerifyReport: ...
+
+    async def dead_letters(self, limit: int) -> list[JobInfo]: ...
+
+    async def requeue(self, job_id: str | None, *, all_dead: bool = False) -> list[tuple[str, str]]:
+        """Put dead letters back as new jobs; return (old id, new id) pairs."""
+        ...
+
+    async def purge_dead(self, older_than: float) -> int:
+        """Delete dead letters that died more than ``older_than`` seconds ago."""
+        ...

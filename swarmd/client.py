@@ -1,0 +1,243 @@
+"""Submitting and inspecting work from Python: `Client` (blocking) and `AsyncClient`.
+
+::
+
+    from swarmd import Client
+    with Client(state_dir="/var/lib/swarmd") as client:
+        job_id = client.submit("summarize", gid="GID-01", payload={"url": "..."})
+        swarm = client.submit_many([{"agent": "sleep", "gid": f"G{i}"} for i in range(50)], swarm=True)
+
+A submit is durable when it returns, and wakes an idle daemon at once. Jobs are checked here,
+before anything is written: a malformed job, an unknown agent or an oversized payload raises
+`JobValidationError` naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from swarmd.backend import JobInfo, QueueBackend
+from swarmd.config import Settings, resolve_state_dir
+from swarmd.errors import JobValidationError, UnknownAgentError
+from swarmd.ledger import StoredEntry, VerifyReport
+from swarmd.model import MAX_PAYLOAD_BYTES, Job, new_job, new_job_id
+from swarmd.tracing import Tracing
+
+_JOB_KEYS = frozenset(
+    {
+        "agent",
+        "gid",
+        "payload",
+        "priority",
+        "max_attempts",
+        "timeout",
+        "delay",
+        "not_before",
+        "idempotency_key",
+        "job_id",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job_ids: list[str]
+    swarm_id: str | None
+
+
+def open_backend(settings: Settings, state_dir: Path | None = None) -> QueueBackend:
+    """The backend a settings object names (not yet opened)."""
+    if settings.backend == "redis":
+        from swarmd.redis_queue import RedisBackend  # noqa: PLC0415 - the redis extra is optional
+
+        return RedisBackend(settings.redis_url, prefix=settings.redis_prefix, queue=settings.queue)
+    from swarmd.sqlite_db import Durability  # noqa: PLC0415
+    from swarmd.sqlite_queue import SqliteBackend  # noqa: PLC0415
+
+    directory = state_dir or resolve_state_dir(settings.state_dir)
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return SqliteBackend(directory, Durability(settings.durability))
+
+
+class AsyncClient:
+    """Submit jobs and read their fate, from async code."""
+
+    def __init__(
+        self,
+        state_dir: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        agents: Iterable[str] | None = None,
+        tracing: Tracing | None = None,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.settings = settings or Settings()
+        directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
+        self.backend = open_backend(self.settings, directory)
+        #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
+        self.known_agents = set(agents) if agents is not None else None
+        self.tracing = tracing or Tracing(None)
+        self.max_payload_bytes = min(max_payload_bytes, self.settings.max_payload_bytes)
+        self._opened = False
+
+    async def open(self) -> Self:
+        if not self._opened:
+            await self.backend.open()
+            self._opened = True
+            if self.known_agents is None:
+                published = await self.backend.published_agents()
+                self.known_agents = set(published) if published is not None else None
+        return self
+
+    async def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self.backend.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_agent(self, agent: str) -> None:
+        if self.known_agents is not None and agent not in self.known_agents:
+            raise UnknownAgentError(agent, sorted(self.known_agents))
+
+    def build(
+        self,
+        spec: Mapping[str, Any],
+        *,
+        swarm_id: str | None = None,
+        swarm_size: int | None = None,
+        fail_fast: bool = False,
+        traceparent: str | None = None,
+        now: float | None = None,
+    ) -> Job:
+        unknown = set(spec) - _JOB_KEYS
+        if unknown:
+            raise JobValidationError(sorted(unknown)[0], "unknown field")
+        if "agent" not in spec or "gid" not in spec:
+            raise JobValidationError("agent" if "agent" not in spec else "gid", "required")
+        self._check_agent(spec["agent"])
+        return new_job(
+            agent=spec["agent"],
+            gid=spec["gid"],
+            payload=spec.get("payload"),
+            priority=spec.get("priority", 0),
+            max_attempts=spec.get("max_attempts"),
+            timeout=spec.get("timeout"),
+            delay=spec.get("delay", 0.0),
+            not_before=spec.get("not_before"),
+            idempotency_key=spec.get("idempotency_key"),
+            job_id=spec.get("job_id"),
+            swarm_id=swarm_id,
+            swarm_size=swarm_size,
+            fail_fast=fail_fast,
+            traceparent=traceparent,
+            now=now,
+            max_payload_bytes=self.max_payload_bytes,
+        )
+
+    async def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
+        """Submit one job; return its id once it is durable."""
+        result = await self.submit_many([{"agent": agent, "gid": gid, "payload": payload, **options}])
+        return result.job_ids[0]
+
+    async def submit_many(
+        self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
+    ) -> Submitted:
+        """Submit jobs in one transaction; ``swarm=True`` makes them one swarm (``fail_fast``:
+        the first permanent failure cancels the rest)."""
+        if fail_fast and not swarm:
+            raise JobValidationError("fail_fast", "only a swarm can fail fast (use swarm=True)")
+        swarm_id = new_job_id() if swarm else None
+        now = time.time()
+        with self.tracing.producer(self.settings.queue) as traceparent:
+            jobs = [
+                self.build(
+                    spec,
+                    swarm_id=swarm_id,
+                    swarm_size=len(specs) if swarm else None,
+                    fail_fast=fail_fast,
+                    traceparent=traceparent,
+                    now=now,
+                )
+                for spec in specs
+            ]
+            ids = await self.backend.submit(jobs)
+        return Submitted(ids, swarm_id)
+
+    async def status(self, job_id: str) -> JobInfo:
+        return await self.backend.status(job_id)
+
+    async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
+        return await self.backend.swarm_status(swarm_id)
+
+    async def cancel(self, job_id: str | None = None, *, swarm_id: str | None = None) -> list[str]:
+        return await self.backend.cancel(job_id, swarm_id)
+
+    async def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
+        return await self.backend.ledger_entries(start, limit)
+
+    async def verify(self) -> VerifyReport:
+        return await self.backend.verify()
+
+
+class Client:
+    """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
+
+    def __init__(self, state_dir: str | Path | None = None, **kwargs: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._async = AsyncClient(state_dir, **kwargs)
+        self._runner.run(self._async.open())
+
+    @property
+    def backend(self) -> QueueBackend:
+        return self._async.backend
+
+    def close(self) -> None:
+        self._runner.run(self._async.close())
+        self._runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
+        return self._runner.run(self._async.submit(agent, gid=gid, payload=payload, **options))
+
+    def submit_many(
+        self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
+    ) -> Submitted:
+        return self._runner.run(self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast))
+
+    def status(self, job_id: str) -> JobInfo:
+        return self._runner.run(self._async.status(job_id))
+
+    def swarm_status(self, swarm_id: str) -> list[JobInfo]:
+        return self._runner.run(self._async.swarm_status(swarm_id))
+
+    def cancel(self, job_id: str | None = None, *, swarm_id: str | None = None) -> list[str]:
+        return self._runner.run(self._async.cancel(job_id, swarm_id=swarm_id))
+
+    def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
+        return self._runner.run(self._async.ledger(start, limit))
+
+    def verify(self) -> VerifyReport:
+        return self._runner.run(self._async.verify())
+
+    def run(self, coro: Any) -> Any:
+        """Run one of the backend's coroutines on this client's loop (CLI helpers)."""
+        return self._runner.run(coro)

@@ -1,0 +1,241 @@
+"""Settings: command-line flags > ``SWARMD_*`` environment > TOML file > defaults.
+
+Every key is documented here, where it is defined, and in ``deploy/swarmd.toml``, the example
+config that lists them all. Errors name the key and where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, NoReturn
+
+import msgspec
+
+from swarmd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/swarmd/swarmd.toml")
+ENV_PREFIX: Final = "SWARMD_"
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[agent.NAME]``: per-agent policy, overriding what the agent's module declared."""
+
+    #: Attempts before a failing job is dead-lettered.
+    max_attempts: PositiveInt | None = None
+    #: Seconds a handler may run before it is cancelled (outcome timed_out).
+    timeout: Positive | None = None
+    #: Backoff between attempts: full jitter in [0, min(backoff_cap, backoff_base * 2**retry)].
+    backoff_base: Positive | None = None
+    backoff_cap: Positive | None = None
+    #: At most this many of this agent's jobs run at once.
+    concurrency: PositiveInt | None = None
+    #: Token bucket: jobs started per second, and the burst.
+    rate: Positive | None = None
+    burst: PositiveInt | None = None
+    #: Exception types (``module:Name``) that fail a job at once, without retry.
+    permanent: list[str] = msgspec.field(default_factory=list)
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Everything `swarmd serve` can be told. See deploy/swarmd.toml for the commented list."""
+
+    # -- where -----------------------------------------------------------------------------
+    #: State directory (queue, ledger, lock). None: $STATE_DIRECTORY, else $XDG_STATE_HOME/swarmd.
+    state_dir: str | None = None
+    #: Modules whose @agent handlers to load (besides the built-ins sleep, echo, fail).
+    agents: list[str] = msgspec.field(default_factory=list)
+    #: HTTP listener for /metrics, /healthz, /readyz.
+    metrics_listen: str = "127.0.0.1:9464"
+    #: Allow metrics_listen on a non-loopback address.
+    allow_remote_metrics: bool = False
+    # -- logs ------------------------------------------------------------------------------
+    log_level: LogLevel = LogLevel.INFO
+    #: "auto" (JSON unless stdout is a TTY), "json" or "console".
+    log_format: Annotated[str, msgspec.Meta(pattern="^(auto|json|console)$")] = "auto"
+    # -- queue -----------------------------------------------------------------------------
+    #: "sqlite" (local file, the default) or "redis" (several daemons on several hosts).
+    backend: Annotated[str, msgspec.Meta(pattern="^(sqlite|redis)$")] = "sqlite"
+    #: SQLite durability: "full" survives power loss; "normal" survives a process crash only.
+    durability: Annotated[str, msgspec.Meta(pattern="^(full|normal)$")] = "full"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "swarmd"
+    #: Run on a Redis without AOF persistence (acknowledged work may be lost on a restart).
+    allow_volatile_redis: bool = False
+    #: Queue name (the stream for Redis; the span name "process <queue>").
+    queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    #: Seconds a reservation holds a job; renewed every lease_seconds/3 while it runs.
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
+    #: Most jobs reserved in one round trip.
+    reserve_batch: PositiveInt = 512
+    #: Longest idle wait before looking at the queue again (wake-ups make it immediate).
+    poll_interval: Positive = 1.0
+    # -- concurrency -----------------------------------------------------------------------
+    #: Most handlers running at once (the upper bound of the adaptive limit).
+    max_concurrent: PositiveInt = 256
+    #: "fixed" or "adaptive" (AIMD on agent latency and failures, within min/max).
+    concurrency: Annotated[str, msgspec.Meta(pattern="^(fixed|adaptive)$")] = "fixed"
+    min_concurrent: PositiveInt = 1
+    # -- policies --------------------------------------------------------------------------
+    #: Attempts before a failing job is dead-lettered (agents and jobs may override).
+    max_attempts: PositiveInt = 3
+    #: Seconds a handler may run (agents and jobs may override).
+    default_timeout: Positive = 300.0
+    backoff_base: Positive = 0.5
+    backoff_cap: Positive = 60.0
+    #: Circuit breaker per agent: opens after this many consecutive failures...
+    breaker_failures: PositiveInt = 5
+    #: ...or when the failure ratio over the last breaker_window results reaches this (0-1).
+    breaker_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    breaker_window: PositiveInt = 20
+    #: Seconds an open breaker defers the agent's jobs before letting one trial through.
+    breaker_cooldown: Positive = 30.0
+    # -- life cycle ------------------------------------------------------------------------
+    #: Seconds running jobs get to finish after SIGTERM before they are returned to the queue.
+    grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    #: Largest encoded job payload accepted at submit, in bytes.
+    max_payload_bytes: PositiveInt = 1024 * 1024
+    #: Per-agent overrides: [agent.NAME] tables.
+    agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
+
+
+#: Keys SIGHUP may change in a running daemon.
+RELOADABLE: Final = frozenset({"max_concurrent", "min_concurrent", "log_level", "concurrency"})
+_FIELDS: Final = {field.name: field for field in msgspec.structs.fields(Settings)}
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _raise_for(exc: msgspec.ValidationError, source: str, prefix: str = "") -> NoReturn:
+    message = str(exc)
+    match = _AT_PATH.search(message)
+    unknown = re.search(r"unknown field `([^`]*)`", message)
+    if match:
+        raise ConfigError(prefix + (match.group(1) or "$"), message[: match.start()], source) from None
+    if unknown:
+        raise ConfigError(prefix + unknown.group(1), "unknown key", source) from None
+    raise ConfigError("$", message, source) from None
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML config file; ConfigError names the file and the problem."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}", str(path)) from None
+    except PermissionError:
+        raise ConfigError("--config", f"cannot read {path}: permission denied", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("--config", f"{path} is a directory", str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("$", f"not valid TOML: {exc}", str(path)) from None
+    _validate(data, str(path), strict=True)
+    return data
+
+
+def _validate(data: Mapping[str, Any], source: str, *, strict: bool) -> Settings:
+    """Convert to Settings; ``[agent.NAME]`` tables first, so that errors name the agent."""
+    agents = data.get("agent")
+    if isinstance(agents, Mapping):
+        for name, table in agents.items():
+            try:
+                msgspec.convert(table, AgentSettings, strict=strict)
+            except msgspec.ValidationError as exc:
+                _raise_for(exc, source, prefix=f"agent.{name}.")
+    try:
+        return msgspec.convert(data, Settings, strict=strict)
+    except msgspec.ValidationError as exc:
+        _raise_for(exc, source)
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``SWARMD_MAX_CONCURRENT=64`` → ``{"max_concurrent": "64"}`` (converted later)."""
+    values: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in ("config", "test_strict"):
+            continue
+        field = _FIELDS.get(key)
+        if field is None or key == "agent":
+            raise ConfigError(name, "unknown setting", "environment")
+        if key == "agents":
+            values[key] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif raw.strip().lower() in ("", "none", "null") and field.default is None:
+            values[key] = None
+        else:
+            values[key] = raw
+    return values
+
+
+def load_settings(
+    *,
+    config_path: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge the layers into Settings. ``config_path`` None: /etc/swarmd/swarmd.toml if present
+    (or $SWARMD_CONFIG)."""
+    environ = os.environ if environ is None else environ
+    if config_path is None and environ.get("SWARMD_CONFIG"):
+        config_path = Path(environ["SWARMD_CONFIG"])
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    merged: dict[str, Any] = read_file(config_path) if config_path is not None else {}
+    env_values = read_environment(environ)
+    env_settings = _validate({**merged, **env_values}, "environment", strict=False)
+    merged.update({key: msgspec.to_builtins(getattr(env_settings, key)) for key in env_values})
+    flag_values = {key: value for key, value in (flags or {}).items() if value is not None}
+    return check(_validate({**merged, **flag_values}, "command line", strict=False))
+
+
+def check(settings: Settings) -> Settings:
+    """Cross-field rules no single field can express."""
+    if settings.min_concurrent > settings.max_concurrent:
+        raise ConfigError("min_concurrent", f"{settings.min_concurrent} is above max_concurrent")
+    if settings.backoff_cap < settings.backoff_base:
+        raise ConfigError("backoff_cap", "must be >= backoff_base")
+    host, _, port = settings.metrics_listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("metrics_listen", f"{settings.metrics_listen!r} is not HOST:PORT")
+    if not settings.allow_remote_metrics and host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(
+            "metrics_listen",
+            f"{host} is not a loopback address; set allow_remote_metrics (--allow-remote-metrics) to expose it",
+        )
+    for name, agent in settings.agent.items():
+        for spec in agent.permanent:
+            if ":" not in spec:
+                raise ConfigError(f"agent.{name}.permanent", f"{spec!r} is not 'module:ExceptionName'")
+    return settings
+
+
+def listen_address(settings: Settings) -> tuple[str, int]:
+    host, _, port = settings.metrics_listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def resolve_state_dir(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """--state-dir, else $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/swarmd."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "swarmd"

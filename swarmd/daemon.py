@@ -1,0 +1,216 @@
+"""`swarmd serve`: the daemon's life, from start-up checks to a clean drain.
+
+Start: settings checked → state directory (0700) locked → HTTP listener bound → agents
+loaded → queue opened and leases of a dead predecessor returned → ``READY=1``. Running: the
+worker pulls and runs jobs; the watchdog is pinged only while the event loop turns. SIGTERM or
+SIGINT: ``STOPPING=1``, stop reserving, give running jobs the grace period, return the rest,
+commit everything, exit 0 (a second signal cuts the grace short). SIGHUP: reload the
+concurrency limits and the log level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+import uvloop
+
+from swarmd import __version__
+from swarmd.backend import QueueBackend
+from swarmd.builtin_agents import register_builtins
+from swarmd.client import open_backend
+from swarmd.config import Settings, listen_address, load_settings, resolve_state_dir
+from swarmd.httpserver import HttpServer
+from swarmd.logs import configure_logging, set_level
+from swarmd.metrics import Metrics
+from swarmd.registry import Registry, default_registry, load_agent_modules
+from swarmd.sdnotify import notify, watchdog_interval
+from swarmd.statedir import StateLock, prepare
+from swarmd.tracing import Tracing
+from swarmd.wake import WakeListener
+from swarmd.worker import Worker
+
+log = structlog.get_logger("swarmd.daemon")
+
+#: /healthz fails when the event loop has not ticked for this long.
+STALL_SECONDS: Final = 2.0
+
+
+def build_registry(settings: Settings) -> Registry:
+    """Built-ins, plus every @agent of the modules the config names."""
+    load_agent_modules(settings.agents)
+    registry = Registry()
+    register_builtins(registry)
+    registry.update(default_registry)
+    return registry
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        flags: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.flags = dict(flags or {})
+        self.environ = os.environ if environ is None else environ
+        self.worker: Worker | None = None
+        self.backend: QueueBackend | None = None
+        self.not_ready_reason: str | None = "starting"
+
+    # -- health, read by the HTTP thread ----------------------------------------------------
+    def health(self) -> tuple[bool, str]:
+        if self.worker is None:
+            return True, "starting"
+        stalled = time.monotonic() - self.worker.health.last_tick
+        if stalled > STALL_SECONDS:
+            return False, f"event loop has not turned for {stalled:.1f}s"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        worker = self.worker
+        if self.not_ready_reason is not None:
+            return False, self.not_ready_reason
+        if worker is None:
+            return False, "starting"
+        if worker.health.draining:
+            return False, "draining"
+        if worker.health.commit_error is not None:
+            return False, f"cannot commit outcomes: {worker.health.commit_error}"
+        if worker.health.backend_error is not None:
+            return False, f"queue unreachable: {worker.health.backend_error}"
+        ok, reason = self.health()
+        return ok, reason
+
+    # -- life ------------------------------------------------------------------------------
+    async def run(self) -> int:
+        settings = self.settings
+        state_dir = prepare(resolve_state_dir(settings.state_dir, self.environ))
+        lock = StateLock(state_dir)
+        lock.acquire()
+        try:
+            registry = build_registry(settings)
+            metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
+            host, port = listen_address(settings)
+            http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)
+            http.start()
+            try:
+                return await self._serve(state_dir, registry, metrics, http)
+            finally:
+                http.stop()
+        finally:
+            lock.release()
+
+    async def _serve(self, state_dir: Path, registry: Registry, metrics: Metrics, http: HttpServer) -> int:
+        settings = self.settings
+        tracing = Tracing.from_env(self.environ)
+        tracing.install_global()
+        backend = self.backend = open_backend(settings, state_dir)
+        await backend.open()
+        wake = WakeListener(state_dir)
+        try:
+            recovered = await backend.recover(all_leases=True)
+            await backend.publish_agents(registry.names())
+            if not wake.start():
+                log.warning("wake_socket_unavailable", path=str(wake.path), fallback="poll_interval")
+            self.not_ready_reason = await self._durability_problem(backend)
+            worker = self.worker = Worker(backend, registry, settings, metrics, tracing, wake=wake)
+            self._install_signals(worker)
+            log.info(
+                "started",
+                version=__version__,
+                pid=os.getpid(),
+                backend=backend.name,
+                state_dir=str(state_dir),
+                listen=f"{http.address}",
+                agents=registry.names(),
+                recovered_leases=recovered,
+                max_concurrent=settings.max_concurrent,
+                tracing=tracing.enabled,
+            )
+            if self.not_ready_reason is None:
+                metrics.set_ready(True)
+            notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
+            watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
+            try:
+                await worker.run()
+            finally:
+                watchdog.cancel()
+            metrics.set_ready(False)
+            log.info("stopped", pid=os.getpid())
+            return 0
+        finally:
+            wake.stop()
+            await backend.close()
+            tracing.shutdown()
+
+    async def _durability_problem(self, backend: QueueBackend) -> str | None:
+        check = getattr(backend, "check_persistence", None)
+        if check is None:
+            return None
+        reason: str | None = await check()
+        if reason is None:
+            return None
+        if self.settings.allow_volatile_redis:
+            log.warning("volatile_redis_allowed", reason=reason)
+            return None
+        log.error("not_ready", reason=reason, fix="enable appendonly, or pass --allow-volatile-redis")
+        return f"refusing to report ready: {reason} (pass --allow-volatile-redis to accept)"
+
+    def _install_signals(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_stop(signum: signal.Signals) -> None:
+            first = not worker.health.draining
+            log.info("signal", signal=signum.name, action="drain" if first else "hurry")
+            if first:
+                notify("STOPPING=1")
+            worker.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_stop, signum)
+        loop.add_signal_handler(signal.SIGHUP, self._reload, worker)
+
+    def _reload(self, worker: Worker) -> None:
+        notify("RELOADING=1")
+        try:
+            fresh = load_settings(config_path=self.config_path, flags=self.flags, environ=self.environ)
+            set_level(fresh.log_level)
+            worker.reload(fresh)
+            self.settings.log_level = fresh.log_level
+            log.info("reloaded", max_concurrent=fresh.max_concurrent, log_level=fresh.log_level.value)
+        except Exception as exc:
+            log.error("reload_failed", error=str(exc))
+        notify("READY=1")
+
+    async def _watchdog(self, worker: Worker) -> None:
+        interval = watchdog_interval(self.environ)
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - worker.health.last_tick <= max(STALL_SECONDS, interval):
+                notify("WATCHDOG=1")
+
+
+def serve(settings: Settings, *, config_path: Path | None = None, flags: Mapping[str, Any] | None = None) -> int:
+    """Run the daemon on uvloop until it is stopped; return the exit code."""
+    configure_logging(
+        settings.log_level.value, json={"auto": None, "json": True, "console": False}[settings.log_format]
+    )
+    daemon = Daemon(settings, config_path=config_path, flags=flags)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        code = runner.run(daemon.run())
+    sys.stdout.flush()
+    return code

@@ -1,0 +1,464 @@
+"""The local durable queue: one SQLite file (WAL) in the state directory.
+
+Jobs are rows: ``ready`` (``delayed`` when their not_before is still ahead), ``leased`` (a
+worker runs them until ``lease_until``) or ``dead`` (dead letters). A finished job leaves the
+table in the same transaction that writes its ledger entry. Reservations and commits are
+batched: one transaction reserves many jobs; one transaction commits many outcomes.
+
+All SQL runs on one thread per backend (`SqliteThread`); the methods here are what the
+event loop awaits.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.errors import JobNotFound, JobValidationError
+from swarmd.ledger import StoredEntry, VerifyReport, job_record, verify
+from swarmd.model import Job, JobState, decode_job, encode_job, new_job_id
+from swarmd.sqlite_db import (
+    Durability,
+    SqliteThread,
+    append_records,
+    connect,
+    ledger_tail,
+    read_entries,
+    transaction,
+)
+from swarmd.wake import wake
+
+T = TypeVar("T")
+
+DB_NAME: Final = "swarmd.db"
+_JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swarm_id, error"
+
+
+def _info(row: Sequence[Any], now: float) -> JobInfo:
+    job_id, state, agent, gid, attempt, priority, not_before, swarm_id, error = row
+    if state == JobState.READY and not_before > now:
+        state = JobState.DELAYED.value
+    return JobInfo(
+        str(job_id),
+        str(state),
+        str(agent),
+        str(gid),
+        int(attempt),
+        int(priority),
+        float(not_before),
+        swarm_id,
+        error,
+    )
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class SqliteBackend:
+    """`QueueBackend` on one SQLite file.
+
+    ``owner`` names this worker in the leases it takes (host, pid, and a random tag).
+    """
+
+    name = "sqlite"
+
+    def __init__(self, state_dir: Path, durability: Durability = Durability.FULL, owner: str | None = None) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / DB_NAME
+        self.durability = durability
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self._conn: sqlite3.Connection | None = None
+        self._thread = SqliteThread()
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._conn = await self._thread.run(functools.partial(connect, self.path, self.durability))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._thread.run(conn.close)
+        self._thread.shutdown()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("backend is not open")
+        return self._conn
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._thread.run(functools.partial(fn, *args))
+
+    # -- producers -------------------------------------------------------------------------
+    async def submit(self, jobs: Sequence[Job]) -> list[str]:
+        ids = await self._run(self._submit, jobs)
+        wake(self.state_dir)
+        return ids
+
+    def _submit(self, jobs: Sequence[Job]) -> list[str]:
+        conn = self.conn
+        ids: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        with transaction(conn):
+            for job in jobs:
+                if job.idempotency_key is not None:
+                    hit = conn.execute(
+                        "SELECT job_id FROM idempotency WHERE key = ?", (job.idempotency_key,)
+                    ).fetchone()
+                    if hit is not None:
+                        ids.append(str(hit[0]))
+                        continue
+                    conn.execute("INSERT INTO idempotency (key, job_id) VALUES (?, ?)", (job.idempotency_key, job.id))
+                ids.append(job.id)
+                rows.append(
+                    (
+                        job.id,
+                        job.agent,
+                        job.gid,
+                        job.priority,
+                        job.not_before,
+                        job.attempt,
+                        job.swarm_id,
+                        encode_job(job),
+                    )
+                )
+            try:
+                conn.executemany(
+                    "INSERT INTO jobs (id, agent, gid, priority, not_before, state, attempt, swarm_id, body) "
+                    "VALUES (?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError as exc:
+                raise JobValidationError("id", f"a job with this id already exists ({exc})") from None
+        return ids
+
+    # -- the worker ------------------------------------------------------------------------
+    async def reserve(self, limit: int, *, lease: float, exclude_agents: Collection[str] = ()) -> list[Reserved]:
+        if limit <= 0:
+            return []
+        return await self._run(self._reserve, limit, lease, tuple(exclude_agents))
+
+    def _reserve(self, limit: int, lease: float, exclude: tuple[str, ...]) -> list[Reserved]:
+        now = time.time()
+        skip = f" AND agent NOT IN ({_placeholders(len(exclude))})" if exclude else ""
+        with transaction(self.conn) as conn:
+            rows = conn.execute(
+                "UPDATE jobs SET state = 'leased', lease_until = ?, owner = ?, attempt = attempt + 1, cancel = 0 "
+                "WHERE seq IN (SELECT seq FROM jobs WHERE state = 'ready' AND not_before <= ?"
+                f"{skip} ORDER BY priority DESC, seq LIMIT ?) "
+                "RETURNING priority, seq, id, attempt, gid, agent, body",
+                (now + lease, self.owner, now, *exclude, limit),
+            ).fetchall()
+        rows.sort(key=lambda row: (-row[0], row[1]))
+        reserved: list[Reserved] = []
+        for _, _, job_id, attempt, gid, agent, body in rows:
+            try:
+                job: Job | None = msgspec.structs.replace(decode_job(body), attempt=attempt)
+                error = None
+            except JobValidationError as exc:
+                job, error = None, str(exc)
+            reserved.append(Reserved(job_id, job, attempt, error, gid, agent))
+        return reserved
+
+    async def finish(self, items: Sequence[Finish]) -> FinishReport:
+        return await self._run(self._finish, items)
+
+    def _finish(self, items: Sequence[Finish]) -> FinishReport:
+        now = time.time()
+        report = FinishReport()
+        final = [(item.job_id, item.record) for item in items if item.record is not None]
+        with transaction(self.conn) as conn:
+            indices = append_records(conn, final)
+            report.indices = {job_id: index for (job_id, _), index in zip(final, indices, strict=True)}
+            done = [(item.job_id,) for item in items if item.disposition is Disposition.DONE]
+            conn.executemany("DELETE FROM jobs WHERE id = ?", done)
+            dead = [(item.error, now, item.job_id) for item in items if item.disposition is Disposition.DEAD]
+            conn.executemany(
+                "UPDATE jobs SET state = 'dead', owner = NULL, lease_until = NULL, error = ?, dead_at = ? WHERE id = ?",
+                dead,
+            )
+            retry = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RETRY]
+            conn.executemany(
+                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ? WHERE id = ?",
+                retry,
+            )
+            release = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RELEASE]
+            conn.executemany(
+                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ?, "
+                "attempt = max(attempt - 1, 0) WHERE id = ?",
+                release,
+            )
+            for swarm_id in {item.cancel_swarm for item in items if item.cancel_swarm}:
+                report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", swarm_id, now, reason="fail_fast"))
+            last, _ = ledger_tail(conn)
+        report.ledger_index = last - 1 if last else None
+        return report
+
+    def _cancel_where(self, conn: sqlite3.Connection, where: str, value: str, now: float, reason: str) -> list[str]:
+        """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones."""
+        rows = conn.execute(
+            f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}",
+            (value,),
+        ).fetchall()
+        queued = [row for row in rows if row[5] == JobState.READY]
+        records = [
+            (
+                job_id,
+                job_record(
+                    job_id=job_id,
+                    gid=gid,
+                    agent=agent,
+                    outcome="cancelled",
+                    attempt=attempt,
+                    finished_at=now,
+                    swarm_id=swarm_id,
+                    error={"type": "Cancelled", "message": reason},
+                ),
+            )
+            for job_id, gid, agent, attempt, swarm_id, _ in queued
+        ]
+        append_records(conn, records)
+        conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in queued])
+        leased = [(row[0],) for row in rows if row[5] == JobState.LEASED]
+        conn.executemany("UPDATE jobs SET cancel = 1 WHERE id = ?", leased)
+        return [row[0] for row in queued] + [row[0] for row in leased]
+
+    async def renew(self, job_ids: Collection[str], *, lease: float) -> None:
+        await self._run(self._renew, lease)
+
+    def _renew(self, lease: float) -> None:
+        with transaction(self.conn) as conn:
+            conn.execute(
+                "UPDATE jobs SET lease_until = ? WHERE state = 'leased' AND owner = ?",
+                (time.time() + lease, self.owner),
+            )
+
+    async def recover(self, *, all_leases: bool) -> int:
+        return await self._run(self._recover, all_leases)
+
+    def _recover(self, all_leases: bool) -> int:
+        with transaction(self.conn) as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL "
+                "WHERE state = 'leased' AND (? OR lease_until < ?)",
+                (all_leases, time.time()),
+            )
+            return cursor.rowcount
+
+    async def cancel_requested(self) -> list[str]:
+        return await self._run(self._cancel_requested)
+
+    def _cancel_requested(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT id FROM jobs WHERE state = 'leased' AND owner = ? AND cancel = 1", (self.owner,)
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    async def next_due(self) -> float | None:
+        return await self._run(self._next_due)
+
+    def _next_due(self) -> float | None:
+        row = self.conn.execute(
+            "SELECT min(not_before) FROM jobs WHERE state = 'ready' AND not_before > ?", (time.time(),)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def counts(self) -> dict[str, int]:
+        return await self._run(self._counts)
+
+    def _counts(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in (JobState.READY, JobState.DELAYED, JobState.LEASED, JobState.DEAD)}
+        rows = self.conn.execute(
+            "SELECT state, count(*), sum(not_before > ?) FROM jobs GROUP BY state", (time.time(),)
+        ).fetchall()
+        for state, count, later in rows:
+            if state == JobState.READY:
+                counts["ready"] = int(count) - int(later or 0)
+                counts["delayed"] = int(later or 0)
+            elif state in counts:
+                counts[state] = int(count)
+        return counts
+
+    async def publish_agents(self, names: Sequence[str]) -> None:
+        await self._run(self._publish_agents, sorted(set(names)))
+
+    def _publish_agents(self, names: list[str]) -> None:
+        with transaction(self.conn) as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('agents', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (msgspec.json.encode(names).decode(),),
+            )
+
+    async def published_agents(self) -> list[str] | None:
+        return await self._run(self._published_agents)
+
+    def _published_agents(self) -> list[str] | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'agents'").fetchone()
+        return None if row is None else [str(name) for name in msgspec.json.decode(row[0])]
+
+    # -- operators -------------------------------------------------------------------------
+    async def status(self, job_id: str) -> JobInfo:
+        return await self._run(self._status, job_id)
+
+    def _status(self, job_id: str) -> JobInfo:
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is not None:
+            return _info(row, time.time())
+        entry = self.conn.execute(
+            "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        if entry is None:
+            raise JobNotFound(f"job {job_id}")
+        return _ledger_info(StoredEntry(int(entry[0]), entry[1], entry[2], entry[3], bytes(entry[4])))
+
+    async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
+        return await self._run(self._swarm_status, swarm_id)
+
+    def _swarm_status(self, swarm_id: str) -> list[JobInfo]:
+        now = time.time()
+        infos = [
+            _info(row, now)
+            for row in self.conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE swarm_id = ? ORDER BY seq", (swarm_id,)
+            )
+        ]
+        for idx, job_id, prev_hash, digest, record in self.conn.execute(
+            "SELECT idx, job_id, prev_hash, hash, record FROM ledger "
+            "WHERE job_id IN (SELECT job_id FROM ledger WHERE json_extract(record, '$.swarm_id') = ?) ORDER BY idx",
+            (swarm_id,),
+        ):
+            infos.append(_ledger_info(StoredEntry(int(idx), job_id, prev_hash, digest, bytes(record))))
+        if not infos:
+            raise JobNotFound(f"swarm {swarm_id}")
+        return infos
+
+    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
+        return await self._run(self._list_jobs, state, limit)
+
+    def _list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
+        now = time.time()
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
+        args: tuple[Any, ...] = ()
+        if state in ("ready", "delayed"):
+            sql += " WHERE state = 'ready' AND not_before " + ("<= ?" if state == "ready" else "> ?")
+            args = (now,)
+        elif state is not None:
+            sql += " WHERE state = ?"
+            args = (state,)
+        sql += " ORDER BY priority DESC, seq LIMIT ?"
+        return [_info(row, now) for row in self.conn.execute(sql, (*args, limit))]
+
+    async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
+        ids = await self._run(self._cancel, job_id, swarm_id)
+        wake(self.state_dir, b"c")
+        return ids
+
+    def _cancel(self, job_id: str | None, swarm_id: str | None) -> list[str]:
+        where, value = ("id = ?", job_id) if job_id is not None else ("swarm_id = ?", swarm_id)
+        if value is None:
+            raise ValueError("cancel needs a job id or a swarm id")
+        with transaction(self.conn) as conn:
+            affected = self._cancel_where(conn, where, value, time.time(), reason="cancelled by request")
+            if not affected:
+                known = (
+                    conn.execute(
+                        "SELECT 1 FROM ledger WHERE "
+                        + ("job_id = ?" if job_id else "json_extract(record, '$.swarm_id') = ?"),
+                        (value,),
+                    ).fetchone()
+                    or conn.execute(f"SELECT 1 FROM jobs WHERE {where}", (value,)).fetchone()
+                )
+                if known is None:
+                    raise JobNotFound(f"{'job' if job_id else 'swarm'} {value}")
+        return affected
+
+    async def ledger_entries(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
+        return await self._run(self._ledger_entries, start, limit)
+
+    def _ledger_entries(self, start: int, limit: int | None) -> list[StoredEntry]:
+        entries = read_entries(self.conn, start)
+        if limit is None:
+            return list(entries)
+        return [entry for _, entry in zip(range(limit), entries, strict=False)]
+
+    async def ledger_tail(self, n: int) -> list[StoredEntry]:
+        return await self._run(self._ledger_tail, n)
+
+    def _ledger_tail(self, n: int) -> list[StoredEntry]:
+        next_index, _ = ledger_tail(self.conn)
+        return self._ledger_entries(max(0, next_index - n), n)
+
+    async def verify(self) -> VerifyReport:
+        return await self._run(lambda: verify(read_entries(self.conn)))
+
+    async def dead_letters(self, limit: int) -> list[JobInfo]:
+        return await self._list_jobs_dead(limit)
+
+    async def _list_jobs_dead(self, limit: int) -> list[JobInfo]:
+        return await self._run(self._list_jobs, "dead", limit)
+
+    async def requeue(self, job_id: str | None, *, all_dead: bool = False) -> list[tuple[str, str]]:
+        pairs = await self._run(self._requeue, job_id, all_dead)
+        if pairs:
+            wake(self.state_dir)
+        return pairs
+
+    def _requeue(self, job_id: str | None, all_dead: bool) -> list[tuple[str, str]]:
+        now = time.time()
+        with transaction(self.conn) as conn:
+            if all_dead:
+                rows = conn.execute("SELECT id, body FROM jobs WHERE state = 'dead' ORDER BY seq").fetchall()
+            else:
+                rows = conn.execute("SELECT id, body FROM jobs WHERE state = 'dead' AND id = ?", (job_id,)).fetchall()
+                if not rows:
+                    raise JobNotFound(f"dead letter {job_id}")
+            pairs: list[tuple[str, str]] = []
+            for old_id, body in rows:
+                old = decode_job(body)
+                new = msgspec.structs.replace(
+                    old, id=new_job_id(), attempt=0, not_before=0.0, enqueued_at=now, idempotency_key=None
+                )
+                conn.execute(
+                    "INSERT INTO jobs (id, agent, gid, priority, not_before, state, attempt, swarm_id, body) "
+                    "VALUES (?, ?, ?, ?, 0, 'ready', 0, ?, ?)",
+                    (new.id, new.agent, new.gid, new.priority, new.swarm_id, encode_job(new)),
+                )
+                conn.execute("DELETE FROM jobs WHERE id = ?", (old_id,))
+                pairs.append((str(old_id), new.id))
+        return pairs
+
+    async def purge_dead(self, older_than: float) -> int:
+        return await self._run(self._purge_dead, older_than)
+
+    def _purge_dead(self, older_than: float) -> int:
+        with transaction(self.conn) as conn:
+            return conn.execute(
+                "DELETE FROM jobs WHERE state = 'dead' AND dead_at <= ?", (time.time() - older_than,)
+            ).rowcount
+
+
+def _ledger_info(entry: StoredEntry) -> JobInfo:
+    record = entry.decoded()
+    error = record.get("error")
+    return JobInfo(
+        job_id=str(entry.job_id),
+        state=JobState.DONE.value,
+        agent=str(record.get("agent", "")),
+        gid=str(record.get("agent_gid", "")),
+        attempt=int(record.get("attempt", 0)),
+        swarm_id=record.get("swarm_id"),
+        error=msgspec.json.encode(error).decode() if error is not None else None,
+        outcome=record.get("outcome"),
+        ledger_index=entry.index,
+    )

@@ -1,0 +1,373 @@
+"""The daemon's dispatcher: one long-lived TaskGroup pulling, running and committing jobs.
+
+Four kinds of task share the group:
+
+- the **puller** reserves as many ready jobs as there are free slots, in one round trip, and
+  starts a task per job; with nothing to do it sleeps until woken (a submit, a freed slot, a
+  delayed job coming due) — never a busy poll;
+- one **job task** per reserved job (`JobRunner.run`), which frees its slot the moment the
+  handler ends and hands its `Attempt` to the committer;
+- the **committer** writes every attempt gathered since its last commit in ONE backend call
+  (ledger entries and lease removals together); metrics count an outcome only once it is
+  committed, and a failed commit is retried, with reservations paused, until it succeeds;
+- **housekeeping** renews leases, takes back expired ones, picks up cancel requests, reads
+  queue depths for the metrics and measures event-loop lag.
+
+`stop` drains: no more reservations, running jobs get the grace period, the rest are
+cancelled and given back to the queue, and everything is committed before `run` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from swarmd.admission import Admission
+from swarmd.backend import QueueBackend, Reserved
+from swarmd.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
+from swarmd.config import Settings
+from swarmd.errors import BackendUnavailable
+from swarmd.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
+from swarmd.metrics import Metrics
+from swarmd.model import Outcome
+from swarmd.registry import Registry
+from swarmd.tracing import Tracing
+from swarmd.wake import WakeListener
+
+log = structlog.get_logger("swarmd.worker")
+
+LAG_TICK: Final = 0.25
+COUNTS_EVERY: Final = 2.0
+COMMIT_RETRY_MAX: Final = 2.0
+
+
+@dataclass(slots=True)
+class _SwarmTrack:
+    """What the worker saw of one swarm, to measure its overhead when its last member ends."""
+
+    size: int
+    first_reserved: float
+    last_finished: float = 0.0
+    longest: float = 0.0
+    done: int = 0
+
+
+@dataclass(slots=True)
+class Health:
+    """Read by the HTTP thread: plain values the loop updates."""
+
+    last_tick: float = field(default_factory=time.monotonic)
+    commit_error: str | None = None
+    backend_error: str | None = None
+    draining: bool = False
+    started: bool = False
+
+
+def make_limit(settings: Settings) -> ConcurrencyLimit:
+    if settings.concurrency == "adaptive":
+        return AimdLimit(minimum=settings.min_concurrent, maximum=settings.max_concurrent)
+    return FixedLimit(settings.max_concurrent)
+
+
+class Worker:
+    """Pulls from a backend and runs jobs until stopped."""
+
+    def __init__(
+        self,
+        backend: QueueBackend,
+        registry: Registry,
+        settings: Settings,
+        metrics: Metrics,
+        tracing: Tracing,
+        *,
+        wake: WakeListener | None = None,
+        rng: random.Random | None = None,
+        burst: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.metrics = metrics
+        self.tracing = tracing
+        self.wake = wake
+        self.burst = burst  # return once the queue is empty (tests, benchmarks)
+        self.admission = Admission(registry, settings, metrics)
+        self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, rng)
+        self.limit = make_limit(settings)
+        self.health = Health()
+        self.in_flight = 0
+        self.running: dict[str, tuple[asyncio.Task[None], Reserved]] = {}
+        self.on_committed: list[Callable[[list[Attempt]], None]] = []
+        self._pending: list[Attempt] = []
+        self._uncommitted = 0  # attempts handed to the committer and not yet committed
+        self._have_pending = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._grace = settings.grace_seconds
+        self._swarms: dict[str, _SwarmTrack] = {}
+        metrics.set_concurrency_limit(self.limit.limit)
+
+    # -- control --------------------------------------------------------------------------
+    def stop(self, grace: float | None = None) -> None:
+        """Begin the drain (SIGTERM); a second call shortens it to nothing."""
+        if self._stopping.is_set():
+            self._hurry.set()
+            return
+        if grace is not None:
+            self._grace = grace
+        self.health.draining = True
+        self._stopping.set()
+        self._slot_freed.set()
+        if self.wake is not None:
+            self.wake.event.set()
+
+    def reload(self, settings: Settings) -> None:
+        """Apply what can change live: the concurrency bounds."""
+        if settings.concurrency != self.settings.concurrency:
+            self.limit = make_limit(settings)
+        else:
+            self.limit.set_bounds(settings.min_concurrent, settings.max_concurrent)
+        self.settings.max_concurrent = settings.max_concurrent
+        self.settings.min_concurrent = settings.min_concurrent
+        self.metrics.set_concurrency_limit(self.limit.limit)
+        self._slot_freed.set()
+
+    def cancel_job(self, job_id: str, reason: str = CANCEL_REQUESTED) -> bool:
+        entry = self.running.get(job_id)
+        if entry is None:
+            return False
+        self.runner.cancel_reasons[job_id] = reason
+        entry[0].cancel()
+        return True
+
+    # -- the loop -------------------------------------------------------------------------
+    async def run(self) -> None:
+        self.health.started = True
+        async with asyncio.TaskGroup() as group:
+            committer = group.create_task(self._commit_loop(), name="swarmd-committer")
+            housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
+            await self._pull_loop(group)
+            await self._drain()
+            self._closed.set()
+            self._have_pending.set()
+            await committer
+            housekeeping.cancel()
+
+    async def _pull_loop(self, group: asyncio.TaskGroup) -> None:
+        while not self._stopping.is_set():
+            free = self.limit.limit - self.in_flight
+            if free <= 0 or self.health.commit_error is not None:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            try:
+                batch = await self.backend.reserve(
+                    min(free, self.settings.reserve_batch),
+                    lease=self.settings.lease_seconds,
+                    exclude_agents=self.admission.blocked_agents(),
+                )
+                self.health.backend_error = None
+            except BackendUnavailable as exc:
+                self.health.backend_error = str(exc)
+                log.warning("reserve_failed", error=str(exc))
+                await self._idle(1.0)
+                continue
+            if not batch:
+                if self.burst and self.in_flight == 0 and not self._uncommitted and not await self._more_due():
+                    self.stop()
+                    break
+                await self._idle(await self._idle_timeout())
+                continue
+            reserved_wall = time.time()
+            reserved_perf = time.perf_counter()
+            for reserved in batch:
+                self.in_flight += 1
+                task = group.create_task(self._job(reserved, reserved_wall, reserved_perf))
+                self.running[reserved.job_id] = (task, reserved)
+                job = reserved.job
+                if job is not None and job.swarm_id is not None and job.swarm_size:
+                    self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_perf))
+
+    async def _more_due(self) -> bool:
+        due = await self.backend.next_due()
+        return due is not None
+
+    async def _idle_timeout(self) -> float:
+        timeout = self.settings.poll_interval
+        due = await self.backend.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.time()))
+        unblock = self.admission.soonest_unblock()
+        if unblock is not None:
+            timeout = min(timeout, unblock)
+        return max(timeout, 0.001)
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep until woken (submit, freed slot, stop) or ``seconds`` pass."""
+        waits = [asyncio.ensure_future(self._slot_freed.wait())]
+        if self.wake is not None:
+            waits.append(asyncio.ensure_future(self.wake.event.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        self._slot_freed.clear()
+        if self.wake is not None and b"c" in self.wake.take():
+            await self._apply_cancel_requests()
+
+    async def _job(self, reserved: Reserved, reserved_wall: float, reserved_perf: float) -> None:
+        try:
+            attempt = await self.runner.run(reserved, reserved_wall, reserved_perf)
+        except Exception as exc:
+            attempt = self.runner.internal_error(reserved, exc, reserved_wall)
+        finally:
+            self.in_flight -= 1
+            self.running.pop(reserved.job_id, None)
+            self._slot_freed.set()
+        if attempt.run_outcome is not None:
+            limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
+            self.metrics.set_concurrency_limit(limit)
+        self._pending.append(attempt)
+        self._uncommitted += 1
+        self._have_pending.set()
+
+    # -- committing -----------------------------------------------------------------------
+    async def _commit_loop(self) -> None:
+        delay = 0.05
+        while True:
+            await self._have_pending.wait()
+            self._have_pending.clear()
+            if not self._pending:
+                if self._closed.is_set():
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            while True:
+                started = time.perf_counter()
+                try:
+                    report = await self.backend.finish([attempt.finish for attempt in batch])
+                except Exception as exc:
+                    self.health.commit_error = f"{type(exc).__name__}: {exc}"
+                    log.error("commit_failed", error=self.health.commit_error, jobs=len(batch), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, COMMIT_RETRY_MAX)
+                    continue
+                break
+            if self.health.commit_error is not None:
+                log.info("commit_recovered")
+                self.health.commit_error = None
+                self._slot_freed.set()
+            delay = 0.05
+            self.metrics.observe_ledger_commit(time.perf_counter() - started)
+            if report.ledger_index is not None:
+                self.metrics.set_ledger_index(report.ledger_index)
+            self._uncommitted -= len(batch)
+            self._count(batch)
+            for cancelled in report.cancelled:
+                self.cancel_job(cancelled)
+            for listener in self.on_committed:
+                listener(batch)
+            if self.burst and not self._uncommitted:
+                self._slot_freed.set()  # let a burst-mode puller notice the queue is done
+
+    def _count(self, batch: list[Attempt]) -> None:
+        """Metrics for committed attempts: outcomes, identity violations, swarm overhead."""
+        now = time.perf_counter()
+        for attempt in batch:
+            if attempt.rejected is not None:
+                self.metrics.reject(attempt.rejected)
+                continue
+            if attempt.agent is None or attempt.run_outcome is None:
+                continue  # released without running: nothing happened
+            agent_metrics = self.metrics.agent(attempt.agent)
+            agent_metrics.record(attempt.run_outcome, attempt.duration)
+            if attempt.final is not None and attempt.final is not attempt.run_outcome:
+                agent_metrics.jobs[attempt.final].inc()
+            if attempt.violation is not None:
+                agent_metrics.identity_violations.inc()
+            job = attempt.job
+            if job is not None and job.swarm_id is not None and attempt.final is not Outcome.RETRIED:
+                self._swarm_done(job.swarm_id, attempt, now)
+
+    def _swarm_done(self, swarm_id: str, attempt: Attempt, now: float) -> None:
+        track = self._swarms.get(swarm_id)
+        if track is None:
+            return
+        track.done += 1
+        track.longest = max(track.longest, attempt.duration)
+        track.last_finished = now
+        if track.done >= track.size:
+            del self._swarms[swarm_id]
+            self.metrics.observe_swarm_overhead(max(0.0, track.last_finished - track.first_reserved - track.longest))
+
+    # -- housekeeping ---------------------------------------------------------------------
+    async def _housekeeping(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        next_recover = time.monotonic() + self.settings.lease_seconds
+        next_counts = 0.0
+        expected = time.monotonic() + LAG_TICK
+        while True:
+            await asyncio.sleep(max(0.0, expected - time.monotonic()))
+            now = time.monotonic()
+            self.metrics.observe_loop_lag(max(0.0, now - expected))
+            self.health.last_tick = now
+            expected = now + LAG_TICK
+            try:
+                if now >= next_renew:
+                    next_renew = now + renew_every
+                    if self.running or self._uncommitted:
+                        await self.backend.renew(list(self.running), lease=self.settings.lease_seconds)
+                    await self._apply_cancel_requests()
+                if now >= next_recover:
+                    next_recover = now + self.settings.lease_seconds
+                    recovered = await self.backend.recover(all_leases=False)
+                    if recovered:
+                        log.warning("leases_recovered", jobs=recovered)
+                if now >= next_counts:
+                    next_counts = now + COUNTS_EVERY
+                    self.metrics.set_queue_depths(await self.backend.counts())
+                self.health.backend_error = None
+            except BackendUnavailable as exc:
+                self.health.backend_error = str(exc)
+            except Exception as exc:
+                log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _apply_cancel_requests(self) -> None:
+        for job_id in await self.backend.cancel_requested():
+            if self.cancel_job(job_id):
+                log.info("cancel_requested", job_id=job_id)
+
+    # -- draining -------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        if self.running:
+            log.info("draining", running=len(self.running), grace_s=self._grace)
+            deadline = time.monotonic() + self._grace
+            while self.running and not self._hurry.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._slot_freed.clear()
+                hurry = asyncio.ensure_future(self._hurry.wait())
+                freed = asyncio.ensure_future(self._slot_freed.wait())
+                await asyncio.wait([hurry, freed], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                hurry.cancel()
+                freed.cancel()
+            left = list(self.running.values())
+            if left:
+                log.warning("drain_grace_over", returning_to_queue=len(left))
+            for task, reserved in left:
+                self.runner.cancel_reasons[reserved.job_id] = CANCEL_DRAIN
+                task.cancel()
+            for task, _ in left:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
