@@ -47,7 +47,8 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, what: str =
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SWARMD_", "OTEL_", "NOTIFY_"))}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    # The repository (swarmd itself) and tests/ (the `testagents` module) for the daemon.
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
     env.setdefault("OTEL_TRACES_EXPORTER", "none")
     env.update(extra or {})
     return env
