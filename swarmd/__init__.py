@@ -5,6 +5,7 @@ The public surface is what this module exports (`__all__`); everything else is i
 
 from __future__ import annotations
 
+from swarmd.client import AsyncClient, Client, Submitted
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
 from swarmd.durable_ledger import DurableLedger
 from swarmd.errors import (
@@ -28,7 +29,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentTask",
+    "AsyncClient",
     "AsyncSwarmDispatcher",
+    "Client",
     "ConfigError",
     "DaemonAlreadyRunning",
     "DispatchMetrics",
@@ -44,6 +47,7 @@ __all__ = [
     "Permanent",
     "SharedLedger",
     "StateDirError",
+    "Submitted",
     "SwarmdError",
     "TaskResult",
     "UnknownAgentError",

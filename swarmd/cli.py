@@ -31,6 +31,7 @@ from swarmd.errors import (
 from swarmd.httpserver import ListenError
 from swarmd.ledger import export_row
 from swarmd.model import MAX_PAYLOAD_BYTES, decode_payload
+from swarmd.tracing import TracingConfigError
 
 _json = msgspec.json.Encoder()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -359,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except (JobValidationError, ConfigError, StateDirError, CliError, ListenError) as exc:
+    except (JobValidationError, ConfigError, StateDirError, CliError, ListenError, TracingConfigError) as exc:
         _fail(str(exc), 2)
     except (DaemonAlreadyRunning, JobNotFound) as exc:
         _fail(str(exc), 1)

@@ -26,7 +26,7 @@ from swarmd.backend import JobInfo, QueueBackend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger import StoredEntry, VerifyReport
-from swarmd.model import MAX_PAYLOAD_BYTES, Job, new_job, new_job_id
+from swarmd.model import MAX_PAYLOAD_BYTES, Job, draft_job, new_job_id, new_job_ids, seal
 from swarmd.tracing import Tracing
 
 _JOB_KEYS = frozenset(
@@ -83,7 +83,10 @@ class AsyncClient:
         self.backend = open_backend(self.settings, directory)
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
         self.known_agents = set(agents) if agents is not None else None
-        self.tracing = tracing or Tracing(None)
+        # Given: the caller's to shut down. Else built from the OTEL_* environment at the first
+        # submit (disabled, and next to free, when none is set) and shut down by close().
+        self._tracing = tracing
+        self._owns_tracing = tracing is None
         self.max_payload_bytes = min(max_payload_bytes, self.settings.max_payload_bytes)
         self._opened = False
 
@@ -96,10 +99,24 @@ class AsyncClient:
                 self.known_agents = set(published) if published is not None else None
         return self
 
+    @property
+    def tracing(self) -> Tracing:
+        """Opens the PRODUCER span ``send <queue>`` of each submit (see `__init__`'s ``tracing``)."""
+        if self._tracing is None:
+            self._tracing = Tracing.from_env()
+        return self._tracing
+
     async def close(self) -> None:
-        if self._opened:
-            self._opened = False
-            await self.backend.close()
+        """Close the backend; flush and shut down the tracing this client built itself."""
+        try:
+            if self._opened:
+                self._opened = False
+                await self.backend.close()
+        finally:
+            if self._owns_tracing and self._tracing is not None:
+                tracing, self._tracing = self._tracing, None
+                if tracing.enabled:
+                    await asyncio.to_thread(tracing.shutdown)  # the export waits on the network: off the loop
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -111,39 +128,41 @@ class AsyncClient:
         if self.known_agents is not None and agent not in self.known_agents:
             raise UnknownAgentError(agent, sorted(self.known_agents))
 
-    def build(
+    def draft(
         self,
         spec: Mapping[str, Any],
         *,
+        job_id: str,
         swarm_id: str | None = None,
         swarm_size: int | None = None,
         fail_fast: bool = False,
         traceparent: str | None = None,
         now: float | None = None,
     ) -> Job:
-        unknown = set(spec) - _JOB_KEYS
-        if unknown:
-            raise JobValidationError(sorted(unknown)[0], "unknown field")
-        if "agent" not in spec or "gid" not in spec:
-            raise JobValidationError("agent" if "agent" not in spec else "gid", "required")
-        self._check_agent(spec["agent"])
-        return new_job(
-            agent=spec["agent"],
-            gid=spec["gid"],
-            payload=spec.get("payload"),
-            priority=spec.get("priority", 0),
-            max_attempts=spec.get("max_attempts"),
-            timeout=spec.get("timeout"),
-            delay=spec.get("delay", 0.0),
-            not_before=spec.get("not_before"),
-            idempotency_key=spec.get("idempotency_key"),
-            job_id=spec.get("job_id"),
+        """A job from a spec mapping (fields checked by `seal`, all at once, afterwards)."""
+        if not spec.keys() <= _JOB_KEYS:
+            raise JobValidationError(sorted(set(spec) - _JOB_KEYS)[0], "unknown field")
+        get = spec.get
+        agent, gid = get("agent"), get("gid")
+        if agent is None or gid is None:
+            raise JobValidationError("agent" if agent is None else "gid", "required")
+        self._check_agent(agent)
+        return draft_job(
+            agent=agent,
+            gid=gid,
+            payload=get("payload"),
+            priority=get("priority", 0),
+            max_attempts=get("max_attempts"),
+            timeout=get("timeout"),
+            delay=get("delay", 0.0),
+            not_before=get("not_before"),
+            idempotency_key=get("idempotency_key"),
+            job_id=get("job_id") or job_id,
             swarm_id=swarm_id,
             swarm_size=swarm_size,
             fail_fast=fail_fast,
             traceparent=traceparent,
             now=now,
-            max_payload_bytes=self.max_payload_bytes,
         )
 
     async def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
@@ -161,17 +180,21 @@ class AsyncClient:
         swarm_id = new_job_id() if swarm else None
         now = time.time()
         with self.tracing.producer(self.settings.queue) as traceparent:
-            jobs = [
-                self.build(
+            ids = new_job_ids(len(specs))
+            size = len(specs) if swarm else None
+            drafts = [
+                self.draft(
                     spec,
+                    job_id=job_id,
                     swarm_id=swarm_id,
-                    swarm_size=len(specs) if swarm else None,
+                    swarm_size=size,
                     fail_fast=fail_fast,
                     traceparent=traceparent,
                     now=now,
                 )
-                for spec in specs
+                for spec, job_id in zip(specs, ids, strict=True)
             ]
+            jobs = seal(drafts, max_payload_bytes=self.max_payload_bytes)
             ids = await self.backend.submit(jobs)
         return Submitted(ids, swarm_id)
 

@@ -107,6 +107,13 @@ def new_job_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
+def new_job_ids(n: int) -> list[str]:
+    """``n`` job ids from one read of the random source (for batches)."""
+    prefix = f"{time.time_ns() // 1_000_000:012x}"
+    randomness = os.urandom(10 * n).hex()
+    return [prefix + randomness[20 * i : 20 * i + 20] for i in range(n)]
+
+
 def _field_of(message: str) -> tuple[str, str]:
     """Split a msgspec validation message into (field, reason)."""
     match = _AT_PATH.search(message)
@@ -162,7 +169,7 @@ def decode_payload(text: str | bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> 
     return value
 
 
-def new_job(
+def draft_job(
     *,
     agent: str,
     gid: str,
@@ -179,34 +186,60 @@ def new_job(
     traceparent: str | None = None,
     job_id: str | None = None,
     now: float | None = None,
-    max_payload_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> Job:
-    """Build and validate a job; raises JobValidationError naming the wrong field."""
+    """A job whose payload is checked but whose fields are not validated yet: `seal` them."""
     now = time.time() if now is None else now
-    if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
         raise JobValidationError("delay", f"{delay!r} is not a number of seconds >= 0")
     check_payload(payload)
-    fields: dict[str, Any] = {
-        "id": job_id or new_job_id(),
-        "gid": gid,
-        "agent": agent,
-        "payload": payload,
-        "priority": priority,
-        "max_attempts": max_attempts,
-        "timeout": timeout,
-        "not_before": not_before if not_before is not None else (now + delay if delay else 0.0),
-        "swarm_id": swarm_id,
-        "swarm_size": swarm_size,
-        "fail_fast": fail_fast,
-        "idempotency_key": idempotency_key,
-        "traceparent": traceparent,
-        "enqueued_at": now,
-    }
-    job = validate_job(fields)
-    size = len(_encoder.encode(job.payload))
-    if size > max_payload_bytes:
-        raise JobValidationError("payload", f"{size} bytes is over the limit of {max_payload_bytes}")
-    return job
+    return Job(
+        id=job_id or new_job_id(),
+        gid=gid,
+        agent=agent,
+        payload=payload,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        not_before=not_before if not_before is not None else (now + delay if delay else 0.0),
+        swarm_id=swarm_id,
+        swarm_size=swarm_size,
+        fail_fast=fail_fast,
+        idempotency_key=idempotency_key,
+        traceparent=traceparent,
+        enqueued_at=now,
+    )
+
+
+_batch_decoder: Final = msgspec.json.Decoder(list[Job])
+_AT_ITEM = re.compile(r" - at `\$\[(\d+)\]\.?([^`]*)`$")
+
+
+def seal(jobs: list[Job], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> list[Job]:
+    """Validate drafted jobs, all in one strict decode; raises JobValidationError naming the
+    field (and, in a batch, which job)."""
+    bodies = [_encoder.encode(job) for job in jobs]
+    try:
+        sealed = _batch_decoder.decode(b"[" + b",".join(bodies) + b"]")
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT_ITEM.search(message)
+        if match is None:
+            raise JobValidationError("$", message) from None
+        position, path = int(match.group(1)), match.group(2) or "$"
+        field = path.split(".")[0].split("[")[0]
+        where = f" (job {position} of {len(jobs)})" if len(jobs) > 1 else ""
+        raise JobValidationError(field, message[: match.start()] + where) from None
+    for job, body in zip(sealed, bodies, strict=True):
+        if len(body) > max_payload_bytes:  # the payload is smaller than its job: measure it exactly
+            size = len(_encoder.encode(job.payload))
+            if size > max_payload_bytes:
+                raise JobValidationError("payload", f"{size} bytes is over the limit of {max_payload_bytes}")
+    return sealed
+
+
+def new_job(*, max_payload_bytes: int = MAX_PAYLOAD_BYTES, **fields: Any) -> Job:
+    """Build and validate one job (see `draft_job` for the fields); raises JobValidationError."""
+    return seal([draft_job(**fields)], max_payload_bytes=max_payload_bytes)[0]
 
 
 def validate_job(fields: Mapping[str, Any]) -> Job:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
+import msgspec
+
 from swarmd.errors import LedgerError
 from swarmd.ledger import GENESIS_HASH, StoredEntry, chain_hash
 
@@ -24,6 +26,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 30_000
+_encode_json: Final = msgspec.json.Encoder().encode
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,10 +54,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     dead_at     REAL,
     body        BLOB NOT NULL
 );
+-- Partial indexes only: each state change touches just the index of the state it leaves or
+-- enters, which keeps reserving and finishing (the hot path) cheap.
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, seq) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (owner, lease_until) WHERE state = 'leased';
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (not_before) WHERE state = 'ready' AND not_before > 0;
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (owner) WHERE state = 'leased';
+CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (dead_at) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS jobs_swarm ON jobs (swarm_id) WHERE swarm_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS idempotency (
     key    TEXT PRIMARY KEY,
     job_id TEXT NOT NULL
@@ -133,28 +139,54 @@ def append_records(conn: sqlite3.Connection, records: Sequence[tuple[str | None,
     A record whose job id is already in the ledger is not written again: its existing index
     is returned instead (one entry per job, however often the job ran).
     """
-    job_ids = [job_id for job_id, _ in records if job_id is not None]
-    existing: dict[str, int] = {}
-    for chunk_start in range(0, len(job_ids), 500):
-        chunk = job_ids[chunk_start : chunk_start + 500]
-        marks = ",".join("?" * len(chunk))
-        existing.update(conn.execute(f"SELECT job_id, idx FROM ledger WHERE job_id IN ({marks})", chunk))
+    existing = existing_indices(conn, [job_id for job_id, _ in records if job_id is not None])
+    fresh = [(job_id, record) for job_id, record in records if job_id is None or job_id not in existing]
+    written = dict(zip(range(len(fresh)), append_unrecorded(conn, fresh), strict=True))
+    indices: list[int] = []
+    position = 0
+    for job_id, _ in records:
+        if job_id is not None and job_id in existing:
+            indices.append(existing[job_id])
+            continue
+        indices.append(written[position])
+        if job_id is not None:
+            existing[job_id] = written[position]
+        position += 1
+    return indices
+
+
+def existing_indices(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, int]:
+    """Ledger index of each of these job ids that is already recorded."""
+    if not job_ids:
+        return {}
+    rows = conn.execute(
+        "SELECT job_id, idx FROM ledger WHERE job_id IN (SELECT value FROM json_each(?))",
+        (_json_list(job_ids),),
+    )
+    return {str(job_id): int(idx) for job_id, idx in rows}
+
+
+def append_unrecorded(conn: sqlite3.Connection, records: Sequence[tuple[str | None, bytes]]) -> list[int]:
+    """Chain and insert records the caller KNOWS are not in the ledger yet (and are distinct).
+
+    The UNIQUE constraint on job_id still refuses a duplicate: the transaction then fails
+    rather than write a job twice.
+    """
+    if not records:
+        return []
     index, prev = ledger_tail(conn)
     rows: list[tuple[int, str | None, str, str, bytes]] = []
-    indices: list[int] = []
     for job_id, record in records:
-        if job_id is not None:
-            if job_id in existing:
-                indices.append(existing[job_id])
-                continue
-            existing[job_id] = index
         digest = chain_hash(index, prev, record)
         rows.append((index, job_id, prev, digest, record))
-        indices.append(index)
         prev = digest
         index += 1
     conn.executemany("INSERT INTO ledger (idx, job_id, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)", rows)
-    return indices
+    return [row[0] for row in rows]
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return _encode_json(list(values)).decode()
 
 
 def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) -> Iterator[StoredEntry]:

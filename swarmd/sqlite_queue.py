@@ -30,6 +30,7 @@ from swarmd.sqlite_db import (
     Durability,
     SqliteThread,
     append_records,
+    append_unrecorded,
     connect,
     ledger_tail,
     read_entries,
@@ -176,26 +177,27 @@ class SqliteBackend:
     def _finish(self, items: Sequence[Finish]) -> FinishReport:
         now = time.time()
         report = FinishReport()
-        final = [(item.job_id, item.record) for item in items if item.record is not None]
         with transaction(self.conn) as conn:
-            indices = append_records(conn, final)
-            report.indices = {job_id: index for (job_id, _), index in zip(final, indices, strict=True)}
-            done = [(item.job_id,) for item in items if item.disposition is Disposition.DONE]
-            conn.executemany("DELETE FROM jobs WHERE id = ?", done)
-            dead = [(item.error, now, item.job_id) for item in items if item.disposition is Disposition.DEAD]
-            conn.executemany(
-                "UPDATE jobs SET state = 'dead', owner = NULL, lease_until = NULL, error = ?, dead_at = ? WHERE id = ?",
-                dead,
-            )
+            # A job's row leaves `jobs` (or turns dead) in the transaction that records it, so a
+            # job still queued and not dead has no ledger entry yet: claiming its row tells which
+            # outcomes are new without a separate look-up in the ledger.
+            fresh = self._claim_final(conn, items, now)
+            records = [(item.job_id, item.record) for item in items if item.record is not None]
+            new = [(job_id, record) for job_id, record in records if job_id in fresh]
+            report.indices = dict(zip((job_id for job_id, _ in new), append_unrecorded(conn, new), strict=True))
+            stale = [(job_id, record) for job_id, record in records if job_id not in fresh]
+            if stale:  # ran twice (a lease lost and taken over): keep the first entry
+                report.indices.update(zip((job_id for job_id, _ in stale), append_records(conn, stale), strict=True))
             retry = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RETRY]
             conn.executemany(
-                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ? WHERE id = ?",
+                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ? "
+                "WHERE id = ? AND state = 'leased'",
                 retry,
             )
             release = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RELEASE]
             conn.executemany(
                 "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ?, "
-                "attempt = max(attempt - 1, 0) WHERE id = ?",
+                "attempt = max(attempt - 1, 0) WHERE id = ? AND state = 'leased'",
                 release,
             )
             for swarm_id in {item.cancel_swarm for item in items if item.cancel_swarm}:
@@ -203,6 +205,29 @@ class SqliteBackend:
             last, _ = ledger_tail(conn)
         report.ledger_index = last - 1 if last else None
         return report
+
+    def _claim_final(self, conn: sqlite3.Connection, items: Sequence[Finish], now: float) -> set[str]:
+        """Remove (DONE) or bury (DEAD) the rows of finished jobs; return the ids that were live."""
+        done = [item.job_id for item in items if item.disposition is Disposition.DONE]
+        fresh: set[str] = set()
+        if done:
+            fresh.update(
+                str(row[0])
+                for row in conn.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND state != 'dead' RETURNING id",
+                    (msgspec.json.encode(done).decode(),),
+                )
+            )
+        for item in items:
+            if item.disposition is Disposition.DEAD:
+                row = conn.execute(
+                    "UPDATE jobs SET state = 'dead', owner = NULL, lease_until = NULL, error = ?, dead_at = ? "
+                    "WHERE id = ? AND state != 'dead' RETURNING id",
+                    (item.error, now, item.job_id),
+                ).fetchone()
+                if row is not None:
+                    fresh.add(item.job_id)
+        return fresh
 
     def _cancel_where(self, conn: sqlite3.Connection, where: str, value: str, now: float, reason: str) -> list[str]:
         """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones."""
@@ -269,7 +294,8 @@ class SqliteBackend:
 
     def _next_due(self) -> float | None:
         row = self.conn.execute(
-            "SELECT min(not_before) FROM jobs WHERE state = 'ready' AND not_before > ?", (time.time(),)
+            "SELECT min(not_before) FROM jobs WHERE state = 'ready' AND not_before > 0 AND not_before > ?",
+            (time.time(),),
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -277,17 +303,14 @@ class SqliteBackend:
         return await self._run(self._counts)
 
     def _counts(self) -> dict[str, int]:
-        counts = {state.value: 0 for state in (JobState.READY, JobState.DELAYED, JobState.LEASED, JobState.DEAD)}
-        rows = self.conn.execute(
-            "SELECT state, count(*), sum(not_before > ?) FROM jobs GROUP BY state", (time.time(),)
-        ).fetchall()
-        for state, count, later in rows:
-            if state == JobState.READY:
-                counts["ready"] = int(count) - int(later or 0)
-                counts["delayed"] = int(later or 0)
-            elif state in counts:
-                counts[state] = int(count)
-        return counts
+        now = time.time()
+        conn = self.conn
+        ready, delayed = conn.execute(
+            "SELECT count(*), coalesce(sum(not_before > ?), 0) FROM jobs WHERE state = 'ready'", (now,)
+        ).fetchone()
+        leased = conn.execute("SELECT count(*) FROM jobs WHERE state = 'leased'").fetchone()[0]
+        dead = conn.execute("SELECT count(*) FROM jobs WHERE state = 'dead'").fetchone()[0]
+        return {"ready": int(ready) - int(delayed), "delayed": int(delayed), "leased": int(leased), "dead": int(dead)}
 
     async def publish_agents(self, names: Sequence[str]) -> None:
         await self._run(self._publish_agents, sorted(set(names)))

@@ -53,6 +53,7 @@ class _SwarmTrack:
     """What the worker saw of one swarm, to measure its overhead when its last member ends."""
 
     size: int
+    #: Wall-clock times, the same the ledger entries record (reserved_at, finished_at).
     first_reserved: float
     last_finished: float = 0.0
     longest: float = 0.0
@@ -194,7 +195,7 @@ class Worker:
                 self.running[reserved.job_id] = (task, reserved)
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
-                    self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_perf))
+                    self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_wall))
 
     async def _more_due(self) -> bool:
         due = await self.backend.next_due()
@@ -281,7 +282,6 @@ class Worker:
 
     def _count(self, batch: list[Attempt]) -> None:
         """Metrics for committed attempts: outcomes, identity violations, swarm overhead."""
-        now = time.perf_counter()
         for attempt in batch:
             if attempt.rejected is not None:
                 self.metrics.reject(attempt.rejected)
@@ -296,15 +296,17 @@ class Worker:
                 agent_metrics.identity_violations.inc()
             job = attempt.job
             if job is not None and job.swarm_id is not None and attempt.final is not Outcome.RETRIED:
-                self._swarm_done(job.swarm_id, attempt, now)
+                self._swarm_done(job.swarm_id, attempt)
 
-    def _swarm_done(self, swarm_id: str, attempt: Attempt, now: float) -> None:
+    def _swarm_done(self, swarm_id: str, attempt: Attempt) -> None:
+        """Swarm overhead = max(finished_at) - min(reserved_at) - max(duration) of its members,
+        observed when the last member's final outcome is committed (the ledger has all three)."""
         track = self._swarms.get(swarm_id)
         if track is None:
             return
         track.done += 1
         track.longest = max(track.longest, attempt.duration)
-        track.last_finished = now
+        track.last_finished = max(track.last_finished, attempt.finished_at)
         if track.done >= track.size:
             del self._swarms[swarm_id]
             self.metrics.observe_swarm_overhead(max(0.0, track.last_finished - track.first_reserved - track.longest))

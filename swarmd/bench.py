@@ -1,0 +1,470 @@
+"""`swarmd bench SCENARIO [--json]`: swarmd against the bare-asyncio floor, in the same run.
+
+Every scenario measures swarmd and the floor (the same work with nothing but asyncio on
+uvloop) alternately in one process run, after a warm-up, and reports medians, spreads and
+the ratio. Each also checks that it measured what it claims (every job in the ledger, the
+chain verified), and fails loudly rather than report a number for work that did not happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import uvloop
+
+from swarmd.client import Client
+from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
+from swarmd.durable_ledger import DurableLedger
+from swarmd.localdaemon import LocalDaemon, wait_for
+
+AGENT_SECONDS: Final = 0.01
+SCENARIOS: Final = ("swarm", "e2e", "throughput", "scale", "instrumentation", "redis-throughput", "redis-e2e")
+TARGETS: Final = {
+    "swarm": "overhead <= 2x the bare TaskGroup floor (50 agents)",
+    "e2e": "overhead <= 3 ms",
+    "throughput": ">= 25,000 jobs/s durable; batched submit >= 100,000 jobs/s",
+    "scale": "per-agent overhead <= 2x floor; <= 2 KiB RSS per agent above the floor",
+    "instrumentation": "full instrumentation <= 25% of per-job cost",
+    "redis-throughput": ">= 15,000 jobs/s",
+    "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
+}
+
+
+class BenchError(RuntimeError):
+    """A scenario did not do the work it measures (a missing ledger entry, a broken chain)."""
+
+
+def spread(samples: Sequence[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile, min and max of the samples."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise BenchError("no samples")
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+    return {
+        "median": statistics.median(ordered),
+        "p10": pct(0.1),
+        "p90": pct(0.9),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": float(len(ordered)),
+    }
+
+
+def _ratio(value: float, floor: float) -> float:
+    return value / floor if floor > 0 else float("inf")
+
+
+# -- swarm: the in-process dispatcher ------------------------------------------------------
+async def _floor_swarm(n: int) -> float:
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(asyncio.sleep(AGENT_SECONDS))
+    return time.perf_counter() - started
+
+
+async def _swarmd_swarm(n: int, ledger: DurableLedger) -> float:
+    dispatcher = AsyncSwarmDispatcher(max_concurrent=n, fail_fast=True, ledger=ledger)
+    tasks = [AgentTask(gid=f"GID-{i}", fn=_sleep_agent) for i in range(n)]
+    started = time.perf_counter()
+    results = await dispatcher.dispatch(tasks)
+    wall = time.perf_counter() - started
+    if len(results) != n or not all(r.ok and r.ledger_index is not None for r in results):
+        raise BenchError("swarm: not every task succeeded with a ledger entry")
+    if dispatcher.metrics.concurrent_peak != n:
+        raise BenchError(f"swarm: concurrent peak {dispatcher.metrics.concurrent_peak}, expected {n}")
+    return wall
+
+
+async def _sleep_agent() -> None:
+    await asyncio.sleep(AGENT_SECONDS)
+
+
+def bench_swarm(agents: Sequence[int] = (50, 100, 1000), repeat: int = 30) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+            ledger = DurableLedger(Path(tmp) / "ledger.db")
+            for n in agents:
+                reps = repeat if n <= 100 else max(5, repeat // 5)
+                for _ in range(3):  # warm-up
+                    await _floor_swarm(n)
+                    await _swarmd_swarm(n, ledger)
+                floor, ours = [], []
+                for _ in range(reps):
+                    floor.append(await _floor_swarm(n) - AGENT_SECONDS)
+                    ours.append(await _swarmd_swarm(n, ledger) - AGENT_SECONDS)
+                f, s = spread(floor), spread(ours)
+                rows.append(
+                    {
+                        "agents": n,
+                        "swarmd_overhead_s": s,
+                        "floor_overhead_s": f,
+                        "ratio": _ratio(s["median"], f["median"]),
+                    }
+                )
+            report = await ledger.verify()
+            await ledger.close()
+            if not report.ok:
+                raise BenchError(f"swarm: ledger broken: {report.summary()}")
+        return {"sizes": rows, "ledger_entries": report.entries}
+
+    result = _run(run())
+    headline = next((row for row in result["sizes"] if row["agents"] == 50), result["sizes"][0])
+    result["met"] = headline["ratio"] <= 2.0
+    return result
+
+
+# -- helpers for daemon scenarios ----------------------------------------------------------
+def _ledger_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM ledger").fetchone()[0])
+
+
+def _readonly(state: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{state / 'swarmd.db'}?mode=ro", uri=True, timeout=30)
+
+
+def _floor_e2e() -> float:
+    """The floor of one 50-agent swarm: a bare TaskGroup of the same sleeps."""
+    return _run(_floor_swarm(50)) - AGENT_SECONDS
+
+
+def _await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0) -> float:
+    """Spin (with a 100 µs pause) until the ledger holds ``target`` entries; return when."""
+    deadline = time.monotonic() + timeout
+    while _ledger_count(conn) < target:
+        if time.monotonic() > deadline:
+            raise BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s")
+        time.sleep(0.0001)
+    return time.perf_counter()
+
+
+def _e2e(client: Client, conn: sqlite3.Connection, repeat: int) -> list[float]:
+    samples = []
+    specs = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
+    for round_ in range(repeat + 3):
+        before = _ledger_count(conn)
+        started = time.perf_counter()
+        client.submit_many(specs, swarm=True)
+        done = _await_count(conn, before + 50)
+        if round_ >= 3:
+            samples.append(done - started - AGENT_SECONDS)
+    return samples
+
+
+def bench_e2e(repeat: int = 20) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+        state = Path(tmp) / "state"
+        with LocalDaemon(state), Client(state) as client:
+            conn = _readonly(state)
+            ours = _e2e(client, conn, repeat)
+            floor = [_floor_e2e() for _ in range(repeat)]
+            report = client.verify()
+            conn.close()
+    if not report.ok or report.entries != 50 * (repeat + 3):
+        raise BenchError(f"e2e: ledger has {report.entries} entries ({report.summary()})")
+    s, f = spread(ours), spread(floor)
+    return {
+        "swarmd_overhead_s": s,
+        "floor_overhead_s": f,
+        "ratio": _ratio(s["median"], f["median"]),
+        "met": s["median"] <= 0.003,
+    }
+
+
+# -- throughput ----------------------------------------------------------------------------
+def _submit_rates(state: Path) -> dict[str, float]:
+    with Client(state) as client:
+        single = 300
+        started = time.perf_counter()
+        for i in range(single):
+            client.submit("echo", gid=f"GID-{i}")
+        single_rate = single / (time.perf_counter() - started)
+        batched = 50_000
+        specs = [{"agent": "echo", "gid": f"GID-{i}"} for i in range(5000)]
+        started = time.perf_counter()
+        for _ in range(batched // len(specs)):
+            client.submit_many(specs)
+        batched_rate = batched / (time.perf_counter() - started)
+    return {"single_jobs_per_s": single_rate, "batched_jobs_per_s": batched_rate}
+
+
+async def _floor_throughput(n: int, limit: int) -> float:
+    slots = asyncio.Semaphore(limit)
+
+    async def noop() -> None:
+        async with slots:
+            await asyncio.sleep(0)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(noop())
+    return n / (time.perf_counter() - started)
+
+
+def drain_rate(state: Path, n: int, args: Sequence[str] = ()) -> tuple[float, LocalDaemon]:
+    """Start a daemon on ``n`` queued jobs; jobs/s from its first to its last ledger commit."""
+    daemon = LocalDaemon(state, args).start()
+    conn = _readonly(state)
+    try:
+        wait_for(lambda: _ledger_count(conn) > 0, 60, "the first commit", step=0.0001)
+        first = time.perf_counter()
+        last = _await_count(conn, n)
+    finally:
+        conn.close()
+    return n / (last - first), daemon
+
+
+def _queue_noops(state: Path, n: int, agent: str = "echo", payload: Any = None) -> None:
+    with Client(state) as client:
+        for start in range(0, n, 5000):
+            client.submit_many(
+                [{"agent": agent, "gid": f"GID-{i}", "payload": payload} for i in range(start, min(n, start + 5000))]
+            )
+
+
+def bench_throughput(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
+    rates = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+            state = Path(tmp) / "state"
+            _queue_noops(state, jobs)
+            rate, daemon = drain_rate(state, jobs)
+            with Client(state) as client:
+                report = client.verify()
+            daemon.stop()
+            if not report.ok or report.entries != jobs:
+                raise BenchError(f"throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
+            rates.append(rate)
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+        submit = _submit_rates(Path(tmp) / "state")
+    floor = [_run(_floor_throughput(jobs, 256)) for _ in range(repeat)]
+    s, f = spread(rates), spread(floor)
+    return {
+        "jobs": jobs,
+        "swarmd_jobs_per_s": s,
+        "floor_jobs_per_s": f,
+        "ratio": _ratio(f["median"], s["median"]),
+        "submit": submit,
+        "met": s["median"] >= 25_000 and submit["batched_jobs_per_s"] >= 100_000,
+    }
+
+
+# -- scale ---------------------------------------------------------------------------------
+_FLOOR_SCALE = """
+import asyncio, sys, time, uvloop
+n = int(sys.argv[1])
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) * 1024
+async def main():
+    base = rss()
+    peak = base
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(asyncio.sleep(1.0))
+        await asyncio.sleep(0.5)
+        peak = rss()
+    print(time.perf_counter() - started - 1.0, base, peak)
+uvloop.run(main())
+"""
+
+
+def bench_scale(agents: int = 100_000) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", _FLOOR_SCALE, str(agents)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    floor_overhead, floor_base, floor_peak = float(out[0]), int(out[1]), int(out[2])
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+        state = Path(tmp) / "state"
+        _queue_noops(state, agents, agent="sleep", payload={"seconds": 1.0})
+        daemon = LocalDaemon(state, ["--max-concurrent", str(agents)], env={"SWARMD_LEASE_SECONDS": "120"})
+        daemon.start()
+        conn = _readonly(state)
+        base = daemon.rss_bytes()
+        _await_count(conn, agents, timeout=300)
+        peak = daemon.rss_bytes("VmHWM")
+        rows = conn.execute(
+            "SELECT min(json_extract(record, '$.reserved_at')), max(json_extract(record, '$.finished_at')) FROM ledger"
+        ).fetchone()
+        conn.close()
+        daemon.stop()
+    wall = float(rows[1]) - float(rows[0])
+    overhead = (wall - 1.0) / agents
+    floor_per_agent = max(floor_overhead, 1e-9) / agents
+    rss_per_agent = (peak - base) / agents
+    floor_rss = (floor_peak - floor_base) / agents
+    return {
+        "agents": agents,
+        "swarmd_overhead_per_agent_s": overhead,
+        "floor_overhead_per_agent_s": floor_per_agent,
+        "ratio": _ratio(overhead, floor_per_agent),
+        "swarmd_rss_per_agent_bytes": rss_per_agent,
+        "floor_rss_per_agent_bytes": floor_rss,
+        "rss_above_floor_per_agent_bytes": rss_per_agent - floor_rss,
+        "met": overhead <= 2 * floor_per_agent and rss_per_agent - floor_rss <= 2048,
+    }
+
+
+# -- instrumentation -----------------------------------------------------------------------
+def bench_instrumentation(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
+    """Drain rate with metrics + logs + tracing (in-memory exporter, every job sampled) against
+    metrics + logs only (tracing off), against none (the worker with no-op telemetry)."""
+    from swarmd import instrumentation_bench  # noqa: PLC0415 - only the bench needs it
+
+    rows = {mode: [] for mode in ("none", "default", "full")}  # type: dict[str, list[float]]
+    for _ in range(repeat):
+        for mode in rows:
+            rows[mode].append(instrumentation_bench.drain(jobs, mode))
+    per_job = {mode: 1.0 / spread(rates)["median"] for mode, rates in rows.items()}
+    cost = {mode: per_job[mode] - per_job["none"] for mode in ("default", "full")}
+    return {
+        "jobs": jobs,
+        "jobs_per_s": {mode: spread(rates) for mode, rates in rows.items()},
+        "per_job_s": per_job,
+        "instrumentation_share": {mode: cost[mode] / per_job[mode] for mode in cost},
+        "met": cost["full"] / per_job["full"] <= 0.25,
+    }
+
+
+# -- redis ---------------------------------------------------------------------------------
+def bench_redis(kind: str, repeat: int = 3, jobs: int = 20_000) -> dict[str, Any]:
+    from swarmd import redis_bench  # noqa: PLC0415 - needs the redis extra and a server
+
+    return redis_bench.run(kind, repeat=repeat, jobs=jobs)
+
+
+# -- the command ---------------------------------------------------------------------------
+def _run(coro: Awaitable[Any]) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)  # type: ignore[arg-type]
+
+
+def run_scenario(
+    name: str, *, agents: Sequence[int] | None = None, jobs: int | None = None, repeat: int | None = None
+) -> dict[str, Any]:
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "swarm": lambda: bench_swarm(agents or (50, 100, 1000), repeat or 30),
+        "e2e": lambda: bench_e2e(repeat or 20),
+        "throughput": lambda: bench_throughput(jobs or 20_000, repeat or 3),
+        "scale": lambda: bench_scale(jobs or 100_000),
+        "instrumentation": lambda: bench_instrumentation(jobs or 20_000, repeat or 3),
+        "redis-throughput": lambda: bench_redis("throughput", repeat or 3, jobs or 20_000),
+        "redis-e2e": lambda: bench_redis("e2e", repeat or 20),
+    }
+    started = time.perf_counter()
+    result = runners[name]()
+    return {"scenario": name, "target": TARGETS[name], **result, "seconds": time.perf_counter() - started}
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _summary(result: dict[str, Any]) -> str:
+    name = result["scenario"]
+    met = "met" if result.get("met") else "NOT met"
+    if name == "swarm":
+        lines = [f"swarm ({met}: {result['target']})"]
+        for row in result["sizes"]:
+            s, f = row["swarmd_overhead_s"], row["floor_overhead_s"]
+            lines.append(
+                f"  {row['agents']:>5} agents: overhead {s['median'] * 1e3:.3f} ms "
+                f"[p10 {s['p10'] * 1e3:.3f}, p90 {s['p90'] * 1e3:.3f}] vs floor {f['median'] * 1e3:.3f} ms "
+                f"-> {row['ratio']:.2f}x"
+            )
+        return "\n".join(lines)
+    if name in ("e2e", "redis-e2e"):
+        s, f = result["swarmd_overhead_s"], result["floor_overhead_s"]
+        return (
+            f"{name} ({met}: {result['target']})\n  50-agent swarm through the queue: overhead "
+            f"{s['median'] * 1e3:.2f} ms [p10 {s['p10'] * 1e3:.2f}, p90 {s['p90'] * 1e3:.2f}] vs bare floor "
+            f"{f['median'] * 1e3:.3f} ms -> {result['ratio']:.1f}x"
+        )
+    if name in ("throughput", "redis-throughput"):
+        s, f = result["swarmd_jobs_per_s"], result["floor_jobs_per_s"]
+        line = (
+            f"{name} ({met}: {result['target']})\n  drain {result['jobs']:,} no-op jobs: "
+            f"{s['median']:,.0f} jobs/s [min {s['min']:,.0f}, max {s['max']:,.0f}] vs floor "
+            f"{f['median']:,.0f} jobs/s (floor/swarmd {result['ratio']:.1f}x)"
+        )
+        submit = result.get("submit")
+        if submit:
+            line += (
+                f"\n  submit: single {submit['single_jobs_per_s']:,.0f} jobs/s, batched "
+                f"{submit['batched_jobs_per_s']:,.0f} jobs/s"
+            )
+        return line
+    if name == "scale":
+        return (
+            f"scale ({met}: {result['target']})\n  {result['agents']:,} concurrent 1 s sleepers: overhead "
+            f"{result['swarmd_overhead_per_agent_s'] * 1e6:.2f} us/agent vs floor "
+            f"{result['floor_overhead_per_agent_s'] * 1e6:.2f} us/agent ({result['ratio']:.1f}x); RSS "
+            f"{result['swarmd_rss_per_agent_bytes'] / 1024:.2f} KiB/agent vs floor "
+            f"{result['floor_rss_per_agent_bytes'] / 1024:.2f} KiB/agent"
+        )
+    if name == "instrumentation":
+        per, share = result["per_job_s"], result["instrumentation_share"]
+        return (
+            f"instrumentation ({met}: {result['target']})\n  per job: none {per['none'] * 1e6:.1f} us, "
+            f"metrics+logs {per['default'] * 1e6:.1f} us ({share['default']:.0%}), "
+            f"+ tracing every job {per['full'] * 1e6:.1f} us ({share['full']:.0%})"
+        )
+    return msgspec.json.encode(result).decode()
+
+
+def run_bench(
+    scenario: str,
+    *,
+    as_json: bool = False,
+    agents: Sequence[int] | None = None,
+    jobs: int | None = None,
+    repeat: int | None = None,
+) -> int:
+    names = SCENARIOS if scenario == "all" else (scenario,)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        print(
+            f"swarmd: error: unknown scenario {unknown[0]!r} (choose from {', '.join(SCENARIOS)}, all)", file=sys.stderr
+        )
+        return 2
+    machine = _machine()
+    if not as_json:
+        print(f"swarmd bench on {machine['cpus']} CPUs, Python {machine['python']}, {machine['date']}")
+    failed = False
+    for name in names:
+        try:
+            result = run_scenario(name, agents=agents, jobs=jobs, repeat=repeat)
+        except Exception as exc:
+            result = {"scenario": name, "error": f"{type(exc).__name__}: {exc}", "met": False}
+            failed = True
+        result["machine"] = machine
+        if as_json:
+            print(msgspec.json.encode(result).decode(), flush=True)
+        elif "error" in result:
+            print(f"{name}: could not run: {result['error']}", flush=True)
+        else:
+            print(_summary(result), flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,114 @@
+"""A `swarmd serve` subprocess on this machine, for `swarmd demo` and `swarmd bench`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(step)
+
+
+class LocalDaemon:
+    """Starts `swarmd serve` on ``state_dir`` and a free loopback port; stops it with SIGTERM."""
+
+    def __init__(self, state_dir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.args = list(args)
+        self.env = {**os.environ, "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> Self:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "swarmd",
+                "serve",
+                "--state-dir",
+                str(self.state_dir),
+                "--metrics-listen",
+                f"127.0.0.1:{self.port}",
+                "--log-level",
+                "warning",
+                *self.args,
+            ],
+            env=self.env,
+        )
+        wait_for(lambda: self.ready() or self.proc is None or self.proc.poll() is not None, timeout, "the daemon")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {self.proc.returncode} before it was ready")
+        return self
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            return str(response.read().decode())
+
+    def ready(self) -> bool:
+        try:
+            self.get("/readyz")
+        except OSError:
+            return False
+        return True
+
+    def metrics(self) -> dict[str, float]:
+        """Unlabelled samples by name, plus labelled ones summed under their name."""
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.get("/metrics")):
+            for sample in family.samples:
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+        return values
+
+    def rss_bytes(self, field: str = "VmRSS") -> int:
+        """Resident memory of the daemon (``VmHWM`` for the peak)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{field} not found")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
