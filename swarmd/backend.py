@@ -131,6 +131,19 @@ class QueueBackend(Protocol):
         """Return expired leases (all leases, at a start under the state lock) to the queue."""
         ...
 
+    async def listen(self) -> None:
+        """Start receiving wake-ups (submits, cancel requests): the daemon calls this once."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> set[bytes]:  # noqa: ASYNC109 - a bound, in seconds
+        """Block until work may have arrived, or ``timeout`` seconds pass; return why:
+        b"w" (work) and/or b"c" (a cancel request). Cheap to cancel."""
+        ...
+
+    async def check_persistence(self) -> str | None:
+        """Why acknowledged work could be lost on this store (None: it would not)."""
+        ...
+
     async def cancel_requested(self) -> list[str]:
         """Jobs this worker runs whose cancellation was requested."""
         ...

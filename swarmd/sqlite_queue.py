@@ -11,6 +11,8 @@ event loop awaits.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 import socket
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import msgspec
+import structlog
 
 from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.errors import JobNotFound, JobValidationError
@@ -36,11 +39,12 @@ from swarmd.sqlite_db import (
     read_entries,
     transaction,
 )
-from swarmd.wake import wake
+from swarmd.wake import WakeListener, wake
 
 T = TypeVar("T")
 
 DB_NAME: Final = "swarmd.db"
+log = structlog.get_logger("swarmd.sqlite")
 _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swarm_id, error"
 
 
@@ -80,12 +84,16 @@ class SqliteBackend:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._conn: sqlite3.Connection | None = None
         self._thread = SqliteThread()
+        self._listener: WakeListener | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
         self._conn = await self._thread.run(functools.partial(connect, self.path, self.durability))
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._thread.run(conn.close)
@@ -152,7 +160,7 @@ class SqliteBackend:
     def _reserve(self, limit: int, lease: float, exclude: tuple[str, ...]) -> list[Reserved]:
         now = time.time()
         skip = f" AND agent NOT IN ({_placeholders(len(exclude))})" if exclude else ""
-        with transaction(self.conn) as conn:
+        with transaction(self.conn, no_fsync=True) as conn:
             rows = conn.execute(
                 "UPDATE jobs SET state = 'leased', lease_until = ?, owner = ?, attempt = attempt + 1, cancel = 0 "
                 "WHERE seq IN (SELECT seq FROM jobs WHERE state = 'ready' AND not_before <= ?"
@@ -183,8 +191,12 @@ class SqliteBackend:
             # outcomes are new without a separate look-up in the ledger.
             fresh = self._claim_final(conn, items, now)
             records = [(item.job_id, item.record) for item in items if item.record is not None]
-            new = [(job_id, record) for job_id, record in records if job_id in fresh]
-            report.indices = dict(zip((job_id for job_id, _ in new), append_unrecorded(conn, new), strict=True))
+            new: dict[str, bytes] = {}
+            for job_id, record in records:  # the first outcome of a job that ran twice wins
+                if job_id in fresh and job_id not in new:
+                    new[job_id] = record
+            written = append_unrecorded(conn, list(new.items()))
+            report.indices = dict(zip(new, written, strict=True))
             stale = [(job_id, record) for job_id, record in records if job_id not in fresh]
             if stale:  # ran twice (a lease lost and taken over): keep the first entry
                 report.indices.update(zip((job_id for job_id, _ in stale), append_records(conn, stale), strict=True))
@@ -200,10 +212,14 @@ class SqliteBackend:
                 "attempt = max(attempt - 1, 0) WHERE id = ? AND state = 'leased'",
                 release,
             )
-            for swarm_id in {item.cancel_swarm for item in items if item.cancel_swarm}:
+            swarms = {item.cancel_swarm for item in items if item.cancel_swarm}
+            for swarm_id in swarms:
                 report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", swarm_id, now, reason="fail_fast"))
-            last, _ = ledger_tail(conn)
-        report.ledger_index = last - 1 if last else None
+            if swarms or stale or not written:
+                last, _ = ledger_tail(conn)
+                report.ledger_index = last - 1 if last else None
+            else:
+                report.ledger_index = written[-1]
         return report
 
     def _claim_final(self, conn: sqlite3.Connection, items: Sequence[Finish], now: float) -> set[str]:
@@ -262,7 +278,7 @@ class SqliteBackend:
         await self._run(self._renew, lease)
 
     def _renew(self, lease: float) -> None:
-        with transaction(self.conn) as conn:
+        with transaction(self.conn, no_fsync=True) as conn:
             conn.execute(
                 "UPDATE jobs SET lease_until = ? WHERE state = 'leased' AND owner = ?",
                 (time.time() + lease, self.owner),
@@ -279,6 +295,24 @@ class SqliteBackend:
                 (all_leases, time.time()),
             )
             return cursor.rowcount
+
+    async def listen(self) -> None:
+        listener = WakeListener(self.state_dir)
+        if listener.start():
+            self._listener = listener
+        else:  # a state directory path too long for AF_UNIX: the poll interval bounds the delay
+            log.warning("wake_socket_unavailable", path=str(listener.path), fallback="poll_interval")
+
+    async def wait_for_work(self, timeout: float) -> set[bytes]:  # noqa: ASYNC109
+        if self._listener is None:
+            await asyncio.sleep(timeout)
+            return set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listener.event.wait(), timeout)
+        return self._listener.take()
+
+    async def check_persistence(self) -> str | None:
+        return None  # every commit is fsynced (or, with durability "normal", as documented)
 
     async def cancel_requested(self) -> list[str]:
         return await self._run(self._cancel_requested)
@@ -356,11 +390,14 @@ class SqliteBackend:
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE swarm_id = ? ORDER BY seq", (swarm_id,)
             )
         ]
+        queued = {info.job_id for info in infos}
         for idx, job_id, prev_hash, digest, record in self.conn.execute(
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger "
             "WHERE job_id IN (SELECT job_id FROM ledger WHERE json_extract(record, '$.swarm_id') = ?) ORDER BY idx",
             (swarm_id,),
         ):
+            if job_id in queued:
+                continue  # a dead letter: its row (state dead) stands for it, as in `status`
             infos.append(_ledger_info(StoredEntry(int(idx), job_id, prev_hash, digest, bytes(record))))
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
