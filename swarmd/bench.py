@@ -16,9 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import uvloop
@@ -28,6 +28,7 @@ from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
 from swarmd.durable_ledger import DurableLedger
 from swarmd.localdaemon import LocalDaemon, wait_for
 
+T = TypeVar("T")
 AGENT_SECONDS: Final = 0.01
 SCENARIOS: Final = ("swarm", "e2e", "throughput", "scale", "instrumentation", "redis-throughput", "redis-e2e")
 TARGETS: Final = {
@@ -327,12 +328,12 @@ def bench_scale(agents: int = 100_000) -> dict[str, Any]:
 def bench_instrumentation(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
     """Drain rate with metrics + logs + tracing (in-memory exporter, every job sampled) against
     metrics + logs only (tracing off), against none (the worker with no-op telemetry)."""
-    from swarmd import instrumentation_bench  # noqa: PLC0415 - only the bench needs it
+    from swarmd.instrumentation_bench import drain  # noqa: PLC0415 - only the bench needs it
 
-    rows = {mode: [] for mode in ("none", "default", "full")}  # type: dict[str, list[float]]
+    rows: dict[str, list[float]] = {mode: [] for mode in ("none", "default", "full")}
     for _ in range(repeat):
-        for mode in rows:
-            rows[mode].append(instrumentation_bench.drain(jobs, mode))
+        for mode, rates in rows.items():
+            rates.append(drain(jobs, mode))
     per_job = {mode: 1.0 / spread(rates)["median"] for mode, rates in rows.items()}
     cost = {mode: per_job[mode] - per_job["none"] for mode in ("default", "full")}
     return {
@@ -346,15 +347,15 @@ def bench_instrumentation(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]
 
 # -- redis ---------------------------------------------------------------------------------
 def bench_redis(kind: str, repeat: int = 3, jobs: int = 20_000) -> dict[str, Any]:
-    from swarmd import redis_bench  # noqa: PLC0415 - needs the redis extra and a server
+    from swarmd.redis_bench import run  # noqa: PLC0415 - needs the redis extra and a server
 
-    return redis_bench.run(kind, repeat=repeat, jobs=jobs)
+    return run(kind, repeat=repeat, jobs=jobs)
 
 
 # -- the command ---------------------------------------------------------------------------
-def _run(coro: Awaitable[Any]) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)  # type: ignore[arg-type]
+        return runner.run(coro)
 
 
 def run_scenario(

@@ -34,13 +34,13 @@ from swarmd.registry import Registry, default_registry, load_agent_modules
 from swarmd.sdnotify import notify, watchdog_interval
 from swarmd.statedir import StateLock, prepare
 from swarmd.tracing import Tracing
-from swarmd.wake import WakeListener
 from swarmd.worker import Worker
 
 log = structlog.get_logger("swarmd.daemon")
 
 #: /healthz fails when the event loop has not ticked for this long.
 STALL_SECONDS: Final = 2.0
+SWITCH_INTERVAL: Final = 0.0005
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -97,8 +97,10 @@ class Daemon:
     async def run(self) -> int:
         settings = self.settings
         state_dir = prepare(resolve_state_dir(settings.state_dir, self.environ))
-        lock = StateLock(state_dir)
-        lock.acquire()
+        # One daemon per SQLite state; daemons on one Redis share its work by design.
+        lock = StateLock(state_dir) if settings.backend == "sqlite" else None
+        if lock is not None:
+            lock.acquire()
         try:
             registry = build_registry(settings)
             metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
@@ -110,7 +112,8 @@ class Daemon:
             finally:
                 http.stop()
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     async def _serve(self, state_dir: Path, registry: Registry, metrics: Metrics, http: HttpServer) -> int:
         settings = self.settings
@@ -118,14 +121,15 @@ class Daemon:
         tracing.install_global()
         backend = self.backend = open_backend(settings, state_dir)
         await backend.open()
-        wake = WakeListener(state_dir)
         try:
             recovered = await backend.recover(all_leases=True)
             await backend.publish_agents(registry.names())
-            if not wake.start():
-                log.warning("wake_socket_unavailable", path=str(wake.path), fallback="poll_interval")
+            tail = await backend.ledger_tail(1)
+            if tail:  # the gauge means "last committed index", also before this run's first commit
+                metrics.set_ledger_index(tail[-1].index)
+            await backend.listen()
             self.not_ready_reason = await self._durability_problem(backend)
-            worker = self.worker = Worker(backend, registry, settings, metrics, tracing, wake=wake)
+            worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
             self._install_signals(worker)
             log.info(
                 "started",
@@ -144,22 +148,21 @@ class Daemon:
             notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
             try:
-                await worker.run()
+                if self.not_ready_reason is None:
+                    await worker.run()
+                else:  # refusing: stay up and say why on /readyz, but take no work, until stopped
+                    await worker.stop_requested()
             finally:
                 watchdog.cancel()
             metrics.set_ready(False)
             log.info("stopped", pid=os.getpid())
             return 0
         finally:
-            wake.stop()
             await backend.close()
             tracing.shutdown()
 
     async def _durability_problem(self, backend: QueueBackend) -> str | None:
-        check = getattr(backend, "check_persistence", None)
-        if check is None:
-            return None
-        reason: str | None = await check()
+        reason = await backend.check_persistence()
         if reason is None:
             return None
         if self.settings.allow_volatile_redis:
@@ -206,6 +209,9 @@ class Daemon:
 
 def serve(settings: Settings, *, config_path: Path | None = None, flags: Mapping[str, Any] | None = None) -> int:
     """Run the daemon on uvloop until it is stopped; return the exit code."""
+    # The SQLite thread hands the GIL back and forth with the loop at every statement; a short
+    # switch interval keeps it from waiting up to 5 ms behind a busy loop.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     configure_logging(
         settings.log_level.value, json={"auto": None, "json": True, "console": False}[settings.log_format]
     )

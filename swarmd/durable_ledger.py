@@ -46,6 +46,8 @@ class DurableLedger:
         return await future
 
     async def _flush(self) -> None:
+        # Let the appends of tasks that finish in this same loop iteration join the first commit.
+        await asyncio.sleep(0)
         while self._pending:
             batch, self._pending = self._pending, []
             records = [(job_id, record) for job_id, record, _ in batch]

@@ -33,6 +33,7 @@ MAX_RESULT_BYTES: Final = 64 * 1024
 #: Why a running job was cancelled on purpose (anything else re-raises).
 CANCEL_REQUESTED: Final = "cancelled"
 CANCEL_DRAIN: Final = "drain"
+CANCEL_TIMEOUT: Final = "timeout"
 
 log = structlog.get_logger("swarmd.job")
 _encode = msgspec.json.Encoder().encode
@@ -188,11 +189,15 @@ class JobRunner:
             agent_metrics.scheduling_overhead.observe(started - reserved_perf)
             agent_metrics.queue_wait.observe(max(0.0, started_wall - max(job.enqueued_at, job.not_before)))
             self.metrics.job_started()
+            # The timeout is a timer that cancels this task with a recorded reason: the same path
+            # as a cancel request, and cheaper than asyncio.timeout() on every job.
+            loop = asyncio.get_running_loop()
+            expiry = loop.call_at(loop.time() + timeout, self._expire, asyncio.current_task(), job.id)
             try:
                 try:
-                    async with asyncio.timeout(timeout) as deadline:
-                        result = await gate.spec.handler(ctx, job.payload)
+                    result = await gate.spec.handler(ctx, job.payload)
                 finally:
+                    expiry.cancel()
                     self.metrics.job_finished()
                     duration = time.perf_counter() - started
             except asyncio.CancelledError:
@@ -200,33 +205,28 @@ class JobRunner:
                 if reason is None:
                     raise
                 _uncancel()
+                if reason == CANCEL_TIMEOUT:
+                    expired = TimeoutError(f"timed out after {timeout:g}s")
+                    return self._failed(
+                        reserved, job, gate, expired, Outcome.TIMED_OUT, reserved_wall, started_wall, duration, span
+                    )
                 gate.breaker.release_trial()
                 self.tracing.set_outcome(span, Outcome.CANCELLED)
                 if reason == CANCEL_DRAIN:
                     log.info("job_released", reason="drain")
                     return self.release(reserved, job.agent, 0.0)
                 return self._cancelled(reserved, job, gate, reserved_wall, started_wall, duration)
-            except TimeoutError as exc:
-                if deadline.expired():
-                    return self._failed(
-                        reserved,
-                        job,
-                        gate,
-                        exc,
-                        Outcome.TIMED_OUT,
-                        reserved_wall,
-                        started_wall,
-                        duration,
-                        span,
-                    )
-                return self._failed(
-                    reserved, job, gate, exc, Outcome.FAILED, reserved_wall, started_wall, duration, span
-                )
             except BaseException as exc:
                 return self._failed(
                     reserved, job, gate, exc, Outcome.FAILED, reserved_wall, started_wall, duration, span
                 )
             return self._succeeded(reserved, job, gate, result, reserved_wall, started_wall, duration, span)
+
+    def _expire(self, task: asyncio.Task[Any] | None, job_id: str) -> None:
+        """The job's timeout: cancel its task (unless it is being cancelled for another reason)."""
+        if task is not None and not task.done():
+            self.cancel_reasons.setdefault(job_id, CANCEL_TIMEOUT)
+            task.cancel()
 
     # -- outcomes -------------------------------------------------------------------------
     def _succeeded(

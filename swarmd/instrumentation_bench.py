@@ -78,6 +78,8 @@ async def _drain(state: Path, jobs: int, mode: str) -> float:
 
 def drain(jobs: int, mode: str) -> float:
     """Jobs per second of one in-process drain in ``mode`` (none, default, full)."""
-    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_drain(Path(tmp), jobs, mode))
+    with (
+        tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        return runner.run(_drain(Path(tmp), jobs, mode))

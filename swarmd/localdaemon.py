@@ -47,22 +47,28 @@ class LocalDaemon:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> Self:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarmd",
-                "serve",
-                "--state-dir",
-                str(self.state_dir),
-                "--metrics-listen",
-                f"127.0.0.1:{self.port}",
-                "--log-level",
-                "warning",
-                *self.args,
-            ],
-            env=self.env,
-        )
+        # The daemon's own log goes beside its state directory, never into this process's output.
+        self.log_path = self.state_dir.parent / f"{self.state_dir.name}-daemon.log"
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "swarmd",
+                    "serve",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--metrics-listen",
+                    f"127.0.0.1:{self.port}",
+                    "--log-level",
+                    "warning",
+                    *self.args,
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         wait_for(lambda: self.ready() or self.proc is None or self.proc.poll() is not None, timeout, "the daemon")
         if self.proc.poll() is not None:
             raise RuntimeError(f"the daemon exited with {self.proc.returncode} before it was ready")

@@ -176,7 +176,13 @@ class Metrics:
             "Handler run time, by outcome.",
             ["agent", "outcome"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
-        self.jobs: Final = Counter("swarmd_jobs", "Job runs, by outcome.", ["agent", "outcome"], registry=r)
+        self.jobs: Final = Counter(
+            "swarmd_jobs",
+            "Ends of job attempts (succeeded, failed, timed_out, cancelled) and what became of the job "
+            "after a failed one (retried, dead_lettered); succeeded + dead_lettered + cancelled = finished jobs.",
+            ["agent", "outcome"],
+            registry=r,
+        )
         self.agents_in_flight: Final = Gauge("swarmd_agents_in_flight", "Handlers running now.", registry=r)
         self.concurrent_peak: Final = Gauge(
             "swarmd_concurrent_peak", "Highest number of handlers in flight since start.",

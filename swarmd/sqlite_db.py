@@ -109,20 +109,36 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
 
 
 class transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception).
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    ``no_fsync=True`` commits this one transaction without syncing the WAL (for leases: a lease
+    lost to a power failure only means its job runs again). The next durable commit syncs the
+    WAL, and with it every frame written before, so nothing acknowledged depends on it.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, no_fsync: bool = False) -> None:
         self.conn = conn
+        self.no_fsync = no_fsync
+        self._restore: int | None = None
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.no_fsync:
+            level = int(self.conn.execute("PRAGMA synchronous").fetchone()[0])
+            if level > 1:  # FULL or EXTRA: relax to NORMAL for this commit only
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self._restore = level
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                self.conn.execute("COMMIT")
+            elif self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            if self._restore is not None:
+                self.conn.execute(f"PRAGMA synchronous = {self._restore}")
 
 
 def ledger_tail(conn: sqlite3.Connection) -> tuple[int, str]:

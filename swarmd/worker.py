@@ -25,12 +25,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
 from swarmd.admission import Admission
-from swarmd.backend import QueueBackend, Reserved
+from swarmd.backend import Disposition, QueueBackend, Reserved
 from swarmd.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
@@ -39,13 +39,18 @@ from swarmd.metrics import Metrics
 from swarmd.model import Outcome
 from swarmd.registry import Registry
 from swarmd.tracing import Tracing
-from swarmd.wake import WakeListener
 
 log = structlog.get_logger("swarmd.worker")
 
 LAG_TICK: Final = 0.25
 COUNTS_EVERY: Final = 2.0
 COMMIT_RETRY_MAX: Final = 2.0
+#: A swarm not complete this long after its first reservation is no longer tracked.
+SWARM_TRACK_SECONDS: Final = 3600.0
+#: Longest a commit waits for still-running handlers to join it (see Worker._linger).
+COMMIT_LINGER: Final = 0.0005
+#: Dispositions that put a job back in the queue with a not_before the puller must look at.
+_REQUEUED: Final = frozenset({Disposition.RETRY, Disposition.RELEASE})
 
 
 @dataclass(slots=True)
@@ -88,7 +93,6 @@ class Worker:
         metrics: Metrics,
         tracing: Tracing,
         *,
-        wake: WakeListener | None = None,
         rng: random.Random | None = None,
         burst: bool = False,
     ) -> None:
@@ -96,7 +100,6 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.tracing = tracing
-        self.wake = wake
         self.burst = burst  # return once the queue is empty (tests, benchmarks)
         self.admission = Admission(registry, settings, metrics)
         self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, rng)
@@ -109,6 +112,8 @@ class Worker:
         self._uncommitted = 0  # attempts handed to the committer and not yet committed
         self._have_pending = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        #: Set when this worker itself puts jobs back (retry, release): an idle puller looks again.
+        self._requeued = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self._closed = asyncio.Event()
@@ -127,8 +132,10 @@ class Worker:
         self.health.draining = True
         self._stopping.set()
         self._slot_freed.set()
-        if self.wake is not None:
-            self.wake.event.set()
+
+    async def stop_requested(self) -> None:
+        """Return once `stop` has been called."""
+        await self._stopping.wait()
 
     def reload(self, settings: Settings) -> None:
         """Apply what can change live: the concurrency bounds."""
@@ -166,8 +173,8 @@ class Worker:
         while not self._stopping.is_set():
             free = self.limit.limit - self.in_flight
             if free <= 0 or self.health.commit_error is not None:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+                # Wait for a slot; a cancel request for a running job is acted on meanwhile.
+                await self._idle(self.settings.poll_interval, slots=True)
                 continue
             try:
                 batch = await self.backend.reserve(
@@ -179,13 +186,13 @@ class Worker:
             except BackendUnavailable as exc:
                 self.health.backend_error = str(exc)
                 log.warning("reserve_failed", error=str(exc))
-                await self._idle(1.0)
+                await self._idle(1.0, slots=False)
                 continue
             if not batch:
                 if self.burst and self.in_flight == 0 and not self._uncommitted and not await self._more_due():
                     self.stop()
                     break
-                await self._idle(await self._idle_timeout())
+                await self._idle(await self._idle_timeout(), slots=self.burst)
                 continue
             reserved_wall = time.time()
             reserved_perf = time.perf_counter()
@@ -211,18 +218,32 @@ class Worker:
             timeout = min(timeout, unblock)
         return max(timeout, 0.001)
 
-    async def _idle(self, seconds: float) -> None:
-        """Sleep until woken (submit, freed slot, stop) or ``seconds`` pass."""
-        waits = [asyncio.ensure_future(self._slot_freed.wait())]
-        if self.wake is not None:
-            waits.append(asyncio.ensure_future(self.wake.event.wait()))
+    async def _idle(self, seconds: float, *, slots: bool) -> None:
+        """Sleep until work may have arrived (a submit, a cancel request, a retry of our own), the worker stops, or
+        ``seconds`` pass; with ``slots``, also until a running job frees its slot. A freed slot
+        does not wake an idle puller otherwise: it creates no work to reserve."""
+        work = asyncio.ensure_future(self.backend.wait_for_work(seconds))
+        waits: list[asyncio.Future[Any]] = [
+            work,
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._requeued.wait()),
+        ]
+        if slots:
+            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waits:
                 waiter.cancel()
         self._slot_freed.clear()
-        if self.wake is not None and b"c" in self.wake.take():
+        self._requeued.clear()
+        reasons: set[bytes] = set()
+        if work.done() and not work.cancelled():
+            if isinstance(work.exception(), BackendUnavailable):
+                self.health.backend_error = str(work.exception())
+            elif work.exception() is None:
+                reasons = work.result()
+        if b"c" in reasons:
             await self._apply_cancel_requests()
 
     async def _job(self, reserved: Reserved, reserved_wall: float, reserved_perf: float) -> None:
@@ -251,6 +272,7 @@ class Worker:
                 if self._closed.is_set():
                     return
                 continue
+            await self._linger()
             batch, self._pending = self._pending, []
             while True:
                 started = time.perf_counter()
@@ -272,6 +294,8 @@ class Worker:
             if report.ledger_index is not None:
                 self.metrics.set_ledger_index(report.ledger_index)
             self._uncommitted -= len(batch)
+            if any(attempt.finish.disposition in _REQUEUED for attempt in batch):
+                self._requeued.set()  # the puller's idle wait was computed without these not_before
             self._count(batch)
             for cancelled in report.cancelled:
                 self.cancel_job(cancelled)
@@ -280,11 +304,30 @@ class Worker:
             if self.burst and not self._uncommitted:
                 self._slot_freed.set()  # let a burst-mode puller notice the queue is done
 
+    async def _linger(self) -> None:
+        """Group commit: while other handlers still run, wait up to COMMIT_LINGER for them to
+        finish too, so that jobs ending together share one commit instead of queueing behind it."""
+        if not self.in_flight or len(self._pending) >= self.settings.reserve_batch:
+            return
+        deadline = time.perf_counter() + COMMIT_LINGER
+        while self.in_flight and time.perf_counter() < deadline and len(self._pending) < self.settings.reserve_batch:
+            self._slot_freed.clear()
+            try:
+                await asyncio.wait_for(self._slot_freed.wait(), max(0.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                return
+
     def _count(self, batch: list[Attempt]) -> None:
         """Metrics for committed attempts: outcomes, identity violations, swarm overhead."""
         for attempt in batch:
+            job = attempt.job
+            if attempt.finish.cancel_swarm is not None:
+                # Its queued members end in the backend, unseen here: the swarm cannot complete.
+                self._swarms.pop(attempt.finish.cancel_swarm, None)
             if attempt.rejected is not None:
                 self.metrics.reject(attempt.rejected)
+                if job is not None and job.swarm_id is not None:
+                    self._swarm_done(job.swarm_id, attempt)
                 continue
             if attempt.agent is None or attempt.run_outcome is None:
                 continue  # released without running: nothing happened
@@ -294,9 +337,15 @@ class Worker:
                 agent_metrics.jobs[attempt.final].inc()
             if attempt.violation is not None:
                 agent_metrics.identity_violations.inc()
-            job = attempt.job
             if job is not None and job.swarm_id is not None and attempt.final is not Outcome.RETRIED:
                 self._swarm_done(job.swarm_id, attempt)
+
+    def _forget_stale_swarms(self) -> None:
+        """Drop swarms this worker will never see complete (members run by other daemons, or
+        cancelled while queued), so that tracking them cannot grow without bound."""
+        horizon = time.time() - SWARM_TRACK_SECONDS
+        for swarm_id in [sid for sid, track in self._swarms.items() if track.first_reserved < horizon]:
+            del self._swarms[swarm_id]
 
     def _swarm_done(self, swarm_id: str, attempt: Attempt) -> None:
         """Swarm overhead = max(finished_at) - min(reserved_at) - max(duration) of its members,
@@ -315,7 +364,7 @@ class Worker:
     async def _housekeeping(self) -> None:
         renew_every = self.settings.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
-        next_recover = time.monotonic() + self.settings.lease_seconds
+        next_recover = time.monotonic() + renew_every
         next_counts = 0.0
         expected = time.monotonic() + LAG_TICK
         while True:
@@ -331,13 +380,14 @@ class Worker:
                         await self.backend.renew(list(self.running), lease=self.settings.lease_seconds)
                     await self._apply_cancel_requests()
                 if now >= next_recover:
-                    next_recover = now + self.settings.lease_seconds
+                    next_recover = now + renew_every
                     recovered = await self.backend.recover(all_leases=False)
                     if recovered:
                         log.warning("leases_recovered", jobs=recovered)
                 if now >= next_counts:
                     next_counts = now + COUNTS_EVERY
                     self.metrics.set_queue_depths(await self.backend.counts())
+                    self._forget_stale_swarms()
                 self.health.backend_error = None
             except BackendUnavailable as exc:
                 self.health.backend_error = str(exc)

@@ -94,3 +94,20 @@ async def traced(ctx: JobContext, payload: Any) -> dict[str, Any]:
     with trace.get_tracer("testagents").start_as_current_span("handler-work"):
         ctx.log.info("handler_line", note="from the handler")
     return {"agent_gid": ctx.gid}
+
+
+def _append_line(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+@agent("cancellable")
+async def cancellable(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``seconds``; on CancelledError (cancel, timeout, fail-fast) append
+    ``cancelled attempt N`` to the file ``marker``, then re-raise."""
+    try:
+        await asyncio.sleep(float(payload.get("seconds", 3600)))
+    except asyncio.CancelledError:
+        _append_line(str(payload["marker"]), f"cancelled attempt {ctx.attempt}")
+        raise
+    return {"agent_gid": ctx.gid}
