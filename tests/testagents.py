@@ -111,3 +111,12 @@ async def cancellable(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any
         _append_line(str(payload["marker"]), f"cancelled attempt {ctx.attempt}")
         raise
     return {"agent_gid": ctx.gid}
+
+
+@agent("record_start")
+async def record_start(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Append ``start attempt N`` to the file ``marker`` each time it starts (so a test can
+    count the runs of one job, on whichever daemon), then sleep ``seconds``."""
+    _append_line(str(payload["marker"]), f"start attempt {ctx.attempt}")
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    return {"agent_gid": ctx.gid}

@@ -1,0 +1,549 @@
+"""The Lua scripts of the Redis backend (`swarmd.redis_queue`): data only, no behaviour.
+
+Every state change of a Redis queue is one of these scripts, so that a daemon killed at any
+point leaves a consistent queue (the key layout is in `swarmd.redis_queue`'s docstring).
+`RedisBackend` registers ``PRELUDE + body`` for each entry of `SCRIPTS` (EVALSHA, loaded once)
+and calls it with ``KEYS = [Q .. 'prios']`` (only so that Redis Cluster routes the call: every
+key shares the ``{prefix}`` hash tag) and ``ARGV[1] = Q`` (``{prefix}:q:<queue>:``),
+``ARGV[2] = P`` (``{prefix}:``), then the script's own arguments. Times are Redis ``TIME``
+(one clock for every host), except ``not_before``: a producer's unix time. Every script is safe
+to run twice (a call that timed out on the client may still have run).
+
+**PRELUDE** (helpers shared by all): ``clock()`` Redis time in seconds; ``jkey(id)`` and
+``skey(priority)`` key names; ``wake(reason)`` appends to the capped ``wake`` stream (``w`` work,
+``c`` cancel requests); ``enqueue(id, priority)`` XADDs the job to its priority's stream
+(creating the stream, its consumer group and its ``prios`` entry on first use) and marks it
+``ready`` with its ``entry``; ``unqueue(id, state, entry, priority)`` takes a job out of
+wherever it is queued (stream entry or parking list, lease, delay, dead letter, cancel flag);
+``promote(now)`` enqueues up to 1,000 delayed jobs that are due; ``create(b, now)`` writes a new
+job from the 9 ARGV fields at ``b`` (id, idempotency key, body, agent, gid, priority,
+not_before, swarm id, attempt), delayed or enqueued, and says whether it is ready;
+``info_rows(ids)`` returns, per existing job, its id and the 9 ``INFO`` fields.
+
+The scripts (arguments after Q and P; ``->`` what they return):
+
+``submit`` (n, then 9 fields per job as in ``create``) -> the job ids, in order.
+    A known idempotency key returns the first job's id and writes nothing; a known id with the
+    same body is a no-op; a known id with another body, or one id twice in the batch, is the
+    error ``DUPLICATE <id>`` with nothing written. Wakes (``w``) when a job is ready now.
+``reserve`` (owner, limit, lease seconds, scan cap, excluded agents...) -> the last wake id
+    seen (``0-0`` if none), then per leased job: id, attempt, stream entry id, body, gid, agent.
+    Promotes due delayed jobs; puts the parking lists of agents no longer excluded back at the
+    tail of their streams; XREADGROUPs (``>``) the streams from the highest priority down until
+    ``limit`` jobs are leased or ``cap`` entries scanned. A stale entry (its job gone, or queued
+    again under another entry) is acked and deleted; a job of an excluded agent is parked (entry
+    acked and deleted, still ``ready``, no attempt spent); any other is leased: attempt + 1,
+    state ``leased``, ``owner``, cancel flag cleared, lease expiry = now + lease.
+``finish`` (owner, expected ledger length (-1: no check), expected last hash, n items,
+    n appends, n groups, then items (id, disposition ``done|dead|retry|release``, not_before,
+    error, handle), appends (job id, packed entry), groups (``job|swarm``, id, n, n x (queued
+    member id, its attempt))) -> ``{'ok', ledger length, last hash, per group: n + the queued
+    ids it cancelled, n + the leased ids it flagged}``, or writes NOTHING and returns why the
+    plan is stale: ``{'tail', length, last hash}`` (the ledger moved), ``{'exists', length,
+    last hash, job id, index, ...}`` (job ids already recorded), ``{'state', length, last
+    hash}`` (a group's queued members, once the items apply, are not the planned ones). When
+    every check holds: ``done`` removes the job, ``dead`` dead-letters it (``error`` kept),
+    ``retry``/``release`` send it back (delayed, or to its stream when due; ``release`` refunds
+    the attempt) only if it is still leased by ``owner`` under the same entry (``handle``, ``''``:
+    any); the entries are appended (ledger list + ``ledger:ids``); each group's queued members
+    are removed and its leased ones flagged for cancellation. Wakes ``w`` on a requeue, ``c``
+    on a flag.
+``members`` (``job|swarm``, id) -> per existing job: id, state, owner, entry, attempt, gid,
+    agent, swarm id, seq (what `finish` plans a cancellation from).
+``renew`` (owner, lease seconds, ids...) -> how many leases were extended (ZADD XX) to
+    now + lease: only those still leased by ``owner``.
+``recover`` (owner, all ``1|0``, limit) -> how many jobs went back to their stream.
+    Takes up to ``limit`` expired leases, and with all=1 also every lease held under ``owner``
+    (a previous life of this daemon); each job still leased is acked off its old entry and
+    enqueued again at the tail. Never touches a lease that has not expired (renewed ones).
+``cancel_requested`` (owner) -> the ids flagged for cancellation that ``owner`` runs.
+``counts`` () -> ready, delayed, leased, dead (promotes due delayed jobs first).
+``info`` (ids...) -> ``info_rows`` of the jobs still queued.
+``list`` (state or ``''`` for all, limit) -> ``info_rows`` of the jobs in that state: ready
+    ones in dispatch order (at most ``limit`` scanned), then parked, delayed, leased, dead.
+``purge`` (older than, seconds) -> how many dead letters older than that were deleted.
+``requeue`` (n, then per job: dead job id + 9 fields of its replacement) -> n.
+    Refuses (``NOTDEAD <id>``, nothing written) unless every old id is a dead letter; else
+    deletes each and creates its replacement, and wakes (``w``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Lua helpers every script starts with (see the module docstring).
+PRELUDE: Final = """
+local GROUP = 'swarmd'
+local GENESIS = string.rep('0', 64)
+local Q = ARGV[1]
+local P = ARGV[2]
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function jkey(id) return Q .. 'job:' .. id end
+local function skey(prio) return Q .. 's:' .. prio end
+local function wake(reason)
+  redis.call('XADD', Q .. 'wake', 'MAXLEN', '~', '64', '*', 'r', reason)
+end
+local function enqueue(id, prio)
+  local s = skey(prio)
+  if redis.call('ZADD', Q .. 'prios', 'NX', prio, prio) == 1 then
+    redis.pcall('XGROUP', 'CREATE', s, GROUP, '0', 'MKSTREAM')
+  end
+  local eid = redis.call('XADD', s, '*', 'id', id)
+  redis.call('HSET', jkey(id), 'state', 'ready', 'entry', eid)
+  return eid
+end
+-- take a job out of wherever it is queued: its stream entry (or parking list), lease, delay,
+-- dead letter, cancel flag
+local function unqueue(id, state, entry, prio)
+  if (state == 'ready' or state == 'leased') and entry then
+    local s = skey(prio)
+    redis.call('XACK', s, GROUP, entry)
+    redis.call('XDEL', s, entry)
+  elseif state == 'ready' then
+    local agent = redis.call('HGET', jkey(id), 'agent')
+    if agent then redis.call('LREM', Q .. 'parked:' .. agent, 0, id) end
+  end
+  if state == 'leased' then redis.call('ZREM', Q .. 'leases', id)
+  elseif state == 'delayed' then redis.call('ZREM', Q .. 'delayed', id)
+  elseif state == 'dead' then redis.call('ZREM', Q .. 'dead', id) end
+  redis.call('SREM', Q .. 'cancel', id)
+end
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', Q .. 'delayed', '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    redis.call('ZREM', Q .. 'delayed', id)
+    local h = redis.call('HMGET', jkey(id), 'state', 'priority')
+    if h[1] == 'delayed' then enqueue(id, h[2]) end
+  end
+  return #due
+end
+-- ARGV[b .. b+8]: id, idempotency key, body, agent, gid, priority, not_before, swarm id, attempt
+local function create(b, now)
+  local id = ARGV[b]
+  local key = jkey(id)
+  local seq = redis.call('INCR', P .. 'seq')
+  redis.call('HSET', key, 'body', ARGV[b + 2], 'agent', ARGV[b + 3], 'gid', ARGV[b + 4],
+             'priority', ARGV[b + 5], 'not_before', ARGV[b + 6], 'attempt', ARGV[b + 8], 'seq', seq, 'cancel', '0')
+  if ARGV[b + 1] ~= '' then redis.call('HSET', Q .. 'idem', ARGV[b + 1], id) end
+  if ARGV[b + 7] ~= '' then
+    redis.call('HSET', key, 'swarm_id', ARGV[b + 7])
+    redis.call('SADD', Q .. 'swarm:' .. ARGV[b + 7], id)
+  end
+  if tonumber(ARGV[b + 6]) > now then
+    redis.call('HSET', key, 'state', 'delayed')
+    redis.call('ZADD', Q .. 'delayed', ARGV[b + 6], id)
+    return false
+  end
+  enqueue(id, ARGV[b + 5])
+  return true
+end
+local INFO = {'state', 'agent', 'gid', 'attempt', 'priority', 'not_before', 'swarm_id', 'error', 'seq'}
+local function info_rows(ids)
+  local out = {}
+  for _, id in ipairs(ids) do
+    local h = redis.call('HMGET', jkey(id), unpack(INFO))
+    if h[1] then
+      out[#out + 1] = id
+      for k = 1, #INFO do out[#out + 1] = h[k] end
+    end
+  end
+  return out
+end
+"""
+
+#: Script bodies by name, each run as ``PRELUDE + body``.
+SCRIPTS: Final[dict[str, str]] = {
+    # ARGV: Q, P, n, then 9 fields per job (see create)
+    "submit": """
+local n = tonumber(ARGV[3])
+local now = clock()
+local ids, fresh, seen_idem, seen_id = {}, {}, {}, {}
+for i = 0, n - 1 do
+  local b = 4 + i * 9
+  local id, idem = ARGV[b], ARGV[b + 1]
+  local hit = false
+  if idem ~= '' then hit = seen_idem[idem] or redis.call('HGET', Q .. 'idem', idem) end
+  if hit then
+    ids[#ids + 1] = hit
+  else
+    if idem ~= '' then seen_idem[idem] = id end
+    if seen_id[id] then return redis.error_reply('DUPLICATE ' .. id) end
+    seen_id[id] = true
+    local old = redis.call('HGET', jkey(id), 'body')
+    if old then
+      if old ~= ARGV[b + 2] then return redis.error_reply('DUPLICATE ' .. id) end
+    else
+      fresh[#fresh + 1] = b
+    end
+    ids[#ids + 1] = id
+  end
+end
+local ready = false
+for _, b in ipairs(fresh) do
+  if create(b, now) then ready = true end
+end
+if ready then wake('w') end
+return ids
+""",
+    # ARGV: Q, P, owner, limit, lease, scan cap, excluded agents...
+    "reserve": """
+local owner, limit, lease, cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local excluded = {}
+for i = 7, #ARGV do excluded[ARGV[i]] = true end
+local now = clock()
+promote(now)
+-- jobs parked for agents this caller no longer excludes go back to the tail of their streams
+for _, agent in ipairs(redis.call('SMEMBERS', Q .. 'parked')) do
+  if not excluded[agent] then
+    local parked = Q .. 'parked:' .. agent
+    for _, id in ipairs(redis.call('LRANGE', parked, 0, -1)) do
+      local h = redis.call('HMGET', jkey(id), 'state', 'entry', 'priority')
+      if h[1] == 'ready' and not h[2] then enqueue(id, h[3]) end
+    end
+    redis.call('DEL', parked)
+    redis.call('SREM', Q .. 'parked', agent)
+  end
+end
+local w = redis.call('XREVRANGE', Q .. 'wake', '+', '-', 'COUNT', 1)
+local out = {'0-0'}
+if w[1] then out[1] = w[1][1] end
+local got, scanned = 0, 0
+for _, prio in ipairs(redis.call('ZREVRANGE', Q .. 'prios', 0, -1)) do
+  if got >= limit or scanned >= cap then break end
+  local s = skey(prio)
+  while got < limit and scanned < cap do
+    local want = math.min(limit - got, cap - scanned)
+    local res = redis.pcall('XREADGROUP', 'GROUP', GROUP, owner, 'COUNT', want, 'STREAMS', s, '>')
+    if type(res) == 'table' and res.err then
+      redis.pcall('XGROUP', 'CREATE', s, GROUP, '0', 'MKSTREAM')
+      break
+    end
+    if not res then break end
+    local entries = res[1][2]
+    for _, e in ipairs(entries) do
+      scanned = scanned + 1
+      local eid, id = e[1], e[2][2]
+      local key = jkey(id)
+      local h = redis.call('HMGET', key, 'state', 'entry', 'agent', 'body', 'gid')
+      if h[1] ~= 'ready' or h[2] ~= eid then
+        redis.call('XACK', s, GROUP, eid)
+        redis.call('XDEL', s, eid)
+      elseif excluded[h[3]] then
+        redis.call('XACK', s, GROUP, eid)
+        redis.call('XDEL', s, eid)
+        redis.call('HDEL', key, 'entry')
+        redis.call('RPUSH', Q .. 'parked:' .. h[3], id)
+        redis.call('SADD', Q .. 'parked', h[3])
+      else
+        local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+        redis.call('HSET', key, 'state', 'leased', 'owner', owner, 'cancel', '0')
+        redis.call('SREM', Q .. 'cancel', id)
+        redis.call('ZADD', Q .. 'leases', now + lease, id)
+        out[#out + 1] = id
+        out[#out + 1] = attempt
+        out[#out + 1] = eid
+        out[#out + 1] = h[4]
+        out[#out + 1] = h[5]
+        out[#out + 1] = h[3]
+        got = got + 1
+      end
+    end
+    if #entries < want then break end
+  end
+end
+return out
+""",
+    # ARGV: Q, P, owner, expected ledger length (-1: no check), expected last hash,
+    #       n items, n appends, n groups, then items (id, disposition, not_before, error,
+    #       handle), appends (job id, packed entry), groups (kind, value, n, n x (id, attempt))
+    "finish": """
+local owner, exp_n, exp_hash = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local n_items, n_app, n_groups = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local now = clock()
+local LEDGER, IDS = P .. 'ledger', P .. 'ledger:ids'
+local n = redis.call('LLEN', LEDGER)
+local last = GENESIS
+if n > 0 then last = string.sub(redis.call('LINDEX', LEDGER, -1), 1, 64) end
+if exp_n >= 0 and (n ~= exp_n or last ~= exp_hash) then return {'tail', n, last} end
+
+local items, disp = {}, {}
+local pos = 9
+for i = 1, n_items do
+  local it = {id = ARGV[pos], d = ARGV[pos + 1], nb = ARGV[pos + 2], err = ARGV[pos + 3], handle = ARGV[pos + 4]}
+  items[i] = it
+  disp[it.id] = it
+  pos = pos + 5
+end
+local app_start = pos
+local exists = {'exists', n, last}
+for i = 1, n_app do
+  local idx = redis.call('HGET', IDS, ARGV[pos])
+  if idx then
+    exists[#exists + 1] = ARGV[pos]
+    exists[#exists + 1] = idx
+  end
+  pos = pos + 2
+end
+if #exists > 3 then return exists end
+
+local function applies(h, it)
+  return h[1] == 'leased' and h[2] == owner and (it.handle == '' or h[3] == it.handle)
+end
+-- a job's state once this batch's items are applied, and its attempt count
+local function effective(m)
+  local h = redis.call('HMGET', jkey(m), 'state', 'owner', 'entry', 'attempt')
+  local att = tonumber(h[4]) or 0
+  local it = disp[m]
+  if it then
+    if h[1] == 'dead' then return 'dead', att end
+    if it.d == 'done' then return false, att end
+    if it.d == 'dead' then return (h[1] and 'dead'), att end
+    if applies(h, it) then
+      if it.d == 'release' then att = math.max(att - 1, 0) end
+      return 'delayed', att
+    end
+  end
+  return h[1], att
+end
+
+local groups, gone = {}, {}
+for g = 1, n_groups do
+  local kind, value, np = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  local want, queued = {}, {}
+  for k = 1, np do
+    want[ARGV[pos]] = tonumber(ARGV[pos + 1])
+    queued[k] = ARGV[pos]
+    pos = pos + 2
+  end
+  local members
+  if kind == 'swarm' then members = redis.call('SMEMBERS', Q .. 'swarm:' .. value) else members = {value} end
+  local count = 0
+  for _, m in ipairs(members) do
+    if not gone[m] then
+      local st, att = effective(m)
+      if st == 'ready' or st == 'delayed' then
+        if want[m] ~= att then return {'state', n, last} end
+        count = count + 1
+      end
+    end
+  end
+  if count ~= np then return {'state', n, last} end
+  for _, m in ipairs(queued) do gone[m] = true end
+  groups[g] = {members = members, queued = queued}
+end
+
+-- every check passed: write
+local requeued, flagged = false, false
+for _, it in ipairs(items) do
+  local key = jkey(it.id)
+  local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt')
+  if h[1] and h[1] ~= 'dead' then
+    if it.d == 'done' then
+      unqueue(it.id, h[1], h[3], h[4])
+      redis.call('DEL', key)
+    elseif it.d == 'dead' then
+      unqueue(it.id, h[1], h[3], h[4])
+      redis.call('HDEL', key, 'owner', 'entry')
+      redis.call('HSET', key, 'state', 'dead', 'dead_at', now, 'cancel', '0')
+      if it.err ~= '' then redis.call('HSET', key, 'error', it.err) end
+      redis.call('ZADD', Q .. 'dead', now, it.id)
+    elseif applies(h, it) then
+      unqueue(it.id, 'leased', h[3], h[4])
+      redis.call('HDEL', key, 'owner', 'entry')
+      if it.d == 'release' then
+        redis.call('HSET', key, 'attempt', math.max((tonumber(h[5]) or 0) - 1, 0))
+      end
+      redis.call('HSET', key, 'not_before', it.nb, 'cancel', '0')
+      if tonumber(it.nb) > now then
+        redis.call('HSET', key, 'state', 'delayed')
+        redis.call('ZADD', Q .. 'delayed', it.nb, it.id)
+      else
+        enqueue(it.id, h[4])
+      end
+      requeued = true
+    end
+  end
+end
+pos = app_start
+for i = 1, n_app do
+  redis.call('RPUSH', LEDGER, ARGV[pos + 1])
+  redis.call('HSET', IDS, ARGV[pos], n + i - 1)
+  last = string.sub(ARGV[pos + 1], 1, 64)
+  pos = pos + 2
+end
+local out = {'ok', n + n_app, last}
+for g = 1, n_groups do
+  local grp = groups[g]
+  for _, m in ipairs(grp.queued) do
+    local key = jkey(m)
+    local h = redis.call('HMGET', key, 'state', 'entry', 'priority')
+    unqueue(m, h[1], h[2], h[3])
+    redis.call('DEL', key)
+  end
+  local leased = {}
+  for _, m in ipairs(grp.members) do
+    local key = jkey(m)
+    if redis.call('HGET', key, 'state') == 'leased' then
+      redis.call('HSET', key, 'cancel', '1')
+      redis.call('SADD', Q .. 'cancel', m)
+      leased[#leased + 1] = m
+      flagged = true
+    end
+  end
+  out[#out + 1] = #grp.queued
+  for _, m in ipairs(grp.queued) do out[#out + 1] = m end
+  out[#out + 1] = #leased
+  for _, m in ipairs(leased) do out[#out + 1] = m end
+end
+if requeued then wake('w') end
+if flagged then wake('c') end
+return out
+""",
+    # ARGV: Q, P, kind (swarm|job), value -> per existing job: id + 8 fields
+    "members": """
+local members
+if ARGV[3] == 'swarm' then members = redis.call('SMEMBERS', Q .. 'swarm:' .. ARGV[4]) else members = {ARGV[4]} end
+local out = {}
+for _, m in ipairs(members) do
+  local h = redis.call('HMGET', jkey(m), 'state', 'owner', 'entry', 'attempt', 'gid', 'agent', 'swarm_id', 'seq')
+  if h[1] then
+    out[#out + 1] = m
+    for k = 1, 8 do out[#out + 1] = h[k] end
+  end
+end
+return out
+""",
+    # ARGV: Q, P, owner, lease, ids...
+    "renew": """
+local owner = ARGV[3]
+local expiry = clock() + tonumber(ARGV[4])
+local n = 0
+for i = 5, #ARGV do
+  local h = redis.call('HMGET', jkey(ARGV[i]), 'state', 'owner')
+  if h[1] == 'leased' and h[2] == owner then
+    redis.call('ZADD', Q .. 'leases', 'XX', expiry, ARGV[i])
+    n = n + 1
+  end
+end
+return n
+""",
+    # ARGV: Q, P, owner, all (1|0), limit
+    "recover": """
+local owner, all, limit = ARGV[3], ARGV[4] == '1', tonumber(ARGV[5])
+local ids = redis.call('ZRANGEBYSCORE', Q .. 'leases', '-inf', clock(), 'LIMIT', 0, limit)
+if all then
+  local seen = {}
+  for _, id in ipairs(ids) do seen[id] = true end
+  for _, id in ipairs(redis.call('ZRANGE', Q .. 'leases', 0, -1)) do
+    if not seen[id] and redis.call('HGET', jkey(id), 'owner') == owner then ids[#ids + 1] = id end
+  end
+end
+local count = 0
+for _, id in ipairs(ids) do
+  local key = jkey(id)
+  local h = redis.call('HMGET', key, 'state', 'entry', 'priority')
+  redis.call('ZREM', Q .. 'leases', id)
+  if h[1] == 'leased' then
+    unqueue(id, 'leased', h[2], h[3])
+    redis.call('HDEL', key, 'owner', 'entry')
+    enqueue(id, h[3])
+    count = count + 1
+  end
+end
+if count > 0 then wake('w') end
+return count
+""",
+    # ARGV: Q, P, owner
+    "cancel_requested": """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', Q .. 'cancel')) do
+  local h = redis.call('HMGET', jkey(id), 'state', 'owner')
+  if h[1] == 'leased' and h[2] == ARGV[3] then out[#out + 1] = id end
+end
+return out
+""",
+    # ARGV: Q, P
+    "counts": """
+promote(clock())
+local ready = 0
+for _, prio in ipairs(redis.call('ZRANGE', Q .. 'prios', 0, -1)) do
+  ready = ready + redis.call('XLEN', skey(prio))
+end
+for _, agent in ipairs(redis.call('SMEMBERS', Q .. 'parked')) do
+  ready = ready + redis.call('LLEN', Q .. 'parked:' .. agent)
+end
+local leased = redis.call('ZCARD', Q .. 'leases')
+return {ready - leased, redis.call('ZCARD', Q .. 'delayed'), leased, redis.call('ZCARD', Q .. 'dead')}
+""",
+    # ARGV: Q, P, ids...
+    "info": """
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+return info_rows(ids)
+""",
+    # ARGV: Q, P, state ('' for all), limit of ready jobs scanned in dispatch order
+    "list": """
+local state, limit = ARGV[3], tonumber(ARGV[4])
+promote(clock())
+local ids = {}
+if state == '' or state == 'ready' then
+  local got = 0
+  for _, prio in ipairs(redis.call('ZREVRANGE', Q .. 'prios', 0, -1)) do
+    if got >= limit then break end
+    local start = '-'
+    while got < limit do
+      local entries = redis.call('XRANGE', skey(prio), start, '+', 'COUNT', 500)
+      for _, e in ipairs(entries) do
+        if redis.call('HGET', jkey(e[2][2]), 'state') == 'ready' then
+          ids[#ids + 1] = e[2][2]
+          got = got + 1
+          if got >= limit then break end
+        end
+      end
+      if #entries < 500 then break end
+      start = '(' .. entries[#entries][1]
+    end
+  end
+  for _, agent in ipairs(redis.call('SMEMBERS', Q .. 'parked')) do
+    for _, id in ipairs(redis.call('LRANGE', Q .. 'parked:' .. agent, 0, -1)) do ids[#ids + 1] = id end
+  end
+end
+for name, key in pairs({delayed = 'delayed', leased = 'leases', dead = 'dead'}) do
+  if state == '' or state == name then
+    for _, id in ipairs(redis.call('ZRANGE', Q .. key, 0, -1)) do ids[#ids + 1] = id end
+  end
+end
+return info_rows(ids)
+""",
+    # ARGV: Q, P, older_than
+    "purge": """
+local ids = redis.call('ZRANGEBYSCORE', Q .. 'dead', '-inf', clock() - tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('DEL', jkey(id))
+  redis.call('ZREM', Q .. 'dead', id)
+end
+return #ids
+""",
+    # ARGV: Q, P, n, then per pair: old id + 9 fields of the new job (see create)
+    "requeue": """
+local n = tonumber(ARGV[3])
+local now = clock()
+for i = 0, n - 1 do
+  local old = ARGV[4 + i * 10]
+  if redis.call('HGET', jkey(old), 'state') ~= 'dead' then return redis.error_reply('NOTDEAD ' .. old) end
+end
+for i = 0, n - 1 do
+  local b = 4 + i * 10
+  redis.call('ZREM', Q .. 'dead', ARGV[b])
+  redis.call('DEL', jkey(ARGV[b]))
+  create(b + 1, now)
+end
+if n > 0 then wake('w') end
+return n
+""",
+}
