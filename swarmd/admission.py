@@ -77,6 +77,8 @@ class Admission:
         self.metrics = metrics
         self.clock = clock
         self.gates: dict[str, AgentGate] = {}
+        #: What the last `blocked_agents` excluded (the puller's idle wait is about these).
+        self._blocked: list[str] = []
         for spec in registry:
             self.gates[spec.name] = self._gate(spec, settings, settings.agent.get(spec.name, AgentSettings()))
 
@@ -134,11 +136,29 @@ class Admission:
                 or (gate.bucket is not None and gate.bucket.wait_time() > 0)
             ):
                 blocked.append(name)
+        self._blocked = blocked
         return blocked
 
     def soonest_unblock(self) -> float | None:
-        """Seconds until a blocked agent might be admitted again (breaker cooldown, tokens)."""
-        waits = [gate.breaker.retry_after() for gate in self.gates.values() if gate.breaker.retry_after() > 0]
-        waits += [gate.bucket.wait_time() for gate in self.gates.values() if gate.bucket is not None]
-        positive = [w for w in waits if w > 0]
-        return min(positive) if positive else None
+        """Seconds until a blocked agent might be admitted again (breaker cooldown, tokens).
+
+        0 for an agent the last `blocked_agents` excluded whose breaker has half-opened or whose
+        tokens have refilled since: its jobs may start now. One still at its concurrency limit
+        waits for a freed slot instead (`waiting_for_slot`), not for a time.
+        """
+        waits = []
+        for name, gate in self.gates.items():
+            if gate.concurrency is not None and gate.running >= gate.concurrency:
+                continue
+            wait = max(gate.breaker.retry_after(), gate.bucket.wait_time() if gate.bucket is not None else 0.0)
+            if wait > 0 or name in self._blocked:
+                waits.append(wait)
+        return min(waits) if waits else None
+
+    def waiting_for_slot(self) -> bool:
+        """Whether an agent the last `blocked_agents` excluded is at its own concurrency limit (a
+        job of it that ends frees work to reserve)."""
+        return any(
+            (gate := self.gates[name]).concurrency is not None and gate.running >= gate.concurrency
+            for name in self._blocked
+        )

@@ -150,8 +150,12 @@ class Daemon:
             try:
                 if self.not_ready_reason is None:
                     await worker.run()
-                else:  # refusing: stay up and say why on /readyz, but take no work, until stopped
-                    await worker.stop_requested()
+                else:  # refusing: stay up (alive on /healthz) and say why on /readyz, but take no work
+                    heartbeat = asyncio.get_running_loop().create_task(worker.heartbeat())
+                    try:
+                        await worker.stop_requested()
+                    finally:
+                        heartbeat.cancel()
             finally:
                 watchdog.cancel()
             metrics.set_ready(False)

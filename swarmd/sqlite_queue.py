@@ -85,6 +85,8 @@ class SqliteBackend:
         self._conn: sqlite3.Connection | None = None
         self._thread = SqliteThread()
         self._listener: WakeListener | None = None
+        #: The time the last reserve compared not_before with (see `_next_due`).
+        self._reserved_until: float | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -158,7 +160,7 @@ class SqliteBackend:
         return await self._run(self._reserve, limit, lease, tuple(exclude_agents))
 
     def _reserve(self, limit: int, lease: float, exclude: tuple[str, ...]) -> list[Reserved]:
-        now = time.time()
+        now = self._reserved_until = time.time()
         skip = f" AND agent NOT IN ({_placeholders(len(exclude))})" if exclude else ""
         with transaction(self.conn, no_fsync=True) as conn:
             rows = conn.execute(
@@ -172,11 +174,14 @@ class SqliteBackend:
         reserved: list[Reserved] = []
         for _, _, job_id, attempt, gid, agent, body in rows:
             try:
-                job: Job | None = msgspec.structs.replace(decode_job(body), attempt=attempt)
-                error = None
-            except JobValidationError as exc:
-                job, error = None, str(exc)
-            reserved.append(Reserved(job_id, job, attempt, error, gid, agent))
+                job = msgspec.structs.replace(decode_job(body), attempt=attempt)
+            except JobValidationError as exc:  # kept as stored, for its dead letter
+                reserved.append(Reserved(job_id, None, attempt, str(exc), gid, agent))
+                continue
+            if job.id != job_id:
+                reserved.append(Reserved(job_id, None, attempt, f"invalid job: id: body names {job.id!r}", gid, agent))
+                continue
+            reserved.append(Reserved(job.id, job, attempt, None, job.gid, job.agent))  # the job's strings, not copies
         return reserved
 
     async def finish(self, items: Sequence[Finish]) -> FinishReport:
@@ -327,9 +332,12 @@ class SqliteBackend:
         return await self._run(self._next_due)
 
     def _next_due(self) -> float | None:
+        # Jobs not yet due at the last reserve, even if due by now: one that came due between an
+        # empty reserve and this call would otherwise wait for the next poll.
+        since = self._reserved_until if self._reserved_until is not None else time.time()
         row = self.conn.execute(
             "SELECT min(not_before) FROM jobs WHERE state = 'ready' AND not_before > 0 AND not_before > ?",
-            (time.time(),),
+            (since,),
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 

@@ -10,8 +10,9 @@ Four kinds of task share the group:
 - the **committer** writes every attempt gathered since its last commit in ONE backend call
   (ledger entries and lease removals together); metrics count an outcome only once it is
   committed, and a failed commit is retried, with reservations paused, until it succeeds;
-- **housekeeping** renews leases, takes back expired ones, picks up cancel requests, reads
-  queue depths for the metrics and measures event-loop lag.
+- **housekeeping** renews leases, takes back expired ones, picks up cancel requests and reads
+  queue depths for the metrics; the **heartbeat** alone measures event-loop lag and marks the
+  loop alive, so that a backend call that hangs never looks like a stalled loop.
 
 `stop` drains: no more reservations, running jobs get the grace period, the rest are
 cancelled and given back to the queue, and everything is committed before `run` returns.
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -106,7 +109,8 @@ class Worker:
         self.limit = make_limit(settings)
         self.health = Health()
         self.in_flight = 0
-        self.running: dict[str, tuple[asyncio.Task[None], Reserved]] = {}
+        self.running = self.runner.running
+        self._context = contextvars.copy_context()
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
         self._pending: list[Attempt] = []
         self._uncommitted = 0  # attempts handed to the committer and not yet committed
@@ -152,7 +156,7 @@ class Worker:
         entry = self.running.get(job_id)
         if entry is None:
             return False
-        self.runner.cancel_reasons[job_id] = reason
+        self.runner.cancel_reasons.setdefault(job_id, reason)
         entry[0].cancel()
         return True
 
@@ -162,12 +166,14 @@ class Worker:
         async with asyncio.TaskGroup() as group:
             committer = group.create_task(self._commit_loop(), name="swarmd-committer")
             housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
+            heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
             await self._pull_loop(group)
             await self._drain()
             self._closed.set()
             self._have_pending.set()
             await committer
             housekeeping.cancel()
+            heartbeat.cancel()
 
     async def _pull_loop(self, group: asyncio.TaskGroup) -> None:
         while not self._stopping.is_set():
@@ -192,13 +198,18 @@ class Worker:
                 if self.burst and self.in_flight == 0 and not self._uncommitted and not await self._more_due():
                     self.stop()
                     break
-                await self._idle(await self._idle_timeout(), slots=self.burst)
+                # A freed slot is work only in burst mode, or for an agent held at its own limit.
+                await self._idle(await self._idle_timeout(), slots=self.burst or self.admission.waiting_for_slot())
                 continue
             reserved_wall = time.time()
             reserved_perf = time.perf_counter()
             for reserved in batch:
                 self.in_flight += 1
-                task = group.create_task(self._job(reserved, reserved_wall, reserved_perf))
+                task = group.create_task(self.runner.run(reserved, reserved_wall, reserved_perf))
+                # One shared context for the callbacks: without it asyncio copies one per job.
+                task.add_done_callback(
+                    functools.partial(self._job_done, reserved.job_id, reserved), context=self._context
+                )
                 self.running[reserved.job_id] = (task, reserved)
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
@@ -246,15 +257,18 @@ class Worker:
         if b"c" in reasons:
             await self._apply_cancel_requests()
 
-    async def _job(self, reserved: Reserved, reserved_wall: float, reserved_perf: float) -> None:
-        try:
-            attempt = await self.runner.run(reserved, reserved_wall, reserved_perf)
-        except Exception as exc:
-            attempt = self.runner.internal_error(reserved, exc, reserved_wall)
-        finally:
-            self.in_flight -= 1
-            self.running.pop(reserved.job_id, None)
-            self._slot_freed.set()
+    def _job_done(self, job_id: str, reserved: Reserved, task: asyncio.Task[Attempt]) -> None:
+        """A job task ended: free its slot and hand its attempt to the committer. (A done callback,
+        not a wrapping coroutine: one frame less per job in flight.)"""
+        self.in_flight -= 1
+        self.running.pop(job_id, None)
+        self._slot_freed.set()
+        if task.cancelled():
+            # Cancelled before its first step, so the runner never saw it: settle it here, or
+            # its lease would be renewed forever with no outcome.
+            attempt = self.runner.unstarted(reserved, self.runner.cancel_reasons.pop(job_id, CANCEL_DRAIN))
+        else:
+            attempt = task.result()
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)
@@ -266,11 +280,13 @@ class Worker:
     async def _commit_loop(self) -> None:
         delay = 0.05
         while True:
-            await self._have_pending.wait()
-            self._have_pending.clear()
+            # Re-check before every wait (no await between the check and the wait): a wake-up
+            # set while a commit was running is never lost to a later clear().
             if not self._pending:
                 if self._closed.is_set():
                     return
+                self._have_pending.clear()
+                await self._have_pending.wait()
                 continue
             await self._linger()
             batch, self._pending = self._pending, []
@@ -361,11 +377,10 @@ class Worker:
             self.metrics.observe_swarm_overhead(max(0.0, track.last_finished - track.first_reserved - track.longest))
 
     # -- housekeeping ---------------------------------------------------------------------
-    async def _housekeeping(self) -> None:
-        renew_every = self.settings.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
-        next_recover = time.monotonic() + renew_every
-        next_counts = 0.0
+    async def heartbeat(self) -> None:
+        """Mark the event loop alive and measure its lag, every LAG_TICK, and nothing else: a
+        backend call that hangs (Redis paused) must not look like a stalled loop to /healthz
+        and the systemd watchdog."""
         expected = time.monotonic() + LAG_TICK
         while True:
             await asyncio.sleep(max(0.0, expected - time.monotonic()))
@@ -373,6 +388,15 @@ class Worker:
             self.metrics.observe_loop_lag(max(0.0, now - expected))
             self.health.last_tick = now
             expected = now + LAG_TICK
+
+    async def _housekeeping(self) -> None:
+        renew_every = self.settings.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        next_recover = time.monotonic() + renew_every
+        next_counts = 0.0
+        while True:
+            await asyncio.sleep(LAG_TICK)
+            now = time.monotonic()
             try:
                 if now >= next_renew:
                     next_renew = now + renew_every
