@@ -188,19 +188,22 @@ def bench_e2e(repeat: int = 20) -> dict[str, Any]:
 
 
 # -- throughput ----------------------------------------------------------------------------
-def _submit_rates(state: Path) -> dict[str, float]:
+def _submit_rates(state: Path, single: int = 300, batched: int = 50_000) -> dict[str, float]:
+    """Jobs/s submitted one per call, and in calls of 5,000; checks every one was stored."""
     with Client(state) as client:
-        single = 300
         started = time.perf_counter()
         for i in range(single):
             client.submit("echo", gid=f"GID-{i}")
         single_rate = single / (time.perf_counter() - started)
-        batched = 50_000
-        specs = [{"agent": "echo", "gid": f"GID-{i}"} for i in range(5000)]
+        specs = [{"agent": "echo", "gid": f"GID-{i}"} for i in range(min(5000, batched))]
         started = time.perf_counter()
-        for _ in range(batched // len(specs)):
+        for _ in range(max(1, batched // len(specs))):
             client.submit_many(specs)
-        batched_rate = batched / (time.perf_counter() - started)
+        batched_rate = len(specs) * max(1, batched // len(specs)) / (time.perf_counter() - started)
+        stored = client.run(client.backend.counts())["ready"]
+    expected = single + len(specs) * max(1, batched // len(specs))
+    if stored != expected:
+        raise BenchError(f"submit: {stored} jobs stored, {expected} submitted")
     return {"single_jobs_per_s": single_rate, "batched_jobs_per_s": batched_rate}
 
 
@@ -239,7 +242,7 @@ def _queue_noops(state: Path, n: int, agent: str = "echo", payload: Any = None) 
             )
 
 
-def bench_throughput(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
+def bench_throughput(jobs: int = 20_000, repeat: int = 3, submit_batched: int = 50_000) -> dict[str, Any]:
     rates = []
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
@@ -253,7 +256,7 @@ def bench_throughput(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
                 raise BenchError(f"throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
             rates.append(rate)
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
-        submit = _submit_rates(Path(tmp) / "state")
+        submit = _submit_rates(Path(tmp) / "state", single=min(300, jobs), batched=submit_batched)
     floor = [_run(_floor_throughput(jobs, 256)) for _ in range(repeat)]
     s, f = spread(rates), spread(floor)
     return {

@@ -1,0 +1,77 @@
+"""`swarmd bench` at small sizes: it measures real work, and refuses to report work that did not happen."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sqlite3
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from swarmd import bench
+from swarmd.client import Client
+from swarmd.instrumentation_bench import drain
+
+
+def test_spread_reports_median_percentiles_and_extremes() -> None:
+    stats = bench.spread([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert (stats["median"], stats["min"], stats["max"], stats["n"]) == (3.0, 1.0, 5.0, 5.0)
+    assert stats["p10"] == 1.0 and stats["p90"] == 5.0
+    with pytest.raises(bench.BenchError):
+        bench.spread([])
+
+
+def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger() -> None:
+    result = bench.bench_swarm(agents=(5, 20), repeat=2)
+    assert [row["agents"] for row in result["sizes"]] == [5, 20]
+    # warm-up (3) + measured (2) dispatches per size, every task one ledger entry
+    assert result["ledger_entries"] == (3 + 2) * (5 + 20)
+    for row in result["sizes"]:
+        assert row["swarmd_overhead_s"]["n"] == 2 and row["floor_overhead_s"]["n"] == 2
+        assert row["ratio"] == pytest.approx(row["swarmd_overhead_s"]["median"] / row["floor_overhead_s"]["median"])
+    assert isinstance(result["met"], bool)
+
+
+@pytest.mark.slow
+def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
+    result = bench.bench_throughput(jobs=400, repeat=1, submit_batched=2000)
+    assert result["jobs"] == 400
+    assert result["swarmd_jobs_per_s"]["median"] > 0 and result["floor_jobs_per_s"]["median"] > 0
+    assert result["submit"]["single_jobs_per_s"] > 0 and result["submit"]["batched_jobs_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_e2e_scenario_measures_whole_swarms_through_a_daemon() -> None:
+    result = bench.bench_e2e(repeat=2)
+    assert result["swarmd_overhead_s"]["n"] == 2
+    # a swarm of 10 ms agents cannot come back in less than its agents' time
+    assert result["swarmd_overhead_s"]["min"] > -bench.AGENT_SECONDS
+
+
+def test_waiting_for_ledger_entries_that_never_come_is_an_error_not_a_number(tmp_path: Path) -> None:
+    with Client(tmp_path / "state") as client:
+        client.submit("echo", gid="G")  # creates the database; nothing drains it
+    conn = sqlite3.connect(tmp_path / "state" / "swarmd.db")
+    with pytest.raises(bench.BenchError, match="did not reach 1 entries"):
+        bench._await_count(conn, 1, timeout=0.2)
+    conn.close()
+
+
+@pytest.mark.parametrize("mode", ["none", "default", "full"])
+def test_instrumentation_drain_checks_its_ledger_and_spans(mode: str) -> None:
+    assert drain(300, mode) > 0  # raises if a job is missing from the ledger or (full) a span was not exported
+
+
+def test_run_bench_refuses_an_unknown_scenario_and_prints_json_per_scenario() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert bench.run_bench("nope") == 2
+    assert "unknown scenario 'nope'" in err.getvalue()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench.run_bench("swarm", as_json=True, agents=[5], repeat=2) == 0
+    [line] = out.getvalue().splitlines()
+    result = msgspec.json.decode(line)
+    assert result["scenario"] == "swarm" and "machine" in result and "met" in result
