@@ -36,7 +36,7 @@ TARGETS: Final = {
     "e2e": "overhead <= 3 ms",
     "throughput": ">= 25,000 jobs/s durable; batched submit >= 100,000 jobs/s",
     "scale": "per-agent overhead <= 2x floor; <= 2 KiB RSS per agent above the floor",
-    "instrumentation": "full instrumentation <= 25% of per-job cost",
+    "instrumentation": "metrics + logs + tracing (no exporter; sampled exporter) <= 25% of per-job cost",
     "redis-throughput": ">= 15,000 jobs/s",
     "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
 }
@@ -333,22 +333,25 @@ def bench_scale(agents: int = 100_000) -> dict[str, Any]:
 
 # -- instrumentation -----------------------------------------------------------------------
 def bench_instrumentation(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
-    """Drain rate with metrics + logs + tracing (in-memory exporter, every job sampled) against
-    metrics + logs only (tracing off), against none (the worker with no-op telemetry)."""
+    """Per-job cost of telemetry, from in-process drains of no-op jobs: none (no-op metrics,
+    tracing off, logs filtered) against metrics + logs + tracing with no exporter ("default"),
+    with a sampled in-memory exporter ("sampled", 1 in 10), and with every job traced ("full",
+    shown for reference). The target applies to the configurations the issue names: no exporter,
+    and a sampled exporter."""
     from swarmd.instrumentation_bench import drain  # noqa: PLC0415 - only the bench needs it
 
-    rows: dict[str, list[float]] = {mode: [] for mode in ("none", "default", "full")}
+    rows: dict[str, list[float]] = {mode: [] for mode in ("none", "default", "sampled", "full")}
     for _ in range(repeat):
         for mode, rates in rows.items():
             rates.append(drain(jobs, mode))
     per_job = {mode: 1.0 / spread(rates)["median"] for mode, rates in rows.items()}
-    cost = {mode: per_job[mode] - per_job["none"] for mode in ("default", "full")}
+    share = {mode: (per_job[mode] - per_job["none"]) / per_job[mode] for mode in ("default", "sampled", "full")}
     return {
         "jobs": jobs,
         "jobs_per_s": {mode: spread(rates) for mode, rates in rows.items()},
         "per_job_s": per_job,
-        "instrumentation_share": {mode: cost[mode] / per_job[mode] for mode in cost},
-        "met": cost["full"] / per_job["full"] <= 0.25,
+        "instrumentation_share": share,
+        "met": share["default"] <= 0.25 and share["sampled"] <= 0.25,
     }
 
 
@@ -437,9 +440,11 @@ def _summary(result: dict[str, Any]) -> str:
     if name == "instrumentation":
         per, share = result["per_job_s"], result["instrumentation_share"]
         return (
-            f"instrumentation ({met}: {result['target']})\n  per job: none {per['none'] * 1e6:.1f} us, "
-            f"metrics+logs {per['default'] * 1e6:.1f} us ({share['default']:.0%}), "
-            f"+ tracing every job {per['full'] * 1e6:.1f} us ({share['full']:.0%})"
+            f"instrumentation ({met}: {result['target']})\n"
+            f"  per job: none {per['none'] * 1e6:.1f} us; metrics + logs + tracing without exporter "
+            f"{per['default'] * 1e6:.1f} us ({share['default']:.0%}); with a sampled "
+            f"exporter (1 in 10) {per['sampled'] * 1e6:.1f} us ({share['sampled']:.0%}); every job traced "
+            f"{per['full'] * 1e6:.1f} us ({share['full']:.0%}, for reference)"
         )
     return msgspec.json.encode(result).decode()
 

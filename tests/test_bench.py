@@ -59,7 +59,7 @@ def test_waiting_for_ledger_entries_that_never_come_is_an_error_not_a_number(tmp
     conn.close()
 
 
-@pytest.mark.parametrize("mode", ["none", "default", "full"])
+@pytest.mark.parametrize("mode", ["none", "default", "sampled", "full"])
 def test_instrumentation_drain_checks_its_ledger_and_spans(mode: str) -> None:
     assert drain(300, mode) > 0  # raises if a job is missing from the ledger or (full) a span was not exported
 
