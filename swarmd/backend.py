@@ -16,8 +16,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from swarmd.ledger import StoredEntry, VerifyReport
-from swarmd.model import Job
+from swarmd.model import Job, JobState
 
 
 @dataclass(slots=True)
@@ -94,6 +96,23 @@ class JobInfo:
     error: str | None = None
     outcome: str | None = None
     ledger_index: int | None = None
+
+    @classmethod
+    def from_ledger(cls, entry: StoredEntry) -> JobInfo:
+        """A finished job, as its ledger entry tells."""
+        record = entry.decoded()
+        error = record.get("error")
+        return cls(
+            job_id=str(entry.job_id),
+            state=JobState.DONE.value,
+            agent=str(record.get("agent", "")),
+            gid=str(record.get("agent_gid", "")),
+            attempt=int(record.get("attempt", 0)),
+            swarm_id=record.get("swarm_id"),
+            error=msgspec.json.encode(error).decode() if error is not None else None,
+            outcome=record.get("outcome"),
+            ledger_index=entry.index,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}

@@ -138,17 +138,8 @@ class JobRunner:
         job = reserved.job
         if reason == CANCEL_REQUESTED and job is not None:
             now = time.time()
-            record = job_record(
-                job_id=job.id,
-                gid=job.gid,
-                agent=job.agent,
-                outcome=Outcome.CANCELLED,
-                attempt=job.attempt,
-                finished_at=now,
-                swarm_id=job.swarm_id,
-                error={"type": "Cancelled", "message": "cancelled before it started"},
-            )
-            finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
+            cancelled = {"type": "Cancelled", "message": "cancelled before it started"}
+            finish = self._final(reserved, job, Outcome.CANCELLED, now, error=cancelled)
             return Attempt(reserved, finish, job.agent, Outcome.CANCELLED, Outcome.CANCELLED, job=job, finished_at=now)
         return self.release(reserved, reserved.agent or (job.agent if job else ""), 0.0)
 
@@ -319,21 +310,17 @@ class JobRunner:
             self.tracing.event(span, "swarmd.identity_violation", {"reason": violation})
         self.tracing.set_outcome(span, Outcome.SUCCEEDED)
         log.debug("job_succeeded", attempt=job.attempt, duration_s=duration)
-        record = job_record(
-            job_id=job.id,
-            gid=job.gid,
-            agent=job.agent,
-            outcome=Outcome.SUCCEEDED,
-            attempt=job.attempt,
-            finished_at=now,
-            swarm_id=job.swarm_id,
-            identity_violation=violation,
+        finish = self._final(
+            reserved,
+            job,
+            Outcome.SUCCEEDED,
+            now,
+            violation=violation,
             result=result,
-            duration_s=duration,
-            reserved_at=reserved_wall,
-            started_at=started_wall,
+            duration=duration,
+            reserved_wall=reserved_wall,
+            started_wall=started_wall,
         )
-        finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
         return Attempt(
             reserved,
             finish,
@@ -401,27 +388,17 @@ class JobRunner:
             message=error["message"],
             permanent=permanent,
         )
-        record = job_record(
-            job_id=job.id,
-            gid=job.gid,
-            agent=job.agent,
-            outcome=Outcome.DEAD_LETTERED,
-            attempt=job.attempt,
-            finished_at=now,
-            swarm_id=job.swarm_id,
+        finish = self._final(
+            reserved,
+            job,
+            Outcome.DEAD_LETTERED,
+            now,
+            dead=True,
             error=error,
-            identity_violation=violation,
-            duration_s=duration,
-            reserved_at=reserved_wall,
-            started_at=started_wall,
-        )
-        finish = Finish(
-            job.id,
-            Disposition.DEAD,
-            record=record,
-            error=_encode(error).decode(),
-            handle=reserved.handle,
-            cancel_swarm=job.swarm_id if job.fail_fast and job.swarm_id else None,
+            violation=violation,
+            duration=duration,
+            reserved_wall=reserved_wall,
+            started_wall=started_wall,
         )
         return Attempt(
             reserved,
@@ -446,20 +423,16 @@ class JobRunner:
     ) -> Attempt:
         now = time.time()
         log.info("job_cancelled", attempt=job.attempt)
-        record = job_record(
-            job_id=job.id,
-            gid=job.gid,
-            agent=job.agent,
-            outcome=Outcome.CANCELLED,
-            attempt=job.attempt,
-            finished_at=now,
-            swarm_id=job.swarm_id,
+        finish = self._final(
+            reserved,
+            job,
+            Outcome.CANCELLED,
+            now,
             error={"type": "Cancelled", "message": "cancelled while running"},
-            duration_s=duration,
-            reserved_at=reserved_wall,
-            started_at=started_wall or None,
+            duration=duration,
+            reserved_wall=reserved_wall,
+            started_wall=started_wall or None,
         )
-        finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
         return Attempt(
             reserved,
             finish,
@@ -469,6 +442,49 @@ class JobRunner:
             duration,
             job=job,
             finished_at=now,
+        )
+
+    def _final(
+        self,
+        reserved: Reserved,
+        job: Job,
+        outcome: Outcome,
+        now: float,
+        *,
+        dead: bool = False,
+        error: dict[str, Any] | None = None,
+        violation: str | None = None,
+        result: Any = None,
+        duration: float | None = None,
+        reserved_wall: float | None = None,
+        started_wall: float | None = None,
+    ) -> Finish:
+        """The Finish of a job's final outcome: its ledger record, and a dead letter if ``dead``
+        (a fail-fast swarm's member dead-lettered also cancels its siblings)."""
+        record = job_record(
+            job_id=job.id,
+            gid=job.gid,
+            agent=job.agent,
+            outcome=outcome,
+            attempt=job.attempt,
+            finished_at=now,
+            swarm_id=job.swarm_id,
+            error=error,
+            identity_violation=violation,
+            result=result,
+            duration_s=duration,
+            reserved_at=reserved_wall,
+            started_at=started_wall,
+        )
+        if not dead:
+            return Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
+        return Finish(
+            job.id,
+            Disposition.DEAD,
+            record=record,
+            error=_encode(error).decode(),
+            handle=reserved.handle,
+            cancel_swarm=job.swarm_id if job.fail_fast and job.swarm_id else None,
         )
 
     def _trace_transitions(self, gate: AgentGate, span: Any) -> None:

@@ -31,6 +31,14 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, step: f
         time.sleep(step)
 
 
+def serve_command(state_dir: Path, port: int, *args: str) -> list[str]:
+    """The command line of `swarmd serve` on ``state_dir``, listening on 127.0.0.1:``port``."""
+    return [
+        sys.executable, "-m", "swarmd", "serve", "--state-dir", str(state_dir),
+        "--metrics-listen", f"127.0.0.1:{port}", *args,
+    ]  # fmt: skip
+
+
 class LocalDaemon:
     """Starts `swarmd serve` on ``state_dir`` and a free loopback port; stops it with SIGTERM."""
 
@@ -52,19 +60,7 @@ class LocalDaemon:
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "swarmd",
-                    "serve",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--metrics-listen",
-                    f"127.0.0.1:{self.port}",
-                    "--log-level",
-                    "warning",
-                    *self.args,
-                ],
+                serve_command(self.state_dir, self.port, "--log-level", "warning", *self.args),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -159,22 +159,6 @@ def _unpack(index: int, raw: bytes) -> StoredEntry:
     return StoredEntry(index, raw[130 : 130 + size].decode(), prev, digest, raw[130 + size :])
 
 
-def _ledger_info(entry: StoredEntry) -> JobInfo:
-    record = entry.decoded()
-    error = record.get("error")
-    return JobInfo(
-        job_id=str(entry.job_id),
-        state=JobState.DONE.value,
-        agent=str(record.get("agent", "")),
-        gid=str(record.get("agent_gid", "")),
-        attempt=int(record.get("attempt", 0)),
-        swarm_id=record.get("swarm_id"),
-        error=msgspec.json.encode(error).decode() if error is not None else None,
-        outcome=record.get("outcome"),
-        ledger_index=entry.index,
-    )
-
-
 def _infos(raw: Sequence[bytes | None]) -> list[tuple[int, JobInfo]]:
     """Rows of the ``info_rows`` Lua helper: (seq, JobInfo)."""
     rows: list[tuple[int, JobInfo]] = []
@@ -646,7 +630,7 @@ class RedisBackend:
         entries = await self._entries_of([job_id])
         if not entries:
             raise JobNotFound(f"job {job_id}")
-        return _ledger_info(entries[0])
+        return JobInfo.from_ledger(entries[0])
 
     async def _entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
         """The ledger entries of these job ids (those that have one), in index order."""
@@ -668,7 +652,9 @@ class RedisBackend:
         rows = _infos(await self._eval("info", *ids)) if ids else []
         infos = [info for _, info in sorted(rows, key=lambda row: row[0])]
         queued = {info.job_id for info in infos}  # a dead letter's row stands for its entry, as in `status`
-        infos.extend(_ledger_info(entry) for entry in await self._entries_of([i for i in ids if i not in queued]))
+        infos.extend(
+            JobInfo.from_ledger(entry) for entry in await self._entries_of([i for i in ids if i not in queued])
+        )
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
         return infos

@@ -385,7 +385,7 @@ class SqliteBackend:
         ).fetchone()
         if entry is None:
             raise JobNotFound(f"job {job_id}")
-        return _ledger_info(StoredEntry(int(entry[0]), entry[1], entry[2], entry[3], bytes(entry[4])))
+        return JobInfo.from_ledger(StoredEntry(int(entry[0]), entry[1], entry[2], entry[3], bytes(entry[4])))
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return await self._run(self._swarm_status, swarm_id)
@@ -406,7 +406,7 @@ class SqliteBackend:
         ):
             if job_id in queued:
                 continue  # a dead letter: its row (state dead) stands for it, as in `status`
-            infos.append(_ledger_info(StoredEntry(int(idx), job_id, prev_hash, digest, bytes(record))))
+            infos.append(JobInfo.from_ledger(StoredEntry(int(idx), job_id, prev_hash, digest, bytes(record))))
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
         return infos
@@ -514,19 +514,3 @@ class SqliteBackend:
             return conn.execute(
                 "DELETE FROM jobs WHERE state = 'dead' AND dead_at <= ?", (time.time() - older_than,)
             ).rowcount
-
-
-def _ledger_info(entry: StoredEntry) -> JobInfo:
-    record = entry.decoded()
-    error = record.get("error")
-    return JobInfo(
-        job_id=str(entry.job_id),
-        state=JobState.DONE.value,
-        agent=str(record.get("agent", "")),
-        gid=str(record.get("agent_gid", "")),
-        attempt=int(record.get("attempt", 0)),
-        swarm_id=record.get("swarm_id"),
-        error=msgspec.json.encode(error).decode() if error is not None else None,
-        outcome=record.get("outcome"),
-        ledger_index=entry.index,
-    )

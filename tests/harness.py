@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,14 +22,10 @@ from typing import Any, TypeVar
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from swarmd.localdaemon import free_port, serve_command
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, what: str = "condition", step: float = 0.02) -> T:
@@ -97,17 +92,7 @@ class Daemon:
         self.starts += 1
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarmd",
-                "serve",
-                "--state-dir",
-                str(self.state_dir),
-                "--metrics-listen",
-                f"127.0.0.1:{self.port}",
-                *self.args,
-            ],
+            serve_command(self.state_dir, self.port, *self.args),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=base_env(self.env),
