@@ -30,7 +30,7 @@ from swarmd.localdaemon import LocalDaemon, wait_for
 
 T = TypeVar("T")
 AGENT_SECONDS: Final = 0.01
-SCENARIOS: Final = ("swarm", "e2e", "throughput", "scale", "instrumentation", "redis-throughput", "redis-e2e")
+SCENARIOS: Final = ("swarm", "e2e", "throughput", "scale", "instrumentation", "redis-throughput", "redis-e2e", "soak")
 TARGETS: Final = {
     "swarm": "overhead <= 2x the bare TaskGroup floor (50 agents)",
     "e2e": "overhead <= 3 ms",
@@ -39,6 +39,7 @@ TARGETS: Final = {
     "instrumentation": "metrics + logs + tracing (no exporter; sampled exporter) <= 25% of per-job cost",
     "redis-throughput": ">= 15,000 jobs/s",
     "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
+    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout",
 }
 
 
@@ -362,6 +363,14 @@ def bench_redis(kind: str, repeat: int = 3, jobs: int = 20_000) -> dict[str, Any
     return run(kind, repeat=repeat, jobs=jobs)
 
 
+# -- soak ----------------------------------------------------------------------------------
+def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path | None = None) -> dict[str, Any]:
+    """``jobs`` no-op jobs through one daemon, its RSS and HTTP latency sampled throughout."""
+    from swarmd.soak_bench import bench_soak as soak  # noqa: PLC0415 - its own module, like redis_bench
+
+    return soak(jobs, sample_every, state_dir)
+
+
 # -- the command ---------------------------------------------------------------------------
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -379,6 +388,7 @@ def run_scenario(
         "instrumentation": lambda: bench_instrumentation(jobs or 20_000, repeat or 3),
         "redis-throughput": lambda: bench_redis("throughput", repeat or 3, jobs or 20_000),
         "redis-e2e": lambda: bench_redis("e2e", repeat or 20),
+        "soak": lambda: bench_soak(jobs or 1_000_000),
     }
     started = time.perf_counter()
     result = runners[name]()
@@ -436,6 +446,17 @@ def _summary(result: dict[str, Any]) -> str:
             f"at most {result['concurrent_peak']:,} in flight at once; RSS "
             f"{result['swarmd_rss_per_agent_bytes'] / 1024:.2f} KiB per agent in flight vs floor "
             f"{result['floor_rss_per_agent_bytes'] / 1024:.2f} KiB/agent"
+        )
+    if name == "soak":
+        m, h, mib = result["metrics_latency_s"], result["healthz_latency_s"], 1024 * 1024
+        return (
+            f"soak ({met}: {result['target']})\n  {result['jobs']:,} no-op jobs in {result['wall_s']:.0f} s "
+            f"({result['jobs_per_s']:,.0f} jobs/s), {result['samples']} samples: RSS "
+            f"{result['rss_warm_bytes'] / mib:.1f} MiB after warm-up, {result['rss_mid_bytes'] / mib:.1f} MiB "
+            f"mid-run, {result['rss_end_bytes'] / mib:.1f} MiB at the end "
+            f"({result['rss_growth_after_warmup']:+.1%}; max {result['rss_max_after_warmup_bytes'] / mib:.1f} MiB)\n"
+            f"  /metrics max {m['max'] * 1e3:.1f} ms (median {m['median'] * 1e3:.1f}), /healthz max "
+            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200"
         )
     if name == "instrumentation":
         per, share = result["per_job_s"], result["instrumentation_share"]

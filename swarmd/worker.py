@@ -216,12 +216,20 @@ class Worker:
                     self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_wall))
 
     async def _more_due(self) -> bool:
-        due = await self.backend.next_due()
+        try:
+            due = await self.backend.next_due()
+        except BackendUnavailable as exc:  # not known to be empty: keep going
+            self.health.backend_error = str(exc)
+            return True
         return due is not None
 
     async def _idle_timeout(self) -> float:
         timeout = self.settings.poll_interval
-        due = await self.backend.next_due()
+        try:
+            due = await self.backend.next_due()
+        except BackendUnavailable as exc:  # the queue went away after the reserve: idle as after a failed one
+            self.health.backend_error = str(exc)
+            due = None
         if due is not None:
             timeout = min(timeout, max(0.0, due - time.time()))
         unblock = self.admission.soonest_unblock()
@@ -255,7 +263,10 @@ class Worker:
             elif work.exception() is None:
                 reasons = work.result()
         if b"c" in reasons:
-            await self._apply_cancel_requests()
+            try:
+                await self._apply_cancel_requests()
+            except BackendUnavailable as exc:  # housekeeping picks the requests up once it is back
+                self.health.backend_error = str(exc)
 
     def _job_done(self, job_id: str, reserved: Reserved, task: asyncio.Task[Attempt]) -> None:
         """A job task ended: free its slot and hand its attempt to the committer. (A done callback,

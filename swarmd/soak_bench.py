@@ -1,0 +1,204 @@
+"""The soak scenario of `swarmd bench`: a million no-op jobs through one SQLite daemon.
+
+A producer submits ``echo`` jobs in batches of `BATCH` while the daemon drains them, keeping
+at most `BACKLOG` queued, so that the daemon runs under steady load for the whole run instead
+of draining a queue filled beforehand. A sampler thread reads, every ``sample_every`` seconds,
+the daemon's resident memory and how long ``GET /metrics`` and ``GET /healthz`` take to answer.
+
+Reported: RSS once warmed up (`WARMUP` of the jobs recorded), at mid-run and at the end, and
+the growth from warm-up to the end (flat, no leak: within `RSS_FLAT`); the slowest
+``/metrics`` and ``/healthz`` answers (target: under `LATENCY_TARGET`) and any that was not a
+200; and the ledger is checked to hold every submitted job exactly once, its chain verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from swarmd import bench
+from swarmd.client import Client
+from swarmd.localdaemon import LocalDaemon, wait_for
+
+#: Jobs per submit call.
+BATCH: Final = 5000
+#: Most jobs submitted and not yet recorded: the producer waits for the daemon beyond this.
+BACKLOG: Final = 50_000
+#: Share of the jobs recorded after which the daemon counts as warmed up.
+WARMUP: Final = 0.1
+#: RSS growth from warm-up to the end that still counts as flat.
+RSS_FLAT: Final = 0.05
+#: Slowest acceptable /metrics and /healthz answer, in seconds.
+LATENCY_TARGET: Final = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One look at the daemon."""
+
+    at: float  # seconds since the first submit
+    recorded: int  # ledger entries so far
+    rss_bytes: int
+    metrics_status: int  # 0: no answer within 5 s
+    metrics_s: float
+    healthz_status: int
+    healthz_s: float
+
+
+def _recorded(conn: sqlite3.Connection) -> int:
+    """Ledger entries so far: max(idx) + 1, an index lookup (count(*) would scan a million rows)."""
+    return int(conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM ledger").fetchone()[0])
+
+
+def _room_for(conn: sqlite3.Connection, submitted: int) -> bool:
+    """Whether ``submitted`` jobs would stay within BACKLOG of the ledger."""
+    return submitted - _recorded(conn) <= BACKLOG
+
+
+def _timed_get(port: int, path: str) -> tuple[int, float]:
+    """(HTTP status, seconds) of one GET on the daemon's listener."""
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            response.read()
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = int(exc.code)
+    except OSError:
+        status = 0
+    return status, time.perf_counter() - started
+
+
+class _Sampler(threading.Thread):
+    """Samples the daemon every ``every`` seconds until `stop`, then once more (the end)."""
+
+    def __init__(self, daemon: LocalDaemon, every: float, started: float) -> None:
+        super().__init__(name="swarmd-soak-sampler", daemon=True)
+        self.watched = daemon
+        self.every = every
+        self.started = started
+        self.samples: list[Sample] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with contextlib.closing(bench._readonly(self.watched.state_dir)) as conn:
+                while not self._stop_event.wait(self.every):
+                    self.samples.append(self.sample(conn))
+                self.samples.append(self.sample(conn))
+        except BaseException as exc:  # read by the caller after `stop`
+            self.error = exc
+
+    def sample(self, conn: sqlite3.Connection) -> Sample:
+        metrics = _timed_get(self.watched.port, "/metrics")
+        healthz = _timed_get(self.watched.port, "/healthz")
+        return Sample(
+            at=time.perf_counter() - self.started,
+            recorded=_recorded(conn),
+            rss_bytes=self.watched.rss_bytes(),
+            metrics_status=metrics[0],
+            metrics_s=metrics[1],
+            healthz_status=healthz[0],
+            healthz_s=healthz[1],
+        )
+
+    def stop(self) -> list[Sample]:
+        self._stop_event.set()
+        self.join()
+        if self.error is not None:
+            raise bench.BenchError(f"soak: sampling the daemon failed: {self.error!r}") from self.error
+        return self.samples
+
+
+def _produce(client: Client, conn: sqlite3.Connection, jobs: int) -> list[str]:
+    """Submit ``jobs`` no-op jobs in batches, never more than BACKLOG ahead of the ledger."""
+    ids: list[str] = []
+    while len(ids) < jobs:
+        ahead = min(len(ids) + BATCH, jobs)
+        wait_for(functools.partial(_room_for, conn, ahead), 120, "the daemon to drain", step=0.01)
+        specs = [{"agent": "echo", "gid": f"GID-{i % 1000}"} for i in range(len(ids), ahead)]
+        ids.extend(client.submit_many(specs).job_ids)
+    return ids
+
+
+def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> int:
+    """Raise unless the ledger holds every submitted job once and nothing else; return its size."""
+    missing = set(ids)
+    unexpected = 0
+    for (job_id,) in conn.execute("SELECT job_id FROM ledger"):
+        if job_id in missing:
+            missing.discard(job_id)
+        else:
+            unexpected += 1  # another job, or one recorded twice
+    report = client.verify()
+    queued = client.run(client.backend.counts())
+    if missing or unexpected or not report.ok or report.entries != len(ids) or any(queued.values()):
+        raise bench.BenchError(
+            f"soak: {len(missing)} jobs missing from the ledger, {unexpected} unexpected, "
+            f"{report.entries} entries ({report.summary()}), still queued {queued}"
+        )
+    return report.entries
+
+
+def _first(samples: list[Sample], recorded: int) -> Sample:
+    return next(sample for sample in samples if sample.recorded >= recorded)
+
+
+def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path | None = None) -> dict[str, Any]:
+    """The scenario; the daemon's state goes to ``state_dir`` (default: a temporary directory,
+    deleted afterwards)."""
+    with contextlib.ExitStack() as stack:
+        state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
+        with LocalDaemon(state) as daemon, Client(state) as client:
+            conn = bench._readonly(state)
+            try:
+                started = time.perf_counter()
+                sampler = _Sampler(daemon, sample_every, started)
+                sampler.start()
+                try:
+                    ids = _produce(client, conn, jobs)
+                    wait_for(lambda: _recorded(conn) >= jobs, max(120, jobs / 1000), f"{jobs:,} ledger entries", 0.01)
+                    wall = time.perf_counter() - started
+                finally:
+                    samples = sampler.stop()
+                entries = _check_ledger(client, conn, ids)
+            finally:
+                conn.close()
+    warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
+    after_warmup = samples[samples.index(warm) :]
+    growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes
+    failed = [s for s in samples if s.metrics_status != 200 or s.healthz_status != 200]
+    metrics_s = bench.spread([s.metrics_s for s in samples])
+    healthz_s = bench.spread([s.healthz_s for s in samples])
+    return {
+        "jobs": jobs,
+        "ledger_entries": entries,
+        "wall_s": wall,
+        "jobs_per_s": jobs / wall,
+        "samples": len(samples),
+        "sample_every_s": sample_every,
+        "rss_warm_bytes": warm.rss_bytes,
+        "rss_mid_bytes": mid.rss_bytes,
+        "rss_end_bytes": end.rss_bytes,
+        "rss_max_after_warmup_bytes": max(s.rss_bytes for s in after_warmup),
+        "rss_growth_after_warmup": growth,
+        "rss_growth_mid_to_end": (end.rss_bytes - mid.rss_bytes) / mid.rss_bytes,
+        "metrics_latency_s": metrics_s,
+        "healthz_latency_s": healthz_s,
+        "failed_samples": len(failed),
+        "timeline": [asdict(sample) for sample in samples],
+        "met": growth <= RSS_FLAT
+        and not failed
+        and metrics_s["max"] < LATENCY_TARGET
+        and healthz_s["max"] < LATENCY_TARGET,
+    }
