@@ -30,12 +30,17 @@ from swarmd.errors import (
 )
 from swarmd.httpserver import ListenError
 from swarmd.ledger import export_row
-from swarmd.model import MAX_PAYLOAD_BYTES, decode_payload
+from swarmd.model import ID_PATTERN, MAX_PAYLOAD_BYTES, decode_payload
 from swarmd.tracing import TracingConfigError
 
 _json = msgspec.json.Encoder()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ID = re.compile(ID_PATTERN)
+#: Most jobs one `submit --count` writes (they go in one transaction, built in memory first).
+MAX_SUBMIT_COUNT = 100_000
+#: Largest --limit / -n (SQLite integers are 64-bit; anything near that is a typo anyway).
+MAX_LIMIT = 1_000_000_000
 
 
 class CliError(SwarmdError):
@@ -48,6 +53,25 @@ def parse_duration(text: str) -> float:
     if not match:
         raise CliError(f"--older-than: {text!r} is not a duration like 90s, 15m, 12h or 7d")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _job_id(text: str) -> str:
+    """argparse type of a JOB_ID / SWARM_ID: an id swarmd could have made, or exit 2 naming
+    the argument (ids go into SQL and Redis keys as UTF-8: argv may hold undecodable bytes)."""
+    if not _ID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (letters, digits, '_.:-', at most 64)")
+    return text
+
+
+def _limit(text: str) -> int:
+    """argparse type of --limit and -n: an integer in [0, MAX_LIMIT]."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not in [0, {MAX_LIMIT}]")
+    return value
 
 
 def _print_json(value: Any, out: TextIO = sys.stdout) -> None:
@@ -103,41 +127,41 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", help="a second submit with this key returns the first job's id")
 
     status = commands.add_parser("status", parents=[common, as_json], help="where a job (or a swarm) is")
-    status.add_argument("job_id", nargs="?")
-    status.add_argument("--swarm", metavar="SWARM_ID")
+    status.add_argument("job_id", nargs="?", type=_job_id)
+    status.add_argument("--swarm", metavar="SWARM_ID", type=_job_id)
 
     jobs = commands.add_parser("jobs", parents=[common, as_json], help="list queued jobs")
     jobs.add_argument("--state", choices=["ready", "delayed", "leased", "dead"])
-    jobs.add_argument("--limit", type=int, default=100)
+    jobs.add_argument("--limit", type=_limit, default=100)
 
     ledger = commands.add_parser("ledger", help="read and verify the ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     tail = ledger_commands.add_parser("tail", parents=[common, as_json], help="the last entries")
-    tail.add_argument("-n", type=int, default=10)
+    tail.add_argument("-n", type=_limit, default=10)
     ledger_commands.add_parser("export", parents=[common], help="every entry as a JSON line")
     ledger_commands.add_parser("verify", parents=[common], help="prove the chain has no gap, duplicate or edit")
 
     dlq = commands.add_parser("dlq", help="dead letters")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")
     dlq_list = dlq_commands.add_parser("list", parents=[common, as_json], help="list dead letters")
-    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--limit", type=_limit, default=100)
     requeue = dlq_commands.add_parser("requeue", parents=[common, as_json], help="run dead letters again")
-    requeue.add_argument("job_id", nargs="?")
+    requeue.add_argument("job_id", nargs="?", type=_job_id)
     requeue.add_argument("--all", action="store_true")
     purge = dlq_commands.add_parser("purge", parents=[common], help="delete old dead letters")
     purge.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 7d, 12h, 30m")
 
     cancel = commands.add_parser("cancel", parents=[common, as_json], help="cancel a job or a swarm")
-    cancel.add_argument("job_id", nargs="?")
-    cancel.add_argument("--swarm", metavar="SWARM_ID")
+    cancel.add_argument("job_id", nargs="?", type=_job_id)
+    cancel.add_argument("--swarm", metavar="SWARM_ID", type=_job_id)
 
     commands.add_parser("demo", help="start a daemon in a temporary directory, run a 50-agent swarm, report")
     bench = commands.add_parser("bench", parents=[as_json], help="measure swarmd against the bare-asyncio floor")
     bench.add_argument(
-        "scenario", help="swarm, e2e, throughput, scale, instrumentation, redis-throughput, redis-e2e, or all"
+        "scenario", help="swarm, e2e, throughput, scale, instrumentation, redis-throughput, redis-e2e, soak, or all"
     )
     bench.add_argument("--agents", type=int, nargs="+", help="swarm sizes (swarm scenario)")
-    bench.add_argument("--jobs", type=int, help="jobs (throughput scenarios)")
+    bench.add_argument("--jobs", type=int, help="jobs (throughput, scale, instrumentation and soak scenarios)")
     bench.add_argument("--repeat", type=int, help="repetitions after the warm-up")
     return parser
 
@@ -204,8 +228,8 @@ def _known_agents(settings: Settings, client: Client) -> set[str]:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    if args.count < 1:
-        raise CliError("--count must be at least 1")
+    if not 1 <= args.count <= MAX_SUBMIT_COUNT:
+        raise CliError(f"--count must be between 1 and {MAX_SUBMIT_COUNT}")
     if args.fail_fast and not args.swarm:
         raise CliError("--fail-fast needs --swarm")
     payload = _read_payload(args, min(settings.max_payload_bytes, MAX_PAYLOAD_BYTES))

@@ -10,7 +10,7 @@ import enum
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
 
@@ -116,6 +116,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 #: Keys SIGHUP may change in a running daemon.
 RELOADABLE: Final = frozenset({"max_concurrent", "min_concurrent", "log_level", "concurrency"})
 _FIELDS: Final = {field.name: field for field in msgspec.structs.fields(Settings)}
+_AGENT_FIELDS: Final = frozenset(field.name for field in msgspec.structs.fields(AgentSettings))
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
@@ -124,10 +125,18 @@ def _raise_for(exc: msgspec.ValidationError, source: str, prefix: str = "") -> N
     match = _AT_PATH.search(message)
     unknown = re.search(r"unknown field `([^`]*)`", message)
     if match:
-        raise ConfigError(prefix + (match.group(1) or "$"), message[: match.start()], source) from None
+        raise ConfigError((prefix + match.group(1)).rstrip(".") or "$", message[: match.start()], source) from None
     if unknown:
         raise ConfigError(prefix + unknown.group(1), "unknown key", source) from None
-    raise ConfigError("$", message, source) from None
+    # No path in the message: the value at ``prefix`` itself is wrong (an [agent.NAME] that is no table).
+    raise ConfigError(prefix.rstrip(".") or "$", message, source) from None
+
+
+def _refuse_unknown(data: Mapping[str, Any], known: Collection[str], source: str, prefix: str = "") -> None:
+    """Name an unknown key exactly (msgspec's message cannot quote every key unambiguously)."""
+    for key in data:
+        if key not in known:
+            raise ConfigError(prefix + (key or '""'), "unknown key", source)
 
 
 def read_file(path: Path) -> dict[str, Any]:
@@ -149,9 +158,12 @@ def read_file(path: Path) -> dict[str, Any]:
 
 def _validate(data: Mapping[str, Any], source: str, *, strict: bool) -> Settings:
     """Convert to Settings; ``[agent.NAME]`` tables first, so that errors name the agent."""
+    _refuse_unknown(data, _FIELDS, source)
     agents = data.get("agent")
     if isinstance(agents, Mapping):
         for name, table in agents.items():
+            if isinstance(table, Mapping):
+                _refuse_unknown(table, _AGENT_FIELDS, source, prefix=f"agent.{name}.")
             try:
                 msgspec.convert(table, AgentSettings, strict=strict)
             except msgspec.ValidationError as exc:

@@ -145,8 +145,8 @@ class Daemon:
                 max_concurrent=settings.max_concurrent,
                 tracing=tracing.enabled,
             )
-            if self.not_ready_reason is None:
-                metrics.set_ready(True)
+            # Read at each scrape, as /readyz is: a full disk or a lost queue reads 0 as well.
+            metrics.ready.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
             tune_gc()  # everything loaded by now (agents, telemetry) is frozen out of collection
             notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))

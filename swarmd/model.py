@@ -191,6 +191,21 @@ def draft_job(
     now = time.time() if now is None else now
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
         raise JobValidationError("delay", f"{delay!r} is not a number of seconds >= 0")
+    for name, text in (
+        ("id", job_id),
+        ("gid", gid),
+        ("agent", agent),
+        ("swarm_id", swarm_id),
+        ("idempotency_key", idempotency_key),
+        ("traceparent", traceparent),
+    ):
+        # Checked here, not by `seal`: JSON would quietly turn bytes, UUIDs or dates into text.
+        if text is not None and not isinstance(text, str):
+            raise JobValidationError(name, f"expected a string, got {type(text).__name__}")
+    for name, number in (("timeout", timeout), ("not_before", not_before)):
+        # JSON has no NaN or infinity: stored, they would silently become null.
+        if isinstance(number, float) and not math.isfinite(number):
+            raise JobValidationError(name, f"{number!r} is not a finite number")
     check_payload(payload)
     return Job(
         id=job_id or new_job_id(),
@@ -217,7 +232,7 @@ _AT_ITEM = re.compile(r" - at `\$\[(\d+)\]\.?([^`]*)`$")
 def seal(jobs: list[Job], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> list[Job]:
     """Validate drafted jobs, all in one strict decode; raises JobValidationError naming the
     field (and, in a batch, which job)."""
-    bodies = [_encoder.encode(job) for job in jobs]
+    bodies = [_encode_draft(job, position, len(jobs)) for position, job in enumerate(jobs)]
     try:
         sealed = _batch_decoder.decode(b"[" + b",".join(bodies) + b"]")
     except msgspec.ValidationError as exc:
@@ -235,6 +250,25 @@ def seal(jobs: list[Job], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> list
             if size > max_payload_bytes:
                 raise JobValidationError("payload", f"{size} bytes is over the limit of {max_payload_bytes}")
     return sealed
+
+
+def _encode_draft(job: Job, position: int, total: int) -> bytes:
+    """A drafted job as JSON; a field no JSON can hold (an object, text with lone surrogates)
+    is a JobValidationError naming it, not a TypeError from the encoder."""
+    try:
+        return _encoder.encode(job)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        pass
+    where = f" (job {position} of {total})" if total > 1 else ""
+    for field in job.__struct_fields__:
+        value = getattr(job, field)
+        try:
+            _encoder.encode(value)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise JobValidationError(
+                field, f"{type(value).__name__} value cannot be stored as JSON: {exc}{where}"
+            ) from None
+    raise JobValidationError("$", f"cannot be stored as JSON{where}")
 
 
 def new_job(*, max_payload_bytes: int = MAX_PAYLOAD_BYTES, **fields: Any) -> Job:
@@ -257,7 +291,11 @@ def encode_job(job: Job) -> bytes:
 
 
 def decode_job(raw: bytes | str) -> Job:
-    """Decode a stored job strictly; raises JobValidationError naming the field."""
+    """Decode a stored job strictly; raises JobValidationError naming the field.
+
+    The payload limits of `new_job` hold here too (size, depth, plain JSON data): a job that
+    reached the queue without passing a client is refused, not run.
+    """
     try:
         job = _job_decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -265,6 +303,14 @@ def decode_job(raw: bytes | str) -> Job:
         raise JobValidationError(field, reason) from None
     except msgspec.DecodeError as exc:
         raise JobValidationError("$", f"malformed JSON: {exc}") from None
+    except UnicodeEncodeError:  # text holding lone surrogates: it cannot be UTF-8 JSON
+        raise JobValidationError("$", "not valid UTF-8 text") from None
     except RecursionError:
-        raise JobValidationError("payload", "nested too deeply") from None
+        raise JobValidationError("payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels") from None
+    if isinstance(job.payload, list | dict):
+        check_payload(job.payload)
+    if len(raw) > MAX_PAYLOAD_BYTES:  # the job is larger than its payload: measure it exactly
+        size = len(_encoder.encode(job.payload))
+        if size > MAX_PAYLOAD_BYTES:
+            raise JobValidationError("payload", f"{size} bytes is over the limit of {MAX_PAYLOAD_BYTES}")
     return job

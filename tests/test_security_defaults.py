@@ -1,0 +1,373 @@
+"""Security defaults: what swarmd does when nobody configured anything.
+
+- The HTTP listener binds 127.0.0.1; any other address needs --allow-remote-metrics (from
+  whichever source it comes: flag, environment, config file).
+- The state directory is 0700 and every file in it 0600 (database, -wal, -shm, lock, wake
+  socket), whatever the umask.
+- No pickle, eval, exec, os.system, subprocess or shell=True on the job path: a scan of the
+  package's syntax tree, with an allow-list that says why each exception is one.
+- Payload size and nesting depth are capped at submit, and a job that bypassed the client is
+  refused by the daemon (dead-lettered with its reason), which keeps running.
+- Agent modules are imported from the config only: a job naming a module is an unknown agent.
+- The built-in agents cannot run commands.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from harness import REPO, Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
+
+from swarmd import builtin_agents
+from swarmd.builtin_agents import register_builtins
+from swarmd.client import Client
+from swarmd.config import Settings, listen_address, load_settings
+from swarmd.errors import ConfigError, JobValidationError, Permanent
+from swarmd.localdaemon import free_port
+from swarmd.model import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, new_job
+from swarmd.registry import JobContext, Registry
+
+PACKAGE = REPO / "swarmd"
+
+
+# -- the HTTP listener --------------------------------------------------------------------
+def test_the_listener_defaults_to_loopback() -> None:
+    assert Settings().metrics_listen.startswith("127.0.0.1:")
+    assert listen_address(load_settings(environ={}))[0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "address", ["0.0.0.0:9464", "[::]:9464", "192.0.2.7:9464", "127.0.0.1.example.com:80", "[::ffff:0.0.0.0]:80"]
+)
+def test_a_non_loopback_listener_needs_the_explicit_flag(tmp_path: Path, address: str) -> None:
+    config = tmp_path / "swarmd.toml"
+    config.write_text(f'metrics_listen = "{address}"\n')
+    for where in (
+        {"flags": {"metrics_listen": address}},
+        {"environ": {"SWARMD_METRICS_LISTEN": address}},
+        {"config_path": config},
+    ):
+        kwargs: dict[str, Any] = {"environ": {}, **where}
+        with pytest.raises(ConfigError) as refused:
+            load_settings(**kwargs)
+        assert refused.value.key == "metrics_listen" and "allow_remote_metrics" in str(refused.value)
+        allowed = load_settings(**{**kwargs, "flags": {**kwargs.get("flags", {}), "allow_remote_metrics": True}})
+        assert allowed.metrics_listen == address
+
+
+@pytest.mark.slow
+def test_the_real_daemon_refuses_a_public_listener_and_binds_loopback_only(tmp_path: Path) -> None:
+    port = free_port()
+    refused = swarmd("serve", "--state-dir", str(tmp_path / "s1"), "--metrics-listen", f"0.0.0.0:{port}", check=False)
+    assert refused.returncode == 2 and "allow-remote-metrics" in refused.stderr
+    assert not (tmp_path / "s1").exists()  # refused before anything was created
+    with running(tmp_path / "s2") as daemon:
+        # Its listening socket is bound to 127.0.0.1 exactly (not 0.0.0.0 or ::).
+        assert f"0100007F:{daemon.port:04X}" in _listening_sockets(daemon.pid)
+
+
+def _listening_sockets(pid: int) -> set[str]:
+    """local_address of every listening TCP socket the process has open (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(fields[1])
+    return found
+
+
+# -- file modes ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Children started meanwhile inherit ``mask``."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _loose(state: Path) -> dict[str, str]:
+    """Every entry of the state directory (and the directory) that group or others can use."""
+    entries = [state, *state.iterdir()]
+    return {p.name: stat.filemode(p.lstat().st_mode) for p in entries if p.lstat().st_mode & 0o077}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+@pytest.mark.parametrize("creator", ["daemon", "client"])
+def test_state_directory_is_0700_and_its_files_0600(tmp_path: Path, mask: int, creator: str) -> None:
+    state = tmp_path / "state"
+    with umask(mask):
+        if creator == "client":
+            submit(state, "echo", "GID-m")
+        daemon = Daemon(state).start()
+    try:
+        submit(state, "echo", "GID-m", count=3)
+        wait_until(lambda: ledger_count(state) == (4 if creator == "client" else 3), what="the jobs")
+        names = {p.name for p in state.iterdir()}
+        assert {"swarmd.db", "swarmd.db-wal", "swarmd.db-shm", "swarmd.lock", "wake.sock"} <= names, names
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        assert _loose(state) == {}
+    finally:
+        daemon.ensure_dead()
+
+
+# -- no pickle, eval or shell --------------------------------------------------------------
+#: Modules whose mere import on the job path would mean code from data (pickle and its kin,
+#: multiprocessing pickles too) or a way to run commands.
+FORBIDDEN_MODULES = {"pickle", "_pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "multiprocessing"}
+FORBIDDEN_MODULES |= {"subprocess", "pty", "pexpect", "commands"}
+#: Calls that run code or commands: builtins by name, os.* and friends by attribute.
+FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__", "breakpoint"}
+FORBIDDEN_ATTRIBUTES = {
+    "system", "popen", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
+    "spawnv", "spawnve", "spawnl", "spawnle", "spawnvp", "spawnlp", "posix_spawn", "posix_spawnp", "fork",
+    "import_module", "create_subprocess_exec", "create_subprocess_shell", "subprocess_exec", "subprocess_shell",
+    "loads", "load",
+}  # fmt: skip
+#: ``load``/``loads`` are only forbidden on these (json, msgspec, tomllib are data-only).
+CODE_LOADERS = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml"}
+#: (file, finding) -> why it is not on the job path, or why it is safe there.
+ALLOWED = {
+    ("bench.py", "import subprocess"): "`swarmd bench` runs the bare-asyncio floor in a child Python "
+    "(sys.executable -c, a constant script) with a fixed argv; no job data reaches it",
+    ("localdaemon.py", "import subprocess"): "starts `swarmd serve` for `swarmd demo` and `swarmd bench` "
+    "with an argv list of its own (no shell)",
+    ("registry.py", "importlib.import_module"): "imports the agent modules the config names "
+    "(settings.agents), at start-up; a job's agent is only a key in the registry",
+    ("admission.py", "importlib.import_module"): "imports the exception types the config names in "
+    "[agent.NAME].permanent, at start-up",
+}
+#: Modules that may use what ALLOWED lets them, and must stay off the daemon's import graph.
+TOOLS = {"bench", "localdaemon", "demo", "redis_bench", "soak_bench", "instrumentation_bench"}
+
+
+def _findings(path: Path) -> Iterator[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for module in modules:
+                if module.split(".")[0] in FORBIDDEN_MODULES | CODE_LOADERS:
+                    yield node.lineno, f"import {module}"
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in FORBIDDEN_BUILTINS:
+                yield node.lineno, f"{func.id}()"
+            elif isinstance(func, ast.Attribute) and func.attr in FORBIDDEN_ATTRIBUTES:
+                owner = ast.unparse(func.value)
+                if func.attr in ("load", "loads") and owner.split(".")[-1] not in CODE_LOADERS:
+                    continue
+                yield node.lineno, f"{owner}.{func.attr}"
+            for keyword in node.keywords:
+                if keyword.arg == "shell" and not (
+                    isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                ):
+                    yield node.lineno, "shell=..."
+
+
+def test_no_pickle_eval_exec_or_shell_in_the_package() -> None:
+    found = {(path.name, what): line for path in sorted(PACKAGE.glob("*.py")) for line, what in _findings(path)}
+    unexplained = {
+        f"swarmd/{name}:{line}: {what}" for (name, what), line in found.items() if (name, what) not in ALLOWED
+    }
+    assert not unexplained, f"code or commands from data: {sorted(unexplained)}"
+    stale = set(ALLOWED) - set(found)
+    assert not stale, f"allow-list entries that match nothing any more (remove them): {sorted(stale)}"
+
+
+def test_the_scan_sees_what_it_forbids(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import pickle, subprocess\nimport os\nfrom marshal import loads\n"
+        "eval('1')\nexec('x = 1')\nos.system('true')\nsubprocess.run('true', shell=True)\npickle.loads(b'')\n"
+        "__import__('os')\nimport importlib\nimportlib.import_module('os')\nimport json\njson.loads('1')\n"
+    )
+    whats = {what for _, what in _findings(sample)}
+    assert whats == {
+        "import pickle", "import subprocess", "import marshal", "eval()", "exec()", "os.system", "shell=...",
+        "pickle.loads", "__import__()", "importlib.import_module",
+    }  # fmt: skip
+
+
+def _imports(module: str) -> set[str]:
+    """The swarmd modules ``module`` imports (at any depth of its source, lazily or not)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("swarmd"):
+            if node.module == "swarmd":
+                found.update(alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists())
+            else:
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("swarmd."))
+    return found
+
+
+def test_the_daemon_never_imports_the_tools_that_spawn_processes() -> None:
+    seen, todo = set(), ["daemon", "__init__"]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(_imports(module))
+    assert {"worker", "execution", "sqlite_queue", "model"} <= seen  # the walk follows the job path
+    assert not seen & TOOLS, sorted(seen & TOOLS)
+
+
+# -- payload caps ----------------------------------------------------------------------------
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_payload_size_and_depth_are_capped_at_submit(tmp_path: Path) -> None:
+    assert new_job(agent="echo", gid="G", payload=_nested(MAX_PAYLOAD_DEPTH)).payload == _nested(MAX_PAYLOAD_DEPTH)
+    with pytest.raises(JobValidationError, match="nested deeper than 32") as deep:
+        new_job(agent="echo", gid="G", payload=_nested(MAX_PAYLOAD_DEPTH + 1))
+    assert deep.value.field == "payload"
+    new_job(agent="echo", gid="G", payload="x" * (MAX_PAYLOAD_BYTES - 2))  # quoted: exactly the limit
+    with pytest.raises(JobValidationError, match="over the limit") as big:
+        new_job(agent="echo", gid="G", payload="x" * (MAX_PAYLOAD_BYTES - 1))
+    assert big.value.field == "payload"
+    with Client(tmp_path / "state", agents=["echo"]) as client:
+        with pytest.raises(JobValidationError, match="over the limit"):
+            client.submit("echo", gid="G", payload={"blob": "x" * MAX_PAYLOAD_BYTES})
+        with pytest.raises(JobValidationError, match="nested deeper"):
+            client.submit("echo", gid="G", payload=_nested(MAX_PAYLOAD_DEPTH + 1))
+        assert client.run(client.backend.counts())["ready"] == 0
+
+
+def _insert_raw(state: Path, rows: list[tuple[str, str, bytes]]) -> None:
+    """Jobs written straight into the queue, as a buggy or hostile producer could."""
+    with contextlib.closing(sqlite3.connect(state / "swarmd.db")) as conn, conn:
+        conn.executemany(
+            "INSERT INTO jobs (id, agent, gid, state, body) VALUES (?, ?, 'GID-raw', 'ready', ?)",
+            [(job_id, agent, body) for job_id, agent, body in rows],
+        )
+
+
+def _raw_job(job_id: str, agent: str, payload_json: bytes) -> bytes:
+    return b'{"id": "%s", "gid": "GID-raw", "agent": "%s", "payload": %s}' % (
+        job_id.encode(),
+        agent.encode(),
+        payload_json,
+    )
+
+
+@pytest.mark.slow
+def test_the_daemon_refuses_a_payload_that_bypassed_the_client(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    good = submit(state, "echo", "GID-ok", payload="before")
+    deep = b"[" * (MAX_PAYLOAD_DEPTH + 8) + b"]" * (MAX_PAYLOAD_DEPTH + 8)
+    big = msgspec.json.encode("x" * (MAX_PAYLOAD_BYTES + 10))
+    _insert_raw(state, [("raw-deep", "echo", _raw_job("raw-deep", "echo", deep))])
+    _insert_raw(state, [("raw-big", "echo", _raw_job("raw-big", "echo", big))])
+    with running(state) as daemon:
+        wait_until(lambda: ledger_count(state) == 3, what="all three jobs")
+        after = submit(state, "echo", "GID-ok", payload="after")
+        wait_until(lambda: ledger_count(state) == 4, what="a job after the refused ones")
+        assert daemon.metrics()['swarmd_rejected_jobs_total{reason="malformed"}'] == 2
+    by_id = {entry["job_id"]: entry for entry in ledger(state)}
+    assert by_id[good[0]]["outcome"] == by_id[after[0]]["outcome"] == "succeeded"
+    assert by_id["raw-deep"]["outcome"] == "dead_lettered"
+    assert "payload: nested deeper than 32 levels" in by_id["raw-deep"]["error"]["message"]
+    assert by_id["raw-big"]["outcome"] == "dead_lettered"
+    assert "payload: " in by_id["raw-big"]["error"]["message"]
+    assert "over the limit" in by_id["raw-big"]["error"]["message"]
+    assert "result" not in by_id["raw-big"]  # never ran: nothing echoed into the ledger
+
+
+# -- agent modules come from the config only ---------------------------------------------------
+PROBE = """
+from pathlib import Path
+Path(__file__).with_name("probe-was-imported").write_text("imported")
+from swarmd import agent
+
+@agent("probe")
+async def probe(ctx, payload):
+    return None
+"""
+
+
+@pytest.mark.slow
+def test_a_job_naming_a_module_is_an_unknown_agent_and_imports_nothing(tmp_path: Path) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "swarmd_probe_agent.py").write_text(PROBE)
+    marker = modules / "probe-was-imported"
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), str(modules)])}
+    state = tmp_path / "state"
+    # The client refuses it: not a registered agent.
+    result = swarmd(
+        "submit", "--state-dir", str(state), "--agent", "swarmd_probe_agent", "--gid", "G", env=env, check=False
+    )
+    assert result.returncode == 2 and "unknown agent 'swarmd_probe_agent'" in result.stderr
+    # A job that bypassed the client: dead-lettered as an unknown agent; the module is never imported.
+    names = ["swarmd_probe_agent", "swarmd_probe_agent.probe", "os.system", "subprocess"]
+    Client(state).close()
+    _insert_raw(state, [(f"raw-{i}", name, _raw_job(f"raw-{i}", name, b"null")) for i, name in enumerate(names)])
+    with running(state, env=env) as daemon:
+        wait_until(lambda: ledger_count(state) == len(names), what="the jobs naming modules")
+        assert daemon.metrics()['swarmd_rejected_jobs_total{reason="unknown_agent"}'] == len(names)
+    assert not marker.exists(), "a job made the daemon import a module"
+    entries = ledger(state)
+    assert {entry["outcome"] for entry in entries} == {"dead_lettered"}
+    assert all("no agent named" in entry["error"]["message"] for entry in entries)
+    # Named in the config, the same module is loaded (so the probe above could have told).
+    with running(tmp_path / "state2", "--agents", "swarmd_probe_agent", env=env):
+        assert marker.exists()
+
+
+# -- the built-in agents --------------------------------------------------------------------------
+def test_the_builtin_agents_import_nothing_that_reaches_the_system() -> None:
+    tree = ast.parse(Path(builtin_agents.__file__).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in {"open", "eval", "exec", "compile", "__import__", "getattr", "globals"}
+        elif isinstance(node, ast.Attribute):
+            assert node.attr not in FORBIDDEN_ATTRIBUTES | {"run", "call", "check_output", "Popen"}
+    assert imported <= {"__future__", "asyncio", "typing", "swarmd.errors", "swarmd.registry"}, imported
+    registry = Registry()
+    register_builtins(registry)
+    assert registry.names() == ["echo", "fail", "sleep"]
+
+
+async def test_the_builtin_agents_treat_a_command_as_plain_data(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    command = f"touch {marker}; $(touch {marker}) `touch {marker}`"
+    ctx = JobContext(new_job(agent="echo", gid="G"), log=None)
+    payload = {"cmd": command, "args": ["-c", command], "shell": True, "seconds": 0}
+    assert await builtin_agents.echo(ctx, payload) == payload
+    assert await builtin_agents.sleep(ctx, payload) == {"agent_gid": "G", "slept": 0}
+    with pytest.raises(Permanent):
+        await builtin_agents.sleep(ctx, {"seconds": command})
+    with pytest.raises(builtin_agents.FailedOnPurpose) as failed:
+        await builtin_agents.fail(ctx, {"message": command})
+    assert str(failed.value) == command
+    assert not marker.exists()
