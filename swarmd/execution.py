@@ -37,6 +37,13 @@ CANCEL_DRAIN: Final = "drain"
 CANCEL_TIMEOUT: Final = "timeout"
 
 log = structlog.get_logger("swarmd.job")
+
+
+class HandlerCancelled(Exception):
+    """A handler let a CancelledError out although its task was not cancelled (it awaited a
+    future someone else cancelled): a failure of that attempt, retried like any other."""
+
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -239,10 +246,18 @@ class JobRunner:
                     self.deadlines.cancel(job.id)
                     self.metrics.job_finished()
                     duration = time.perf_counter() - started
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 reason = self.cancel_reasons.pop(job.id, None)
                 if reason is None:
-                    raise
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this task really is being cancelled, by no one who gave a reason
+                    # A CancelledError from inside the handler (it awaited a future someone else
+                    # cancelled): the handler failed, like any exception; the task was not cancelled.
+                    stray = HandlerCancelled(f"the handler raised CancelledError without being cancelled {exc}".strip())
+                    return self._failed(
+                        reserved, job, gate, stray, Outcome.FAILED, reserved_wall, started_wall, duration, span
+                    )
                 _uncancel()
                 if reason == CANCEL_TIMEOUT:
                     expired = TimeoutError(f"timed out after {timeout:g}s")

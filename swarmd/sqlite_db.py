@@ -127,7 +127,12 @@ class transaction:
             if level > 1:  # FULL or EXTRA: relax to NORMAL for this commit only
                 self.conn.execute("PRAGMA synchronous = NORMAL")
                 self._restore = level
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            if self._restore is not None:  # never leave later, durable commits without fsync
+                self.conn.execute(f"PRAGMA synchronous = {self._restore}")
+            raise
         return self.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

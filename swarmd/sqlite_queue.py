@@ -26,7 +26,7 @@ import msgspec
 import structlog
 
 from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
-from swarmd.errors import JobNotFound, JobValidationError
+from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger import StoredEntry, VerifyReport, job_record, verify
 from swarmd.model import Job, JobState, decode_job, encode_job, new_job_id
 from swarmd.sqlite_db import (
@@ -35,6 +35,7 @@ from swarmd.sqlite_db import (
     append_records,
     append_unrecorded,
     connect,
+    existing_indices,
     ledger_tail,
     read_entries,
     transaction,
@@ -46,6 +47,10 @@ T = TypeVar("T")
 DB_NAME: Final = "swarmd.db"
 log = structlog.get_logger("swarmd.sqlite")
 _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swarm_id, error"
+#: Primary SQLite result codes that say the file cannot be used right now, not that swarmd erred.
+_UNAVAILABLE: Final = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
+)
 
 
 def _info(row: Sequence[Any], now: float) -> JobInfo:
@@ -108,7 +113,14 @@ class SqliteBackend:
         return self._conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._thread.run(functools.partial(fn, *args))
+        try:
+            return await self._thread.run(functools.partial(fn, *args))
+        except sqlite3.OperationalError as exc:
+            # What the machine does to the file (a full disk, an I/O error, a lock held too
+            # long) is the protocol's "unavailable right now": the worker pauses and says why.
+            if exc.sqlite_errorcode & 0xFF in _UNAVAILABLE:
+                raise BackendUnavailable(f"state database {self.path}: {exc} ({exc.sqlite_errorname})") from exc
+            raise
 
     # -- producers -------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[Job]) -> list[str]:
@@ -143,6 +155,10 @@ class SqliteBackend:
                         encode_job(job),
                     )
                 )
+            recorded = existing_indices(conn, [row[0] for row in rows])
+            if recorded:  # a finished job's id: running it again would write its ledger entry twice
+                job_id = next(iter(recorded))
+                raise JobValidationError("id", f"job {job_id} already finished (ledger index {recorded[job_id]})")
             try:
                 conn.executemany(
                     "INSERT INTO jobs (id, agent, gid, priority, not_before, state, attempt, swarm_id, body) "
@@ -164,7 +180,7 @@ class SqliteBackend:
         skip = f" AND agent NOT IN ({_placeholders(len(exclude))})" if exclude else ""
         with transaction(self.conn, no_fsync=True) as conn:
             rows = conn.execute(
-                "UPDATE jobs SET state = 'leased', lease_until = ?, owner = ?, attempt = attempt + 1, cancel = 0 "
+                "UPDATE jobs SET state = 'leased', lease_until = ?, owner = ?, attempt = attempt + 1 "
                 "WHERE seq IN (SELECT seq FROM jobs WHERE state = 'ready' AND not_before <= ?"
                 f"{skip} ORDER BY priority DESC, seq LIMIT ?) "
                 "RETURNING priority, seq, id, attempt, gid, agent, body",
@@ -217,6 +233,8 @@ class SqliteBackend:
                 "attempt = max(attempt - 1, 0) WHERE id = ? AND state = 'leased'",
                 release,
             )
+            if retry or release:  # a cancel requested while they ran wins over running them again
+                self._settle_cancelled(conn, now)
             swarms = {item.cancel_swarm for item in items if item.cancel_swarm}
             for swarm_id in swarms:
                 report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", swarm_id, now, reason="fail_fast"))
@@ -293,13 +311,48 @@ class SqliteBackend:
         return await self._run(self._recover, all_leases)
 
     def _recover(self, all_leases: bool) -> int:
+        """Return leases to the queue: all of them at start-up (the state lock proves their holder
+        is dead), else only expired leases of OTHER owners — with one daemon per SQLite file that
+        is none, and a lease of our own that expired (renewal failed) belongs to a job still
+        running here, which must not run twice."""
+        now = time.time()
         with transaction(self.conn) as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL "
-                "WHERE state = 'leased' AND (? OR lease_until < ?)",
-                (all_leases, time.time()),
+                "WHERE state = 'leased' AND (? OR (lease_until < ? AND owner != ?))",
+                (all_leases, now, self.owner),
             )
-            return cursor.rowcount
+            recovered = cursor.rowcount
+            self._settle_cancelled(conn, now)
+            return recovered
+
+    def _settle_cancelled(self, conn: sqlite3.Connection, now: float) -> None:
+        """Inside a transaction: queued jobs whose cancel was requested end cancelled now."""
+        rows = conn.execute(
+            "SELECT id, gid, agent, attempt, swarm_id FROM jobs WHERE state = 'ready' AND cancel = 1"
+        ).fetchall()
+        if rows:
+            error = {"type": "Cancelled", "message": "cancelled by request"}
+            append_records(
+                conn,
+                [
+                    (
+                        job_id,
+                        job_record(
+                            job_id=job_id,
+                            gid=gid,
+                            agent=agent,
+                            outcome="cancelled",
+                            attempt=attempt,
+                            finished_at=now,
+                            swarm_id=swarm_id,
+                            error=error,
+                        ),
+                    )
+                    for job_id, gid, agent, attempt, swarm_id in rows
+                ],
+            )
+            conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in rows])
 
     async def listen(self) -> None:
         listener = WakeListener(self.state_dir)

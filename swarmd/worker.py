@@ -116,6 +116,8 @@ class Worker:
         self._uncommitted = 0  # attempts handed to the committer and not yet committed
         self._have_pending = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        #: Set whenever a job task ends; only the committer's linger waits on it.
+        self._job_ended = asyncio.Event()
         #: Set when this worker itself puts jobs back (retry, release): an idle puller looks again.
         self._requeued = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -145,6 +147,7 @@ class Worker:
         """Apply what can change live: the concurrency bounds."""
         if settings.concurrency != self.settings.concurrency:
             self.limit = make_limit(settings)
+            self.settings.concurrency = settings.concurrency
         else:
             self.limit.set_bounds(settings.min_concurrent, settings.max_concurrent)
         self.settings.max_concurrent = settings.max_concurrent
@@ -274,12 +277,13 @@ class Worker:
         self.in_flight -= 1
         self.running.pop(job_id, None)
         self._slot_freed.set()
-        if task.cancelled():
-            # Cancelled before its first step, so the runner never saw it: settle it here, or
-            # its lease would be renewed forever with no outcome.
-            attempt = self.runner.unstarted(reserved, self.runner.cancel_reasons.pop(job_id, CANCEL_DRAIN))
-        else:
-            attempt = task.result()
+        self._job_ended.set()
+        # Whatever reason is left (a handler that swallowed its cancel, a cancel that came as the
+        # task finished) belongs to this run only: never to the job's next attempt.
+        reason = self.runner.cancel_reasons.pop(job_id, None)
+        # Cancelled before its first step, the runner never saw it: settle it here, or its lease
+        # would be renewed forever with no outcome.
+        attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN) if task.cancelled() else task.result()
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)
@@ -338,9 +342,9 @@ class Worker:
             return
         deadline = time.perf_counter() + COMMIT_LINGER
         while self.in_flight and time.perf_counter() < deadline and len(self._pending) < self.settings.reserve_batch:
-            self._slot_freed.clear()
+            self._job_ended.clear()
             try:
-                await asyncio.wait_for(self._slot_freed.wait(), max(0.0, deadline - time.perf_counter()))
+                await asyncio.wait_for(self._job_ended.wait(), max(0.0, deadline - time.perf_counter()))
             except TimeoutError:
                 return
 
@@ -453,7 +457,7 @@ class Worker:
             if left:
                 log.warning("drain_grace_over", returning_to_queue=len(left))
             for task, reserved in left:
-                self.runner.cancel_reasons[reserved.job_id] = CANCEL_DRAIN
+                self.runner.cancel_reasons.setdefault(reserved.job_id, CANCEL_DRAIN)  # a requested cancel stays one
                 task.cancel()
             for task, _ in left:
                 with contextlib.suppress(asyncio.CancelledError):

@@ -24,6 +24,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.localdaemon import free_port, serve_command
 
+__all__ = [
+    "REPO",
+    "Daemon",
+    "assert_exactly_once",
+    "base_env",
+    "free_port",
+    "ledger",
+    "ledger_count",
+    "queue_states",
+    "running",
+    "submit",
+    "swarmd",
+    "wait_until",
+]
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 

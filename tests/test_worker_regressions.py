@@ -1,0 +1,210 @@
+"""Regressions found by review: each test fails on the code before its fix.
+
+In-process worker on a real SQLite file; events, not sleeps, decide when things happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry
+
+from swarmd.backend import Disposition, Finish
+from swarmd.builtin_agents import register_builtins
+from swarmd.config import Settings
+from swarmd.errors import JobValidationError
+from swarmd.metrics import Metrics
+from swarmd.model import Job, new_job
+from swarmd.registry import AgentPolicy, Handler, Registry
+from swarmd.sqlite_db import connect, transaction
+from swarmd.sqlite_queue import SqliteBackend
+from swarmd.tracing import Tracing
+from swarmd.worker import Worker
+
+LEASE = 30.0
+
+
+def job(agent: str = "echo", **fields: Any) -> Job:
+    return new_job(agent=agent, gid="GID-r", **fields)
+
+
+@asynccontextmanager
+async def worker(
+    state: Path, handlers: dict[str, tuple[Handler, AgentPolicy]] | None = None, **settings: Any
+) -> AsyncIterator[tuple[SqliteBackend, Worker]]:
+    backend = SqliteBackend(state)
+    await backend.open()
+    await backend.listen()
+    registry = Registry()
+    register_builtins(registry)
+    for name, (handler, policy) in (handlers or {}).items():
+        registry.register(name, handler, policy)
+    w = Worker(
+        backend,
+        registry,
+        Settings(**{"poll_interval": 0.05, "backoff_base": 0.01, "backoff_cap": 0.01, **settings}),
+        Metrics(CollectorRegistry(), agents=registry.names()),
+        Tracing(None),
+    )
+    task = asyncio.get_running_loop().create_task(w.run())
+    try:
+        yield backend, w
+    finally:
+        w.stop(0)
+        w.stop()
+        await asyncio.wait_for(task, 10)
+        await backend.close()
+
+
+async def ledger(backend: SqliteBackend) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(entry.record) for entry in await backend.ledger_entries()]
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_finished_jobs_id_cannot_be_submitted_again(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    try:
+        await backend.submit([job(job_id="fixed-1")])
+        [held] = await backend.reserve(1, lease=LEASE)
+        record = msgspec.json.encode({"agent_gid": "GID-r", "job_id": "fixed-1", "outcome": "succeeded"})
+        await backend.finish([Finish(held.job_id, Disposition.DONE, record=record)])
+        # Its row is gone; were the id accepted again, its second outcome could never be recorded.
+        with pytest.raises(JobValidationError, match="job fixed-1 already finished"):
+            await backend.submit([job(job_id="fixed-1")])
+        assert await backend.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
+    finally:
+        await backend.close()
+
+
+async def test_a_cancelled_error_from_inside_a_handler_is_a_failure_not_an_endless_loop(tmp_path: Path) -> None:
+    runs = 0
+
+    async def stray(ctx: Any, payload: Any) -> None:
+        nonlocal runs
+        runs += 1
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()  # a library's future, cancelled by someone else
+        await future
+
+    async with worker(tmp_path, {"stray": (stray, AgentPolicy(max_attempts=2))}) as (backend, _):
+        await backend.submit([job("stray")])
+        await until(lambda: _has_entries(backend))
+        [entry] = await ledger(backend)
+    assert runs == 2  # retried once like any failure, not re-run without end
+    assert (entry["outcome"], entry["attempt"], entry["error"]["type"]) == ("dead_lettered", 2, "HandlerCancelled")
+
+
+async def _has_entries(backend: SqliteBackend) -> bool:
+    return bool(await backend.ledger_entries())
+
+
+async def test_a_swallowed_cancel_does_not_mislabel_the_next_attempt(tmp_path: Path) -> None:
+    started = asyncio.Event()
+
+    async def swallow(ctx: Any, payload: Any) -> None:
+        if ctx.attempt == 1:
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):  # swallows the cancel...
+                await asyncio.Event().wait()
+            raise RuntimeError("failed after the cancel")  # ...and fails: retried
+        await asyncio.Event().wait()  # attempt 2 runs until its timeout
+
+    policy = AgentPolicy(max_attempts=2, timeout=0.2)
+    async with worker(tmp_path, {"swallow": (swallow, policy)}) as (backend, w):
+        [job_id] = await backend.submit([job("swallow")])
+        await started.wait()
+        assert w.cancel_job(job_id)
+        await until(lambda: _has_entries(backend))
+        [entry] = await ledger(backend)
+        assert w.runner.cancel_reasons == {}
+    # The old code kept attempt 1's reason and recorded attempt 2's timeout as "cancelled".
+    assert (entry["outcome"], entry["attempt"], entry["error"]["type"]) == ("dead_lettered", 2, "Timeout")
+
+
+async def test_drain_keeps_a_requested_cancel_a_cancel(tmp_path: Path) -> None:
+    started, cleaning = asyncio.Event(), asyncio.Event()
+
+    async def careful(ctx: Any, payload: Any) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await asyncio.sleep(0.3)  # cleans up past the grace period, then lets the cancel out
+            raise
+
+    async with worker(tmp_path, {"careful": (careful, AgentPolicy())}, grace_seconds=0.05) as (backend, w):
+        [job_id] = await backend.submit([job("careful")])
+        await started.wait()
+        assert w.cancel_job(job_id)
+        await cleaning.wait()
+        w.stop()  # the drain begins while the requested cancel is still being handled
+        await until(lambda: _has_entries(backend))
+        [entry] = await ledger(backend)
+    assert entry["outcome"] == "cancelled"  # not released to run again
+
+
+async def test_a_cancel_requested_while_a_job_ran_survives_its_retry_and_a_crash(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    try:
+        [first, second] = await backend.submit([job(), job()])
+        held = {r.job_id: r for r in await backend.reserve(2, lease=LEASE)}
+        assert sorted(await backend.cancel(first)) == [first]  # running: flagged
+        assert sorted(await backend.cancel(second)) == [second]
+        # The first one's attempt ends in a retry; the daemon holding the second one dies.
+        await backend.finish([Finish(first, Disposition.RETRY, not_before=0.0, handle=held[first].handle)])
+        assert await backend.recover(all_leases=True) == 1
+        assert await backend.reserve(5, lease=LEASE) == []  # neither runs again
+        outcomes = {e["job_id"]: e["outcome"] for e in await ledger(backend)}
+        assert outcomes == {first: "cancelled", second: "cancelled"}
+    finally:
+        await backend.close()
+
+
+async def test_the_periodic_recovery_never_takes_back_a_lease_of_its_own(tmp_path: Path) -> None:
+    mine = SqliteBackend(tmp_path, owner="me")
+    theirs = SqliteBackend(tmp_path, owner="them")
+    await mine.open()
+    await theirs.open()
+    try:
+        await mine.submit([job(), job()])
+        await mine.reserve(1, lease=0.01)  # still running here, its renewal late
+        await theirs.reserve(1, lease=0.01)  # a dead holder's lease
+        await asyncio.sleep(0.05)
+        assert await mine.recover(all_leases=False) == 1  # theirs only
+        assert (await mine.counts())["leased"] == 1
+    finally:
+        await mine.close()
+        await theirs.close()
+
+
+def test_a_lease_transaction_that_cannot_begin_leaves_commits_fsynced(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    conn = connect(path)
+    conn.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # e.g. a CLI command holding the write lock
+    try:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        with pytest.raises(sqlite3.OperationalError, match="locked"), transaction(conn, no_fsync=True):
+            pass
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # still FULL
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        conn.close()
