@@ -133,13 +133,7 @@ def _e2e(repeat: int) -> dict[str, Any]:
     finally:
         store.drop()
     floor = [bench._floor_e2e() for _ in range(repeat)]
-    s, f = bench.spread(samples), bench.spread(floor)
-    return {
-        "swarmd_overhead_s": s,
-        "floor_overhead_s": f,
-        "ratio": bench._ratio(s["median"], f["median"]),
-        "met": s["median"] <= 0.003,
-    }
+    return bench.e2e_result(samples, floor)
 
 
 def run(kind: str, *, repeat: int, jobs: int) -> dict[str, Any]:
