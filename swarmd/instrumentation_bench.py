@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.logs import configure_logging
-from swarmd.metrics import Metrics
+from swarmd.metrics import OUTCOMES, Metrics
 from swarmd.model import new_job
 from swarmd.registry import Registry
 from swarmd.sqlite_queue import SqliteBackend
@@ -33,17 +33,67 @@ from swarmd.tracing import Tracing
 from swarmd.worker import Worker
 
 
-class _Noop:
-    """Accepts any call and attribute and does nothing: telemetry switched off."""
+class _NullChild:
+    """A metric child that records nothing."""
 
-    def __getattr__(self, name: str) -> Any:
-        return self
+    __slots__ = ()
 
-    def __getitem__(self, key: Any) -> Any:
-        return self
+    def observe(self, value: float) -> None:
+        return None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def set(self, value: float) -> None:
+        return None
+
+
+_NULL = _NullChild()
+
+
+class _NullAgent:
+    """`AgentMetrics` with nothing behind it."""
+
+    __slots__ = ()
+    scheduling_overhead = queue_wait = identity_violations = circuit_state = _NULL
+    duration = jobs = dict.fromkeys(OUTCOMES, _NULL)
+
+    def record(self, outcome: str, seconds: float) -> None:
+        return None
+
+    def set_circuit(self, state: str) -> None:
+        return None
+
+
+class _NullMetrics:
+    """`Metrics` switched off: plain methods that do nothing, cheaper than the real ones."""
+
+    peak = in_flight = 0
+    _agent = _NullAgent()
+
+    def agent(self, name: str) -> _NullAgent:
+        return self._agent
+
+    add_agent = agent
+
+    def job_started(self) -> None:
+        return None
+
+    job_finished = job_started
+
+    def set_concurrency_limit(self, value: float) -> None:
+        return None
+
+    set_ledger_index = observe_ledger_commit = observe_loop_lag = observe_swarm_overhead = set_concurrency_limit
+
+    def set_queue_depths(self, depths: Any) -> None:
+        return None
+
+    def set_ready(self, ready: bool) -> None:
+        return None
+
+    def reject(self, reason: str) -> None:
+        return None
 
 
 async def _drain(state: Path, jobs: int, mode: str) -> float:
@@ -54,7 +104,7 @@ async def _drain(state: Path, jobs: int, mode: str) -> float:
             await backend.submit([new_job(agent="echo", gid=f"GID-{i}") for i in range(start, min(jobs, start + 5000))])
         registry = Registry()
         register_builtins(registry)
-        metrics = cast(Metrics, _Noop()) if mode == "none" else Metrics(agents=registry.names())
+        metrics = cast(Metrics, _NullMetrics()) if mode == "none" else Metrics(agents=registry.names())
         exporter = InMemorySpanExporter()
         tracing = Tracing(None)
         if mode in ("sampled", "full"):
