@@ -268,7 +268,9 @@ class SqliteBackend:
                     fresh.add(item.job_id)
         return fresh
 
-    def _cancel_where(self, conn: sqlite3.Connection, where: str, value: str, now: float, reason: str) -> list[str]:
+    def _cancel_where(
+        self, conn: sqlite3.Connection, where: str, value: str | int, now: float, reason: str
+    ) -> list[str]:
         """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones."""
         rows = conn.execute(
             f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}",
@@ -328,31 +330,7 @@ class SqliteBackend:
 
     def _settle_cancelled(self, conn: sqlite3.Connection, now: float) -> None:
         """Inside a transaction: queued jobs whose cancel was requested end cancelled now."""
-        rows = conn.execute(
-            "SELECT id, gid, agent, attempt, swarm_id FROM jobs WHERE state = 'ready' AND cancel = 1"
-        ).fetchall()
-        if rows:
-            error = {"type": "Cancelled", "message": "cancelled by request"}
-            append_records(
-                conn,
-                [
-                    (
-                        job_id,
-                        job_record(
-                            job_id=job_id,
-                            gid=gid,
-                            agent=agent,
-                            outcome="cancelled",
-                            attempt=attempt,
-                            finished_at=now,
-                            swarm_id=swarm_id,
-                            error=error,
-                        ),
-                    )
-                    for job_id, gid, agent, attempt, swarm_id in rows
-                ],
-            )
-            conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in rows])
+        self._cancel_where(conn, "cancel = ? AND state = 'ready'", 1, now, reason="cancelled by request")
 
     async def listen(self) -> None:
         listener = WakeListener(self.state_dir)

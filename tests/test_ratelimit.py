@@ -6,6 +6,7 @@ import doctest
 from typing import Any
 
 import pytest
+from _clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,22 +14,9 @@ from swarmd import ratelimit
 from swarmd.ratelimit import TokenBucket
 
 
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(500.0)
 
 
 def test_starts_full_gives_the_burst_then_refuses(clock: FakeClock) -> None:
