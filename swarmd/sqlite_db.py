@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 -- Partial indexes only: each state change touches just the index of the state it leaves or
 -- enters, which keeps reserving and finishing (the hot path) cheap.
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (priority DESC, seq) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (not_before) WHERE state = 'ready' AND not_before > 0;
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (not_before) WHERE state = 'delayed';
 CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (owner) WHERE state = 'leased';
 CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (dead_at) WHERE state = 'dead';
 CREATE INDEX IF NOT EXISTS jobs_swarm ON jobs (swarm_id) WHERE swarm_id IS NOT NULL;

@@ -1,6 +1,7 @@
 """The local durable queue: one SQLite file (WAL) in the state directory.
 
-Jobs are rows: ``ready`` (``delayed`` when their not_before is still ahead), ``leased`` (a
+Jobs are rows: ``ready``, ``delayed`` (not_before still ahead; kept out of the ready index, so a
+backlog of retries never slows a reserve, and promoted when due), ``leased`` (a
 worker runs them until ``lease_until``) or ``dead`` (dead letters). A finished job leaves the
 table in the same transaction that writes its ledger entry. Reservations and commits are
 batched: one transaction reserves many jobs; one transaction commits many outcomes.
@@ -55,8 +56,8 @@ _UNAVAILABLE: Final = frozenset(
 
 def _info(row: Sequence[Any], now: float) -> JobInfo:
     job_id, state, agent, gid, attempt, priority, not_before, swarm_id, error = row
-    if state == JobState.READY and not_before > now:
-        state = JobState.DELAYED.value
+    if state == JobState.DELAYED and not_before <= now:
+        state = JobState.READY.value  # due, not yet promoted by a reserve
     return JobInfo(
         str(job_id),
         str(state),
@@ -90,8 +91,6 @@ class SqliteBackend:
         self._conn: sqlite3.Connection | None = None
         self._thread = SqliteThread()
         self._listener: WakeListener | None = None
-        #: The time the last reserve compared not_before with (see `_next_due`).
-        self._reserved_until: float | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -130,6 +129,7 @@ class SqliteBackend:
 
     def _submit(self, jobs: Sequence[Job]) -> list[str]:
         conn = self.conn
+        now = time.time()
         ids: list[str] = []
         rows: list[tuple[Any, ...]] = []
         with transaction(conn):
@@ -150,6 +150,7 @@ class SqliteBackend:
                         job.gid,
                         job.priority,
                         job.not_before,
+                        JobState.DELAYED.value if job.not_before > now else JobState.READY.value,
                         job.attempt,
                         job.swarm_id,
                         encode_job(job),
@@ -162,7 +163,7 @@ class SqliteBackend:
             try:
                 conn.executemany(
                     "INSERT INTO jobs (id, agent, gid, priority, not_before, state, attempt, swarm_id, body) "
-                    "VALUES (?, ?, ?, ?, ?, 'ready', ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except sqlite3.IntegrityError as exc:
@@ -176,15 +177,15 @@ class SqliteBackend:
         return await self._run(self._reserve, limit, lease, tuple(exclude_agents))
 
     def _reserve(self, limit: int, lease: float, exclude: tuple[str, ...]) -> list[Reserved]:
-        now = self._reserved_until = time.time()
+        now = time.time()
         skip = f" AND agent NOT IN ({_placeholders(len(exclude))})" if exclude else ""
         with transaction(self.conn, no_fsync=True) as conn:
+            conn.execute("UPDATE jobs SET state = 'ready' WHERE state = 'delayed' AND not_before <= ?", (now,))
             rows = conn.execute(
                 "UPDATE jobs SET state = 'leased', lease_until = ?, owner = ?, attempt = attempt + 1 "
-                "WHERE seq IN (SELECT seq FROM jobs WHERE state = 'ready' AND not_before <= ?"
-                f"{skip} ORDER BY priority DESC, seq LIMIT ?) "
+                f"WHERE seq IN (SELECT seq FROM jobs WHERE state = 'ready'{skip} ORDER BY priority DESC, seq LIMIT ?) "
                 "RETURNING priority, seq, id, attempt, gid, agent, body",
-                (now + lease, self.owner, now, *exclude, limit),
+                (now + lease, self.owner, *exclude, limit),
             ).fetchall()
         rows.sort(key=lambda row: (-row[0], row[1]))
         reserved: list[Reserved] = []
@@ -221,16 +222,16 @@ class SqliteBackend:
             stale = [(job_id, record) for job_id, record in records if job_id not in fresh]
             if stale:  # ran twice (a lease lost and taken over): keep the first entry
                 report.indices.update(zip((job_id for job_id, _ in stale), append_records(conn, stale), strict=True))
-            retry = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RETRY]
+            retry = [(item.not_before, now, item.job_id) for item in items if item.disposition is Disposition.RETRY]
             conn.executemany(
-                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ? "
-                "WHERE id = ? AND state = 'leased'",
+                "UPDATE jobs SET state = CASE WHEN ?1 > ?2 THEN 'delayed' ELSE 'ready' END, owner = NULL, "
+                "lease_until = NULL, not_before = ?1 WHERE id = ?3 AND state = 'leased'",
                 retry,
             )
-            release = [(item.not_before, item.job_id) for item in items if item.disposition is Disposition.RELEASE]
+            release = [(item.not_before, now, item.job_id) for item in items if item.disposition is Disposition.RELEASE]
             conn.executemany(
-                "UPDATE jobs SET state = 'ready', owner = NULL, lease_until = NULL, not_before = ?, "
-                "attempt = max(attempt - 1, 0) WHERE id = ? AND state = 'leased'",
+                "UPDATE jobs SET state = CASE WHEN ?1 > ?2 THEN 'delayed' ELSE 'ready' END, owner = NULL, "
+                "lease_until = NULL, not_before = ?1, attempt = max(attempt - 1, 0) WHERE id = ?3 AND state = 'leased'",
                 release,
             )
             if retry or release:  # a cancel requested while they ran wins over running them again
@@ -276,7 +277,7 @@ class SqliteBackend:
             f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}",
             (value,),
         ).fetchall()
-        queued = [row for row in rows if row[5] == JobState.READY]
+        queued = [row for row in rows if row[5] in (JobState.READY, JobState.DELAYED)]
         records = [
             (
                 job_id,
@@ -330,7 +331,7 @@ class SqliteBackend:
 
     def _settle_cancelled(self, conn: sqlite3.Connection, now: float) -> None:
         """Inside a transaction: queued jobs whose cancel was requested end cancelled now."""
-        self._cancel_where(conn, "cancel = ? AND state = 'ready'", 1, now, reason="cancelled by request")
+        self._cancel_where(conn, "cancel = ? AND state IN ('ready', 'delayed')", 1, now, reason="cancelled by request")
 
     async def listen(self) -> None:
         listener = WakeListener(self.state_dir)
@@ -363,13 +364,9 @@ class SqliteBackend:
         return await self._run(self._next_due)
 
     def _next_due(self) -> float | None:
-        # Jobs not yet due at the last reserve, even if due by now: one that came due between an
-        # empty reserve and this call would otherwise wait for the next poll.
-        since = self._reserved_until if self._reserved_until is not None else time.time()
-        row = self.conn.execute(
-            "SELECT min(not_before) FROM jobs WHERE state = 'ready' AND not_before > 0 AND not_before > ?",
-            (since,),
-        ).fetchone()
+        # A delayed job stays delayed until a reserve promotes it, so one that came due since the
+        # last reserve is still found here (its time is past: the caller reserves at once).
+        row = self.conn.execute("SELECT min(not_before) FROM jobs WHERE state = 'delayed'").fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     async def counts(self) -> dict[str, int]:
@@ -378,12 +375,19 @@ class SqliteBackend:
     def _counts(self) -> dict[str, int]:
         now = time.time()
         conn = self.conn
-        ready, delayed = conn.execute(
-            "SELECT count(*), coalesce(sum(not_before > ?), 0) FROM jobs WHERE state = 'ready'", (now,)
+        ready = conn.execute("SELECT count(*) FROM jobs WHERE state = 'ready'").fetchone()[0]
+        waiting, due = conn.execute(
+            "SELECT count(*), coalesce(sum(not_before <= ?), 0) FROM jobs WHERE state = 'delayed'", (now,)
         ).fetchone()
         leased = conn.execute("SELECT count(*) FROM jobs WHERE state = 'leased'").fetchone()[0]
         dead = conn.execute("SELECT count(*) FROM jobs WHERE state = 'dead'").fetchone()[0]
-        return {"ready": int(ready) - int(delayed), "delayed": int(delayed), "leased": int(leased), "dead": int(dead)}
+        # A delayed job that came due but no reserve has promoted yet is ready in all but name.
+        return {
+            "ready": int(ready) + int(due),
+            "delayed": int(waiting) - int(due),
+            "leased": int(leased),
+            "dead": int(dead),
+        }
 
     async def publish_agents(self, names: Sequence[str]) -> None:
         await self._run(self._publish_agents, sorted(set(names)))
@@ -449,8 +453,11 @@ class SqliteBackend:
         now = time.time()
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
         args: tuple[Any, ...] = ()
-        if state in ("ready", "delayed"):
-            sql += " WHERE state = 'ready' AND not_before " + ("<= ?" if state == "ready" else "> ?")
+        if state == "ready":
+            sql += " WHERE state = 'ready' OR (state = 'delayed' AND not_before <= ?)"
+            args = (now,)
+        elif state == "delayed":
+            sql += " WHERE state = 'delayed' AND not_before > ?"
             args = (now,)
         elif state is not None:
             sql += " WHERE state = ?"

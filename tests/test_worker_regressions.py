@@ -208,3 +208,30 @@ def test_a_lease_transaction_that_cannot_begin_leaves_commits_fsynced(tmp_path: 
         other.execute("ROLLBACK")
         other.close()
         conn.close()
+
+
+async def test_a_reserve_does_not_walk_the_delayed_jobs_ahead_of_a_ready_one(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    try:
+        await backend.submit([job(delay=3600.0) for _ in range(5000)])  # a backlog of retries/delays
+        [ready] = await backend.submit([job()])
+        steps = 0
+
+        def count() -> int:
+            nonlocal steps
+            steps += 1
+            return 0  # 0: carry on
+
+        # Deterministic cost: SQLite virtual-machine instructions, in units of 100, not seconds.
+        backend.conn.set_progress_handler(count, 100)
+        reserved = backend._reserve(1, LEASE, ())
+        backend.conn.set_progress_handler(None, 100)
+        assert [r.job_id for r in reserved] == [ready]
+        # Walking 5,000 delayed rows costs well over 5,000 steps of 100 instructions; a reserve
+        # that reads only ready rows (and promotes none) costs a few.
+        assert steps < 50, steps
+        counts = await backend.counts()
+        assert (counts["delayed"], counts["leased"]) == (5000, 1)
+    finally:
+        await backend.close()
