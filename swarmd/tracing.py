@@ -18,6 +18,13 @@ Disabled tracing (no exporter configured, ``OTEL_TRACES_EXPORTER=none`` or
 ``OTEL_SDK_DISABLED=true``) returns one shared ``nullcontext`` from every per-job call: no
 span object, no context switch, a method call and an ``is None`` test.
 
+A consumer span the sampler drops costs little more: swarmd asks the sampler itself, before
+the SDK builds anything, and makes a bare ``NonRecordingSpan`` current (same trace id and
+flags the SDK would give it, so handler spans and jobs it submits stay in the unsampled
+trace). Only sampled jobs pay for a real span. To decide on a root span's trace id before the
+SDK draws it, `Tracing` wraps the provider's id generator so that it can hand the SDK the id
+that was sampled (`_PresetTraceIds`).
+
 Variables read from the mapping given to :meth:`Tracing.from_env`: ``OTEL_SDK_DISABLED``,
 ``OTEL_TRACES_EXPORTER`` (comma-separated ``otlp``, ``console``, ``none``),
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``
@@ -35,25 +42,39 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
     DEFAULT_OFF,
     DEFAULT_ON,
+    Decision,
     ParentBasedTraceIdRatio,
     Sampler,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -112,7 +133,13 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self._provider = provider
-        self._tracer: Tracer | None = None if provider is None else provider.get_tracer("swarmd")
+        self._tracer: Tracer | None = None
+        if provider is not None:
+            # Before get_tracer: the tracer keeps the generator it is given.
+            self._ids = _PresetTraceIds(provider.id_generator)
+            provider.id_generator = self._ids  # type: ignore[assignment]  # typed as the SDK's default class
+            self._sampler = provider.sampler
+            self._tracer = provider.get_tracer("swarmd")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Tracing:
@@ -201,7 +228,8 @@ class Tracing:
         attempt: int,
         traceparent: str | None,
     ) -> AbstractContextManager[Span | None]:
-        """A CONSUMER span ``process <queue>`` for one run of a job; yields it (None if disabled).
+        """A CONSUMER span ``process <queue>`` for one run of a job; yields it, or None when
+        tracing is disabled or the sampler dropped the run (see the module docstring).
 
         Its parent is the producer's context taken from ``traceparent``, and it carries a
         link to that context too; without a usable ``traceparent`` it starts a fresh trace
@@ -209,17 +237,47 @@ class Tracing:
         span is current inside the block, so spans the handler opens are its children and
         log lines carry its ids. An exception escaping the block is recorded on the span.
         """
-        if self._tracer is None:
+        tracer = self._tracer
+        if tracer is None:
             return _NULL
-        return self._consumer(
-            self._tracer,
-            queue,
-            job_id=job_id,
-            gid=gid,
-            agent=agent,
-            attempt=attempt,
-            traceparent=traceparent,
+        parent = Context()
+        remote: SpanContext | None = None
+        if traceparent:
+            parent = _PROPAGATOR.extract({"traceparent": traceparent}, context=parent)
+            remote = trace.get_current_span(parent).get_span_context()
+        # What the SDK's start_span does first, without building a span: pick the trace id and
+        # ask the sampler. Only a sampled run goes on to the SDK (with the same trace id).
+        name = f"process {queue}"
+        if remote is not None and remote.is_valid:
+            trace_id, random_id = remote.trace_id, remote.trace_flags.random_trace_id
+        else:
+            trace_id, random_id = self._ids.generate_trace_id(), self._ids.is_trace_id_random()
+        decision = self._sampler.should_sample(parent, trace_id, name, SpanKind.CONSUMER)
+        if decision.decision is not Decision.DROP:
+            if remote is None or not remote.is_valid:
+                self._ids.preset(trace_id)
+            return self._consumer(
+                tracer,
+                name,
+                parent,
+                remote,
+                job_id=job_id,
+                gid=gid,
+                agent=agent,
+                attempt=attempt,
+                queue=queue,
+            )
+        flags = TraceFlags.DEFAULT
+        if random_id:
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        context = SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(flags),
+            trace_state=decision.trace_state,
         )
+        return _Unrecorded(NonRecordingSpan(context))
 
     @staticmethod
     def set_outcome(span: Span | None, outcome: str, error_type: str | None = None) -> None:
@@ -270,27 +328,20 @@ class Tracing:
     @contextmanager
     def _consumer(
         tracer: Tracer,
-        queue: str,
+        name: str,
+        parent: Context,
+        remote: SpanContext | None,
         *,
         job_id: str,
         gid: str,
         agent: str,
         attempt: int,
-        traceparent: str | None,
+        queue: str,
     ) -> Iterator[Span]:
-        parent = Context()
-        links: tuple[Link, ...] = ()
-        malformed = False
-        if traceparent:
-            parent = _PROPAGATOR.extract({"traceparent": traceparent}, context=parent)
-            remote = trace.get_current_span(parent).get_span_context()
-            if remote.is_valid:
-                links = (Link(remote),)
-            else:
-                malformed = True
+        links = (Link(remote),) if remote is not None and remote.is_valid else ()
         # start_span + use_span is what start_as_current_span does, one generator fewer.
         span = tracer.start_span(
-            f"process {queue}",
+            name,
             context=parent,
             kind=SpanKind.CONSUMER,
             links=links,
@@ -304,10 +355,54 @@ class Tracing:
                 "swarmd.job.attempt": attempt,
             },
         )
-        if malformed:
+        if remote is not None and not remote.is_valid:
             span.add_event("swarmd.traceparent.malformed")
         with trace.use_span(span, end_on_exit=True):
             yield span
+
+
+class _Unrecorded:
+    """Makes a span the sampler dropped current for the block, and yields None: there is
+    nothing to record on it, but handler spans, log lines and jobs submitted inside still see
+    its trace (and its not-sampled flag)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: NonRecordingSpan) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+
+class _PresetTraceIds(IdGenerator):
+    """The provider's id generator, except that the next trace id drawn on this thread can be
+    set beforehand: `Tracing.consumer` samples a root span on a trace id it drew itself, and
+    the SDK must then build the span on that same id (it asks the sampler again)."""
+
+    def __init__(self, inner: IdGenerator) -> None:
+        self._inner = inner
+        self._next = threading.local()
+
+    def preset(self, trace_id: int) -> None:
+        self._next.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        preset: int | None = getattr(self._next, "trace_id", None)
+        if preset is None:
+            return self._inner.generate_trace_id()
+        self._next.trace_id = None
+        return preset
+
+    def generate_span_id(self) -> int:
+        return self._inner.generate_span_id()
+
+    def is_trace_id_random(self) -> bool:
+        return self._inner.is_trace_id_random()
 
 
 def _resource(environ: Mapping[str, str]) -> Resource:

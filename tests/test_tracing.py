@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from swarmd.tracing import Tracing, TracingConfigError, parse_traceparent
@@ -199,6 +199,48 @@ def test_sampled_out_spans_still_propagate(exporter: InMemorySpanExporter) -> No
     with consume(tracing, traceparent):
         pass
     assert exporter.get_finished_spans() == ()
+
+
+def test_the_sampler_decides_before_a_span_is_built(exporter: InMemorySpanExporter) -> None:
+    """A dropped run yields None but still makes its (unsampled) trace current; a kept one is
+    built by the SDK on the very trace id that was sampled, so the ratio is not applied twice."""
+    sampler = TraceIdRatioBased(0.5)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    decided: dict[int, bool] = {}
+    for _ in range(400):
+        with consume(tracing, None) as span:
+            current = trace.get_current_span().get_span_context()
+            assert current.is_valid
+            decided[current.trace_id] = span is not None
+            assert current.trace_flags.sampled is (span is not None)
+            assert current.trace_flags.random_trace_id
+    exported = {s.context.trace_id for s in exporter.get_finished_spans() if s.context is not None}
+    assert exported == {trace_id for trace_id, kept in decided.items() if kept}
+    assert all(kept is ((trace_id & 0xFFFF_FFFF_FFFF_FFFF) < sampler.bound) for trace_id, kept in decided.items())
+    assert 100 < len(exported) < 300  # about half: the SDK did not sample a second time
+
+
+def test_an_unsampled_parent_keeps_the_whole_run_unsampled(exporter: InMemorySpanExporter) -> None:
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(1.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    unsampled = VALID_TP[:-2] + "00"
+    with consume(tracing, unsampled) as span:
+        assert span is None
+        current = trace.get_current_span().get_span_context()
+        assert current.trace_id == int(VALID_TP[3:35], 16) and not current.trace_flags.sampled
+        with provider.get_tracer("handler").start_as_current_span("handler work") as child:
+            assert not child.is_recording()
+        with tracing.producer("default") as traceparent:  # a job the handler submits
+            assert traceparent is not None and traceparent.startswith(f"00-{VALID_TP[3:35]}-")
+            assert traceparent.endswith("-00")
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached again
+    with consume(tracing, VALID_TP) as span:  # the same parent, sampled: recorded
+        assert span is not None
+    [process] = exporter.get_finished_spans()
+    assert process.parent is not None and process.parent.span_id == int(VALID_TP[36:52], 16)
 
 
 def test_disabled_tracing_records_nothing_and_yields_none(exporter: InMemorySpanExporter) -> None:
