@@ -1,7 +1,7 @@
 """Running one reserved job to exactly one outcome.
 
 The handler runs in its own task with the job's GID bound in the identity contextvar, its
-ids bound in the logging contextvars, inside a CONSUMER span, under its timeout. Whatever it
+ids in the logging context (`swarmd.logs.job_context`), inside a CONSUMER span, under its timeout. Whatever it
 does — returns, raises, times out, returns garbage, raises a BaseException, is cancelled —
 the result is an `Attempt`: what to commit (`Finish`) and what to count once committed. A
 job's exception never reaches the worker's TaskGroup; CancelledError that nobody asked for
@@ -24,6 +24,7 @@ from swarmd.backend import Disposition, Finish, Reserved
 from swarmd.deadlines import Deadlines
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger import job_record
+from swarmd.logs import job_context
 from swarmd.metrics import Metrics
 from swarmd.model import Job, Outcome
 from swarmd.registry import JobContext
@@ -219,7 +220,7 @@ class JobRunner:
         self, reserved: Reserved, job: Job, gate: AgentGate, reserved_wall: float, reserved_perf: float
     ) -> Attempt:
         agent_metrics = self.metrics.agent(job.agent)
-        structlog.contextvars.bind_contextvars(job_id=job.id, gid=job.gid, agent=job.agent)
+        job_context.set((job.id, job.gid, job.agent))  # this task's own context, like the GID
         current_gid.set(job.gid)  # this task's own context; tasks the handler spawns inherit it
         ctx = JobContext(job, log)
         timeout = job.timeout or gate.timeout

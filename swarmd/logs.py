@@ -1,8 +1,9 @@
 """Structured logs: structlog JSON lines off a TTY, readable console output on one.
 
-Every line carries what is bound in ``structlog.contextvars`` (the dispatcher binds
-``job_id``, ``gid`` and ``agent`` around a run) and, while an OpenTelemetry span is
-recording, its ``trace_id`` and ``span_id`` in hex::
+Every line carries what is bound in ``structlog.contextvars``, the ``job_id``, ``gid`` and
+``agent`` of the job being run (:data:`job_context`, which the runner sets once per run: one
+ContextVar set instead of three structlog bindings, on the hot path) and, while an
+OpenTelemetry span is recording, its ``trace_id`` and ``span_id`` in hex::
 
     configure_logging("info")            # once, at start-up
     log = get_logger(component="daemon")
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from contextvars import ContextVar
 from typing import Any, Final, TextIO, cast
 
 import msgspec
@@ -28,12 +30,15 @@ import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-__all__ = ["LEVELS", "add_trace_ids", "configure_logging", "get_logger", "set_level"]
+__all__ = ["LEVELS", "add_job_context", "add_trace_ids", "configure_logging", "get_logger", "job_context", "set_level"]
 
 #: Accepted level names (case-insensitive) and their numeric values.
 LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
+
+#: ``(job_id, gid, agent)`` of the job this task runs (tasks it spawns inherit it), or None.
+job_context: Final[ContextVar[tuple[str, str, str] | None]] = ContextVar("swarmd_job", default=None)
 
 
 class _SwarmdLogger(structlog.BoundLoggerBase):
@@ -85,6 +90,17 @@ def set_level(level: str) -> None:
             setattr(_SwarmdLogger, name, value)
 
 
+def add_job_context(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: ``job_id``, ``gid`` and ``agent`` of the job being run, if any (keys the
+    call gives itself win)."""
+    job = job_context.get()
+    if job is not None:
+        event_dict.setdefault("job_id", job[0])
+        event_dict.setdefault("gid", job[1])
+        event_dict.setdefault("agent", job[2])
+    return event_dict
+
+
 def add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """Processor: ``trace_id`` and ``span_id`` (hex) of the current span, if it is recording."""
     span = trace.get_current_span()
@@ -111,6 +127,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None, stream: 
     use_json = not is_tty if json is None else json
     common: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_job_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,

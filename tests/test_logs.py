@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.testing import capture_logs
 
-from swarmd.logs import configure_logging, get_logger, set_level
+from swarmd.logs import configure_logging, get_logger, job_context, set_level
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +27,31 @@ def _isolate() -> Iterator[None]:
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_lines_carry_the_job_being_run_and_its_own_keys_win() -> None:
+    out = io.StringIO()
+    configure_logging("info", stream=out)
+    log = get_logger()
+
+    async def run(job: tuple[str, str, str]) -> None:
+        job_context.set(job)
+        await asyncio.sleep(0)  # the other job's task runs in between: contexts stay apart
+        log.info("working")
+        log.info("refused", job_id="other")
+
+    async def both() -> None:
+        await asyncio.gather(run(("j-1", "g-1", "echo")), run(("j-2", "g-2", "sleep")))
+
+    asyncio.run(both())
+    log.info("outside")
+    rows = lines(out)
+    working = sorted((r["job_id"], r["gid"], r["agent"]) for r in rows if r["event"] == "working")
+    assert working == [("j-1", "g-1", "echo"), ("j-2", "g-2", "sleep")]
+    assert [r["job_id"] for r in rows if r["event"] == "refused"] == ["other", "other"]
+    assert [r["gid"] for r in rows if r["event"] == "refused"] in (["g-1", "g-2"], ["g-2", "g-1"])
+    [outside] = [r for r in rows if r["event"] == "outside"]
+    assert "job_id" not in outside and "gid" not in outside
 
 
 def test_json_lines_carry_contextvars_level_and_utc_timestamp() -> None:
