@@ -64,6 +64,27 @@ def test_instrumentation_drain_checks_its_ledger_and_spans(mode: str) -> None:
     assert drain(300, mode) > 0  # raises if a job is missing from the ledger or (full) a span was not exported
 
 
+def test_instrumentation_shares_are_paired_within_a_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's speed drifts between rounds; each share is taken against the ``none`` drain
+    of its own round, so the drift cancels. (The drains themselves are exercised above; here a
+    scripted drain makes the arithmetic exact.)"""
+    cost = {"none": 10.0, "default": 12.5, "sampled": 20.0, "full": 40.0}  # us per job
+    calls: list[str] = []
+
+    def scripted(jobs: int, mode: str) -> float:
+        calls.append(mode)
+        drift = 1 + ((len(calls) - 1) // 4) * 0.5  # every round runs slower than the one before
+        return 1e6 / (cost[mode] * drift)
+
+    monkeypatch.setattr("swarmd.instrumentation_bench.drain", scripted)
+    result = bench.bench_instrumentation(jobs=100, repeat=4)
+    assert len(calls) == 4 + 4 * 4  # warm-up, then every mode once per round
+    for mode, expected in (("default", 0.2), ("sampled", 0.5), ("full", 0.75)):
+        assert result["instrumentation_share"][mode] == pytest.approx(expected)
+        assert result["share_per_round"][mode] == pytest.approx([expected] * 4)
+    assert result["met"] is False  # sampled costs half of every job here
+
+
 def test_run_bench_refuses_an_unknown_scenario_and_prints_json_per_scenario() -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
