@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import uvloop
+
 from swarmd.backend import JobInfo, QueueBackend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
@@ -51,8 +53,9 @@ class Submitted:
     swarm_id: str | None
 
 
-def open_backend(settings: Settings, state_dir: Path | None = None) -> QueueBackend:
-    """The backend a settings object names (not yet opened)."""
+def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking: bool = False) -> QueueBackend:
+    """The backend a settings object names (not yet opened). ``blocking``: for a loop with
+    nothing else to run, SQLite statements run on the loop's own thread (no hand-off)."""
     if settings.backend == "redis":
         from swarmd.redis_queue import RedisBackend  # noqa: PLC0415 - the redis extra is optional
 
@@ -63,7 +66,7 @@ def open_backend(settings: Settings, state_dir: Path | None = None) -> QueueBack
     directory = state_dir or resolve_state_dir(settings.state_dir)
     if not directory.is_dir():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return SqliteBackend(directory, Durability(settings.durability))
+    return SqliteBackend(directory, Durability(settings.durability), inline=blocking)
 
 
 class AsyncClient:
@@ -77,10 +80,13 @@ class AsyncClient:
         agents: Iterable[str] | None = None,
         tracing: Tracing | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        blocking_io: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
-        self.backend = open_backend(self.settings, directory)
+        # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
+        # need not hop to a thread and back.
+        self.backend = open_backend(self.settings, directory, blocking=blocking_io)
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
         self.known_agents = set(agents) if agents is not None else None
         # Given: the caller's to shut down. Else built from the OTEL_* environment at the first
@@ -218,8 +224,8 @@ class Client:
     """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
 
     def __init__(self, state_dir: str | Path | None = None, **kwargs: Any) -> None:
-        self._runner = asyncio.Runner()
-        self._async = AsyncClient(state_dir, **kwargs)
+        self._runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+        self._async = AsyncClient(state_dir, blocking_io=True, **kwargs)
         self._runner.run(self._async.open())
 
     @property

@@ -225,13 +225,21 @@ def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) ->
 
 
 class SqliteThread:
-    """Runs all of one connection's work on one dedicated thread, awaited from the loop."""
+    """Runs all of one connection's work on one dedicated thread, awaited from the loop.
 
-    def __init__(self, name: str = "swarmd-sqlite") -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    ``inline=True`` runs it on the caller's thread instead, blocking its loop: for an event
+    loop that has nothing else to run (the blocking `Client`'s own), where the hand-off to a
+    thread and back would only add latency (80-250 us per call measured on a 2-vCPU VM).
+    """
+
+    def __init__(self, name: str = "swarmd-sqlite", *, inline: bool = False) -> None:
+        self._executor = None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
 
     async def run(self, fn: Callable[[], T]) -> T:
+        if self._executor is None:
+            return fn()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)

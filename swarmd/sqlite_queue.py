@@ -83,13 +83,21 @@ class SqliteBackend:
 
     name = "sqlite"
 
-    def __init__(self, state_dir: Path, durability: Durability = Durability.FULL, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        durability: Durability = Durability.FULL,
+        owner: str | None = None,
+        *,
+        inline: bool = False,
+    ) -> None:
         self.state_dir = state_dir
         self.path = state_dir / DB_NAME
         self.durability = durability
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._conn: sqlite3.Connection | None = None
-        self._thread = SqliteThread()
+        #: ``inline``: statements run on the caller's thread (see `SqliteThread`).
+        self._thread = SqliteThread(inline=inline)
         self._listener: WakeListener | None = None
 
     # -- plumbing --------------------------------------------------------------------------
