@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,7 +102,13 @@ class AsyncSwarmDispatcher:
 
 
 class _Swarm:
-    """The state of one dispatch."""
+    """The state of one dispatch.
+
+    A task's ledger entry is queued for the ledger's group commit as the task ends (the
+    ledger's ``append_soon``); the task does not wait for it. The dispatch returns once every
+    entry is committed: the last task's commit is still on the critical path, but N tasks no
+    longer each wake up after it.
+    """
 
     def __init__(self, dispatcher: AsyncSwarmDispatcher, tasks: list[AgentTask]) -> None:
         self.dispatcher = dispatcher
@@ -110,6 +117,8 @@ class _Swarm:
         self.metrics = DispatchMetrics(total_tasks=len(tasks), task_durations=[0.0] * len(tasks))
         self.slots = asyncio.Semaphore(dispatcher.max_concurrent)
         self.in_flight = 0
+        #: Results whose ledger entry is queued, with the future of its index.
+        self.unrecorded: deque[tuple[TaskResult, asyncio.Future[int]]] = deque()
 
     def name_of(self, position: int) -> str:
         return self.tasks[position].name or f"task-{position}"
@@ -121,9 +130,11 @@ class _Swarm:
                 for position in range(len(self.tasks)):
                     group.create_task(self.run_one(position))
         except BaseExceptionGroup:
+            self.record_cancelled()
+            await self.recorded()
             self.finish(start)
-            await self.record_cancelled()
             raise
+        await self.recorded()
         self.finish(start)
 
     def finish(self, start: float) -> None:
@@ -146,7 +157,7 @@ class _Swarm:
                 metrics.failed_tasks += 1
                 result = TaskResult(task.gid, self.name_of(position), False, exception=exc, duration_s=duration)
                 self.results[position] = result
-                await self.record(result)
+                self.record(result)
                 if self.dispatcher.fail_fast:
                     raise
                 return
@@ -160,9 +171,11 @@ class _Swarm:
         metrics.completed_tasks += 1
         result = TaskResult(task.gid, self.name_of(position), True, value, None, duration, False, violation)
         self.results[position] = result
-        await self.record(result)
+        self.record(result)
 
-    async def record(self, result: TaskResult) -> None:
+    def record(self, result: TaskResult) -> None:
+        """Queue the result's ledger entry for the ledger's next group commit; the task does not
+        wait for it (no ledger: nothing to do)."""
         ledger = self.dispatcher.ledger
         if ledger is None:
             return
@@ -177,9 +190,17 @@ class _Swarm:
             entry["error"] = f"{type(result.exception).__name__}: {result.exception}"
         if result.identity_violation is not None:
             entry["identity_violation"] = result.identity_violation
-        result.ledger_index = await ledger.append(entry)
+        append_soon = getattr(ledger, "append_soon", None)
+        committed = append_soon(entry) if append_soon is not None else asyncio.ensure_future(ledger.append(entry))
+        self.unrecorded.append((result, committed))
 
-    async def record_cancelled(self) -> None:
+    async def recorded(self) -> None:
+        """Return once every queued entry is committed; raise the first commit error."""
+        while self.unrecorded:
+            result, committed = self.unrecorded.popleft()
+            result.ledger_index = await committed
+
+    def record_cancelled(self) -> None:
         """After a fail-fast abort: every task that did not finish ends ``cancelled``."""
         for position, task in enumerate(self.tasks):
             if self.results[position] is None:
@@ -192,7 +213,7 @@ class _Swarm:
                 )
                 self.results[position] = result
                 self.metrics.cancelled_tasks += 1
-                await self.record(result)
+                self.record(result)
 
     def final_results(self) -> list[TaskResult]:
         return [result for result in self.results if result is not None]

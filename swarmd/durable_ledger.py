@@ -36,14 +36,20 @@ class DurableLedger:
         self._closed = False
 
     async def append(self, entry: Mapping[str, Any]) -> int:
+        return await self.append_soon(entry)
+
+    def append_soon(self, entry: Mapping[str, Any]) -> asyncio.Future[int]:
+        """Queue an entry for the next group commit; the future resolves with its index once it
+        is committed (or with the commit's LedgerError). Raises at once for a refused entry."""
         if self._closed:
             raise LedgerError(f"{self.path}: ledger is closed")
         record = canonical_record(entry)
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
         self._pending.append((entry.get("job_id"), record, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await future
+            self._flusher = loop.create_task(self._flush())
+        return future
 
     async def _flush(self) -> None:
         # Let the appends of tasks that finish in this same loop iteration join the first commit.

@@ -10,6 +10,7 @@ daemon writes also carry ``job_id`` and the ledger holds at most one entry per j
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections.abc import Iterable, Mapping
@@ -124,7 +125,9 @@ def verify(entries: Iterable[StoredEntry]) -> VerifyReport:
 
 
 class Ledger(Protocol):
-    """What the dispatcher needs of a ledger."""
+    """What the dispatcher needs of a ledger. (A ledger may also offer ``append_soon(entry)``,
+    returning a future of the index, which the dispatcher then uses instead of awaiting each
+    append in its task.)"""
 
     async def append(self, entry: Mapping[str, Any]) -> int:
         """Append one entry; return its index once it is committed."""
@@ -144,6 +147,9 @@ class SharedLedger:
         self._jobs: dict[str, int] = {}
 
     async def append(self, entry: Mapping[str, Any]) -> int:
+        return self._append(entry)
+
+    def _append(self, entry: Mapping[str, Any]) -> int:
         record = canonical_record(entry)
         job_id = entry.get("job_id")
         with self._lock:
@@ -155,6 +161,12 @@ class SharedLedger:
             if job_id is not None:
                 self._jobs[job_id] = index
             return index
+
+    def append_soon(self, entry: Mapping[str, Any]) -> asyncio.Future[int]:
+        """`append` as the dispatcher uses it: appended at once, its index in a done future."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.set_result(self._append(entry))
+        return future
 
     def entries(self) -> list[StoredEntry]:
         with self._lock:

@@ -242,3 +242,73 @@ async def test_bad_arguments_are_refused_before_anything_runs() -> None:
         AsyncSwarmDispatcher(max_concurrent=0)
     with pytest.raises(ValueError, match=r"tasks\[0\]\.gid"):
         await AsyncSwarmDispatcher().dispatch([AgentTask(gid="", fn=gid_reporter(""))])
+
+
+class _GatedLedger(SharedLedger):
+    """Entries are committed only when the test opens the gate (tasks must not wait for it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.queued = 0
+
+    def append_soon(self, entry: Any) -> asyncio.Future[int]:
+        self.queued += 1
+
+        async def commit() -> int:
+            await self.gate.wait()
+            return await self.append(entry)
+
+        return asyncio.ensure_future(commit())
+
+
+async def test_tasks_end_before_their_entries_commit_and_dispatch_waits_for_every_commit() -> None:
+    ledger = _GatedLedger()
+    d = AsyncSwarmDispatcher(max_concurrent=5, ledger=ledger)
+    ended: list[int] = []
+
+    def worker(i: int) -> Any:
+        async def fn() -> int:
+            await asyncio.sleep(0)
+            ended.append(i)
+            return i
+
+        return fn
+
+    dispatch = asyncio.ensure_future(d.dispatch([AgentTask(gid=f"GID-{i}", fn=worker(i)) for i in range(10)]))
+    for _ in range(1000):  # every task ends with its entry queued, none committed
+        if ledger.queued == 10:
+            break
+        await asyncio.sleep(0)
+    assert ledger.queued == 10
+    assert sorted(ended) == list(range(10)) and len(ledger) == 0
+    assert not dispatch.done()
+    ledger.gate.set()
+    results = await dispatch
+    assert sorted(r.ledger_index for r in results if r.ledger_index is not None) == list(range(10))
+    assert (await ledger.verify()).ok
+
+
+class _AppendOnlyLedger:
+    """A third-party ledger with only the protocol's ``append``."""
+
+    def __init__(self) -> None:
+        self.inner = SharedLedger()
+
+    async def append(self, entry: Any) -> int:
+        return await self.inner.append(entry)
+
+    async def verify(self) -> Any:
+        return await self.inner.verify()
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_ledger_with_append_only_still_gets_every_entry() -> None:
+    ledger = _AppendOnlyLedger()
+    results = await AsyncSwarmDispatcher(ledger=ledger).dispatch(
+        [AgentTask(gid=f"GID-{i}", fn=gid_reporter(f"GID-{i}")) for i in range(6)]
+    )
+    assert sorted(r.ledger_index for r in results if r.ledger_index is not None) == list(range(6))
+    assert len(ledger.inner) == 6
