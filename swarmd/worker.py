@@ -1,6 +1,7 @@
 """The daemon's dispatcher: one long-lived TaskGroup pulling, running and committing jobs.
 
-Four kinds of task share the group:
+The worker's tasks: the puller, committer, housekeeping and heartbeat share one TaskGroup;
+job tasks run beside it (see `Worker._pull_loop`):
 
 - the **puller** reserves as many ready jobs as there are free slots, in one round trip, and
   starts a task per job; with nothing to do it sleeps until woken (a submit, a freed slot, a
@@ -23,17 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 
 from swarmd.admission import Admission
-from swarmd.backend import Disposition, QueueBackend, Reserved
+from swarmd.backend import Disposition, QueueBackend
 from swarmd.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
@@ -111,6 +111,7 @@ class Worker:
         self.in_flight = 0
         self.running = self.runner.running
         self._context = contextvars.copy_context()
+        self._on_job_done = self._job_done  # bound once: every job task shares it
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
         self._pending: list[Attempt] = []
         self._uncommitted = 0  # attempts handed to the committer and not yet committed
@@ -166,19 +167,33 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         self.health.started = True
-        async with asyncio.TaskGroup() as group:
-            committer = group.create_task(self._commit_loop(), name="swarmd-committer")
-            housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
-            heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
-            await self._pull_loop(group)
-            await self._drain()
-            self._closed.set()
-            self._have_pending.set()
-            await committer
-            housekeeping.cancel()
-            heartbeat.cancel()
+        try:
+            async with asyncio.TaskGroup() as group:
+                committer = group.create_task(self._commit_loop(), name="swarmd-committer")
+                housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
+                heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
+                await self._pull_loop()
+                await self._drain()
+                self._closed.set()
+                self._have_pending.set()
+                await committer
+                housekeeping.cancel()
+                heartbeat.cancel()
+        finally:
+            await self._abandon()
 
-    async def _pull_loop(self, group: asyncio.TaskGroup) -> None:
+    async def _abandon(self) -> None:
+        """Job tasks are not in the group (see `_start`): if the group ended without a drain (a
+        crashed committer, a cancelled run), cancel what still runs and wait for it. Their
+        leases come back to the queue on the next start, as after a crash."""
+        left = [task for task, _ in self.running.values()]
+        for task in left:
+            task.cancel()
+        if left:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*left, return_exceptions=True)
+
+    async def _pull_loop(self) -> None:
         while not self._stopping.is_set():
             free = self.limit.limit - self.in_flight
             if free <= 0 or self.health.commit_error is not None:
@@ -206,13 +221,21 @@ class Worker:
                 continue
             reserved_wall = time.time()
             reserved_perf = time.perf_counter()
+            create_task = asyncio.get_running_loop().create_task
             for reserved in batch:
+                if reserved.job_id in self.running:
+                    # Our own lease handed back to us (it expired while the job ran): the job is
+                    # running here already, and its one run will settle it.
+                    log.warning("already_running", job_id=reserved.job_id)
+                    continue
                 self.in_flight += 1
-                task = group.create_task(self.runner.run(reserved, reserved_wall, reserved_perf))
-                # One shared context for the callbacks: without it asyncio copies one per job.
-                task.add_done_callback(
-                    functools.partial(self._job_done, reserved.job_id, reserved), context=self._context
-                )
+                # A plain task, not one of the group's: a job's exception never reaches the group
+                # (JobRunner.run returns an Attempt for everything), and the group's bookkeeping
+                # (a set entry, a second done callback) costs ~200 B and a few us per job. `_drain`
+                # and `_abandon` end what is left. The task is named by its job id, so that one
+                # shared callback finds its reservation (no per-job partial: ~260 B).
+                task = create_task(self.runner.run(reserved, reserved_wall, reserved_perf), name=reserved.job_id)
+                task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
                 self.running[reserved.job_id] = (task, reserved)
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
@@ -271,11 +294,12 @@ class Worker:
             except BackendUnavailable as exc:  # housekeeping picks the requests up once it is back
                 self.health.backend_error = str(exc)
 
-    def _job_done(self, job_id: str, reserved: Reserved, task: asyncio.Task[Attempt]) -> None:
+    def _job_done(self, task: asyncio.Task[Attempt]) -> None:
         """A job task ended: free its slot and hand its attempt to the committer. (A done callback,
         not a wrapping coroutine: one frame less per job in flight.)"""
+        job_id = task.get_name()
+        _, reserved = self.running.pop(job_id)
         self.in_flight -= 1
-        self.running.pop(job_id, None)
         self._slot_freed.set()
         self._job_ended.set()
         # Whatever reason is left (a handler that swallowed its cancel, a cancel that came as the
@@ -283,7 +307,12 @@ class Worker:
         reason = self.runner.cancel_reasons.pop(job_id, None)
         # Cancelled before its first step, the runner never saw it: settle it here, or its lease
         # would be renewed forever with no outcome.
-        attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN) if task.cancelled() else task.result()
+        if task.cancelled():
+            attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN)
+        elif (error := task.exception()) is not None:  # a bug of swarmd's own: dead-letter, keep serving
+            attempt = self.runner.internal_error(reserved, cast(Exception, error), time.time())
+        else:
+            attempt = task.result()
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)

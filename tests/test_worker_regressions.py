@@ -235,3 +235,38 @@ async def test_a_reserve_does_not_walk_the_delayed_jobs_ahead_of_a_ready_one(tmp
         assert (counts["delayed"], counts["leased"]) == (5000, 1)
     finally:
         await backend.close()
+
+
+async def test_a_job_handed_back_while_it_runs_here_is_not_started_twice(tmp_path: Path) -> None:
+    """Job tasks find their reservation by job id: a second reservation of a job still running
+    here (its lease expired and came back) must neither start a second run nor confuse the first."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs = 0
+
+    async def long(ctx: Any, payload: Any) -> str:
+        nonlocal runs
+        runs += 1
+        started.set()
+        await release.wait()
+        return "done"
+
+    async with worker(tmp_path, {"long": (long, AgentPolicy())}) as (backend, w):
+        [job_id] = await backend.submit([job("long")])
+        await asyncio.wait_for(started.wait(), 10)
+        side = sqlite3.connect(tmp_path / "swarmd.db")
+        with side:  # as if its lease had expired and been recovered: ready again
+            side.execute("UPDATE jobs SET state = 'ready', owner = NULL WHERE id = ?", (job_id,))
+        side.close()
+        await backend.submit([job()])  # wakes the puller, which reserves both
+        await until(lambda: _has_entries(backend))  # the echo job: the puller has been round
+        assert runs == 1 and job_id in w.running and w.in_flight == 1
+        release.set()
+        await until(lambda: _count_entries(backend, 2))
+        entries = await ledger(backend)
+    assert runs == 1
+    assert sorted((e["agent"], e["outcome"]) for e in entries) == [("echo", "succeeded"), ("long", "succeeded")]
+
+
+async def _count_entries(backend: SqliteBackend, n: int) -> bool:
+    return len(await backend.ledger_entries()) >= n
