@@ -184,7 +184,7 @@ class JobRunner:
                 try:
                     # The handler's run, in this same coroutine: a nested one cost ~400 B per job.
                     agent_metrics = self.metrics.agent(job.agent)
-                    job_context.set((job.id, job.gid, job.agent))  # this task's own context, like the GID
+                    job_context.set(job)  # this task's own context, like the GID
                     current_gid.set(job.gid)  # tasks the handler spawns inherit it
                     ctx = JobContext(job, log)
                     timeout = job.timeout or gate.timeout

@@ -23,22 +23,46 @@ from __future__ import annotations
 import sys
 import threading
 from contextvars import ContextVar
-from typing import Any, Final, TextIO, cast
+from typing import Any, Final, Protocol, TextIO, cast
 
 import msgspec
 import structlog
 from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-__all__ = ["LEVELS", "add_job_context", "add_trace_ids", "configure_logging", "get_logger", "job_context", "set_level"]
+__all__ = [
+    "LEVELS",
+    "LoggedJob",
+    "add_job_context",
+    "add_trace_ids",
+    "configure_logging",
+    "get_logger",
+    "job_context",
+    "set_level",
+]
 
 #: Accepted level names (case-insensitive) and their numeric values.
 LEVELS: Final = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 
 _ENCODER: Final = msgspec.json.Encoder(enc_hook=repr)
 
-#: ``(job_id, gid, agent)`` of the job this task runs (tasks it spawns inherit it), or None.
-job_context: Final[ContextVar[tuple[str, str, str] | None]] = ContextVar("swarmd_job", default=None)
+
+class LoggedJob(Protocol):
+    """What a log line takes from the job being run (swarmd's Job has these)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def gid(self) -> str: ...
+
+    @property
+    def agent(self) -> str: ...
+
+
+#: The job this task runs (tasks it spawns inherit it), or None. The job itself, not a tuple of
+#: its ids: nothing is allocated per job for the logs.
+job_context: Final[ContextVar[LoggedJob | None]] = ContextVar("swarmd_job", default=None)
 
 
 class _SwarmdLogger(structlog.BoundLoggerBase):
@@ -95,9 +119,9 @@ def add_job_context(_logger: WrappedLogger, _method: str, event_dict: EventDict)
     call gives itself win)."""
     job = job_context.get()
     if job is not None:
-        event_dict.setdefault("job_id", job[0])
-        event_dict.setdefault("gid", job[1])
-        event_dict.setdefault("agent", job[2])
+        event_dict.setdefault("job_id", job.id)
+        event_dict.setdefault("gid", job.gid)
+        event_dict.setdefault("agent", job.agent)
     return event_dict
 
 

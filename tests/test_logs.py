@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import structlog
@@ -34,8 +35,8 @@ def test_lines_carry_the_job_being_run_and_its_own_keys_win() -> None:
     configure_logging("info", stream=out)
     log = get_logger()
 
-    async def run(job: tuple[str, str, str]) -> None:
-        job_context.set(job)
+    async def run(ids: tuple[str, str, str]) -> None:
+        job_context.set(SimpleNamespace(id=ids[0], gid=ids[1], agent=ids[2]))
         await asyncio.sleep(0)  # the other job's task runs in between: contexts stay apart
         log.info("working")
         log.info("refused", job_id="other")
