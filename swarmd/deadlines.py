@@ -25,11 +25,13 @@ class Deadlines:
     def __init__(self, expire: Callable[[str], None], loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._expire = expire
         self._loop = loop
-        self._fifos: dict[float, deque[tuple[float, str]]] = {}
+        #: One entry per started timeout, ``(deadline, job_id, duration)``: the same tuple in its
+        #: FIFO and in ``_deadline``, so that a FIFO entry is live exactly while it is the job's.
+        self._fifos: dict[float, deque[tuple[float, str, float]]] = {}
         self._live: dict[float, int] = {}
         self._timers: dict[float, asyncio.TimerHandle] = {}
-        #: job id -> (duration, deadline) of its live timeout.
-        self._deadline: dict[str, tuple[float, float]] = {}
+        #: job id -> the entry of its live timeout.
+        self._deadline: dict[str, tuple[float, str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._deadline)
@@ -44,9 +46,10 @@ class Deadlines:
         if fifo is None:
             fifo = self._fifos[seconds] = deque()
             self._live[seconds] = 0
-        fifo.append((deadline, job_id))
+        entry = (deadline, job_id, seconds)
+        fifo.append(entry)
         self._live[seconds] += 1
-        self._deadline[job_id] = (seconds, deadline)
+        self._deadline[job_id] = entry
         if seconds not in self._timers:
             self._timers[seconds] = loop.call_at(deadline, self._fire, seconds)
 
@@ -55,11 +58,11 @@ class Deadlines:
         entry = self._deadline.pop(job_id, None)
         if entry is None:
             return
-        seconds = entry[0]
+        seconds = entry[2]
         self._live[seconds] -= 1
         fifo = self._fifos[seconds]
         if len(fifo) >= _COMPACT_AT and len(fifo) > 2 * self._live[seconds]:
-            self._fifos[seconds] = deque(item for item in fifo if self._deadline.get(item[1]) == (seconds, item[0]))
+            self._fifos[seconds] = deque(item for item in fifo if self._deadline.get(item[1]) is item)
 
     def _fire(self, seconds: float) -> None:
         assert self._loop is not None
@@ -67,12 +70,13 @@ class Deadlines:
         fifo = self._fifos[seconds]
         expired: list[str] = []
         while fifo and fifo[0][0] <= now:
-            deadline, job_id = fifo.popleft()
-            if self._deadline.get(job_id) == (seconds, deadline):
+            entry = fifo.popleft()
+            job_id = entry[1]
+            if self._deadline.get(job_id) is entry:
                 del self._deadline[job_id]
                 self._live[seconds] -= 1
                 expired.append(job_id)
-        while fifo and self._deadline.get(fifo[0][1]) != (seconds, fifo[0][0]):
+        while fifo and self._deadline.get(fifo[0][1]) is not fifo[0]:
             fifo.popleft()  # cancelled: nothing to wait for
         if fifo:
             self._timers[seconds] = self._loop.call_at(fifo[0][0], self._fire, seconds)
