@@ -24,7 +24,7 @@ from swarmd.backend import Disposition, Finish, Reserved
 from swarmd.deadlines import Deadlines
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger import job_record
-from swarmd.logs import job_context
+from swarmd.logs import debug_enabled, job_context
 from swarmd.metrics import Metrics
 from swarmd.model import Job, Outcome
 from swarmd.registry import JobContext
@@ -338,7 +338,8 @@ class JobRunner:
             log.error("identity_violation", reason=violation)
             self.tracing.event(span, "swarmd.identity_violation", {"reason": violation})
         self.tracing.set_outcome(span, Outcome.SUCCEEDED)
-        log.debug("job_succeeded", attempt=job.attempt, duration_s=duration)
+        if debug_enabled():
+            log.debug("job_succeeded", attempt=job.attempt, duration_s=duration)
         finish = self._final(
             reserved,
             job,

@@ -14,7 +14,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.testing import capture_logs
 
-from swarmd.logs import configure_logging, get_logger, job_context, set_level
+from swarmd.logs import configure_logging, debug_enabled, get_logger, job_context, set_level
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +128,14 @@ def test_set_level_changes_filtering_of_existing_loggers() -> None:
     bound.error("shown 3")
     assert [line["event"] for line in lines(out)] == ["cache me", "shown 1", "shown 2", "shown 3"]
     assert bound.is_enabled_for(40) and not bound.is_enabled_for(30)
+
+
+@pytest.mark.parametrize(("level", "expected"), [("debug", True), ("DEBUG", True), ("info", False), ("error", False)])
+def test_debug_enabled_follows_the_level(level: str, expected: bool) -> None:
+    configure_logging(level, stream=io.StringIO())
+    assert debug_enabled() is expected
+    set_level("info" if expected else "debug")  # and a live change (SIGHUP)
+    assert debug_enabled() is not expected
 
 
 def test_capture_logs_sees_cached_loggers() -> None:
