@@ -1,7 +1,6 @@
 """The daemon's dispatcher: one long-lived TaskGroup pulling, running and committing jobs.
 
-The worker's tasks: the puller, committer, housekeeping and heartbeat share one TaskGroup;
-job tasks run beside it (see `Worker._pull_loop`):
+Four kinds of task share the group:
 
 - the **puller** reserves as many ready jobs as there are free slots, in one round trip, and
   starts a task per job; with nothing to do it sleeps until woken (a submit, a freed slot, a
@@ -167,33 +166,19 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         self.health.started = True
-        try:
-            async with asyncio.TaskGroup() as group:
-                committer = group.create_task(self._commit_loop(), name="swarmd-committer")
-                housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
-                heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
-                await self._pull_loop()
-                await self._drain()
-                self._closed.set()
-                self._have_pending.set()
-                await committer
-                housekeeping.cancel()
-                heartbeat.cancel()
-        finally:
-            await self._abandon()
+        async with asyncio.TaskGroup() as group:
+            committer = group.create_task(self._commit_loop(), name="swarmd-committer")
+            housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
+            heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
+            await self._pull_loop(group)
+            await self._drain()
+            self._closed.set()
+            self._have_pending.set()
+            await committer
+            housekeeping.cancel()
+            heartbeat.cancel()
 
-    async def _abandon(self) -> None:
-        """Job tasks are not in the group (see `_start`): if the group ended without a drain (a
-        crashed committer, a cancelled run), cancel what still runs and wait for it. Their
-        leases come back to the queue on the next start, as after a crash."""
-        left = [task for task, _ in self.running.values()]
-        for task in left:
-            task.cancel()
-        if left:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*left, return_exceptions=True)
-
-    async def _pull_loop(self) -> None:
+    async def _pull_loop(self, group: asyncio.TaskGroup) -> None:
         while not self._stopping.is_set():
             free = self.limit.limit - self.in_flight
             if free <= 0 or self.health.commit_error is not None:
@@ -221,7 +206,6 @@ class Worker:
                 continue
             reserved_wall = time.time()
             reserved_perf = time.perf_counter()
-            create_task = asyncio.get_running_loop().create_task
             for reserved in batch:
                 if reserved.job_id in self.running:
                     # Our own lease handed back to us (it expired while the job ran): the job is
@@ -229,12 +213,9 @@ class Worker:
                     log.warning("already_running", job_id=reserved.job_id)
                     continue
                 self.in_flight += 1
-                # A plain task, not one of the group's: a job's exception never reaches the group
-                # (JobRunner.run returns an Attempt for everything), and the group's bookkeeping
-                # (a set entry, a second done callback) costs ~200 B and a few us per job. `_drain`
-                # and `_abandon` end what is left. The task is named by its job id, so that one
-                # shared callback finds its reservation (no per-job partial: ~260 B).
-                task = create_task(self.runner.run(reserved, reserved_wall, reserved_perf), name=reserved.job_id)
+                # Named by its job id, so that one shared callback finds its reservation (a per-job
+                # functools.partial cost ~260 B per job in flight).
+                task = group.create_task(self.runner.run(reserved, reserved_wall, reserved_perf), name=reserved.job_id)
                 task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
                 self.running[reserved.job_id] = (task, reserved)
                 job = reserved.job
@@ -309,7 +290,7 @@ class Worker:
         # would be renewed forever with no outcome.
         if task.cancelled():
             attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN)
-        elif (error := task.exception()) is not None:  # a bug of swarmd's own: dead-letter, keep serving
+        elif (error := task.exception()) is not None:  # JobRunner.run never raises: a bug of swarmd's own
             attempt = self.runner.internal_error(reserved, cast(Exception, error), time.time())
         else:
             attempt = task.result()
