@@ -1,11 +1,11 @@
 """Running one reserved job to exactly one outcome.
 
-The handler runs in its own task with the job's GID bound in the identity contextvar, its
-ids in the logging context (`swarmd.logs.job_context`), inside a CONSUMER span, under its timeout. Whatever it
-does — returns, raises, times out, returns garbage, raises a BaseException, is cancelled —
-the result is an `Attempt`: what to commit (`Finish`) and what to count once committed. A
-job's exception never reaches the worker's TaskGroup; CancelledError that nobody asked for
-is re-raised.
+The handler runs in its own task with the job's GID bound in the identity contextvar, the
+job in the logging context (`swarmd.logs.job_context`), inside a CONSUMER span, under its
+timeout. Whatever it does — returns, raises, times out, returns garbage, raises a
+BaseException, is cancelled — the result is an `Attempt`: what to commit (`Finish`) and what
+to count once committed. A job's exception never reaches the worker's TaskGroup;
+CancelledError that nobody asked for is re-raised.
 """
 
 from __future__ import annotations
