@@ -341,7 +341,7 @@ def bench_scale(agents: int = 100_000) -> dict[str, Any]:
 
 
 # -- instrumentation -----------------------------------------------------------------------
-def bench_instrumentation(jobs: int = 20_000, repeat: int = 5) -> dict[str, Any]:
+def bench_instrumentation(jobs: int = 10_000, repeat: int = 6) -> dict[str, Any]:
     """Per-job cost of telemetry, from in-process drains of no-op jobs: none (no-op metrics,
     tracing off, logs filtered) against metrics + logs + tracing with no exporter ("default"),
     with a sampled in-memory exporter ("sampled", 1 in 10), and with every job traced ("full",
@@ -406,7 +406,7 @@ def run_scenario(
         "e2e": lambda: bench_e2e(repeat or 20),
         "throughput": lambda: bench_throughput(jobs or 20_000, repeat or 3),
         "scale": lambda: bench_scale(jobs or 100_000),
-        "instrumentation": lambda: bench_instrumentation(jobs or 20_000, repeat or 5),
+        "instrumentation": lambda: bench_instrumentation(jobs or 10_000, repeat or 6),
         "redis-throughput": lambda: bench_redis("throughput", repeat or 3, jobs or 20_000),
         "redis-e2e": lambda: bench_redis("e2e", repeat or 20),
         "soak": lambda: bench_soak(jobs or 1_000_000),
