@@ -188,6 +188,7 @@ class Metrics:
             "swarmd_concurrent_peak", "Highest number of handlers in flight since start.",
             registry=r,
         )  # fmt: skip
+        self._limit: int | None = None
         self.concurrency_limit: Final = Gauge(
             "swarmd_concurrency_limit", "The concurrency limit in force now.", registry=r
         )
@@ -281,8 +282,11 @@ class Metrics:
         return self._peak
 
     def set_concurrency_limit(self, n: int) -> None:
-        """Publish the concurrency limit in force now."""
-        self.concurrency_limit.set(n)
+        """Publish the concurrency limit in force now (called per job: the gauge's lock is only
+        taken when the value changes)."""
+        if n != self._limit:
+            self._limit = n
+            self.concurrency_limit.set(n)
 
     # -- ledger, queue, loop --------------------------------------------------------------
 

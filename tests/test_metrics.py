@@ -148,6 +148,9 @@ def test_gauges_and_helpers(metrics: Metrics, registry: CollectorRegistry) -> No
     assert value("swarmd_rejected_jobs_total", {"reason": "malformed"}) == 0
     metrics.set_ready(False)
     assert value("swarmd_ready") == 0
+    for limit in (64, 8, 8, 64):  # set per job: unchanged values skip the gauge, changes reach it
+        metrics.set_concurrency_limit(limit)
+        assert value("swarmd_concurrency_limit") == limit
     with pytest.raises(ValueError, match="'bogus'"):
         metrics.reject("bogus")
     assert "bogus" not in label_values(registry, "reason")
