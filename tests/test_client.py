@@ -32,3 +32,12 @@ def test_the_async_client_keeps_its_callers_loop_free(tmp_path: Path) -> None:
             return _sqlite_threads()
 
     assert asyncio.run(main())  # its statements ran on the swarmd-sqlite thread
+
+
+def test_closing_twice_is_harmless_and_a_new_client_reads_on(tmp_path: Path) -> None:
+    client = Client(tmp_path / "state")
+    job_id = client.submit("echo", gid="GID-1")
+    client.close()
+    client.close()
+    with Client(tmp_path / "state") as again:
+        assert again.status(job_id).state == "ready"
