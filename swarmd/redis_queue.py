@@ -112,7 +112,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, job_record, verify
-from swarmd.model import Job, JobState, decode_job, encode_job, new_job_id
+from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.redis_scripts import PRELUDE, SCRIPTS
 
 _NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -366,7 +366,7 @@ class RedisBackend:
             job_id, attempt, entry = raw[i].decode(), int(raw[i + 1]), raw[i + 2].decode()
             body, gid, agent = raw[i + 3], _s(raw[i + 4]) or "", _s(raw[i + 5]) or ""
             try:
-                job: Job | None = msgspec.structs.replace(decode_job(body or b""), attempt=attempt)
+                job: Job | None = decode_reserved(body or b"", attempt)
                 error = None
             except JobValidationError as exc:
                 job, error = None, str(exc)

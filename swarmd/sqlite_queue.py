@@ -29,7 +29,7 @@ import structlog
 from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger import StoredEntry, VerifyReport, job_record, verify
-from swarmd.model import Job, JobState, decode_job, encode_job, new_job_id
+from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.sqlite_db import (
     Durability,
     SqliteThread,
@@ -199,7 +199,7 @@ class SqliteBackend:
         reserved: list[Reserved] = []
         for _, _, job_id, attempt, gid, agent, body in rows:
             try:
-                job = msgspec.structs.replace(decode_job(body), attempt=attempt)
+                job = decode_reserved(body, attempt)
             except JobValidationError as exc:  # kept as stored, for its dead letter
                 reserved.append(Reserved(job_id, None, attempt, str(exc), gid, agent))
                 continue

@@ -33,6 +33,7 @@ from swarmd.model import (
     MAX_PAYLOAD_DEPTH,
     Job,
     decode_job,
+    decode_reserved,
     draft_job,
     encode_job,
     new_job,
@@ -119,6 +120,18 @@ def test_decode_job_refuses_an_oversized_payload() -> None:
     assert caught.value.field == "payload" and "over the limit" in str(caught.value)
     body["payload"] = "x" * (MAX_PAYLOAD_BYTES - 2)  # exactly at the limit once quoted: accepted
     assert decode_job(msgspec.json.encode(body)).payload == body["payload"]
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=10_000))
+def test_a_reserved_job_carries_its_reservations_attempt_and_is_otherwise_the_stored_one(attempt: int) -> None:
+    stored = new_job(agent="echo", gid="GID-1", payload={"n": [1, 2.5, "x"]}, max_attempts=3)
+    raw = encode_job(stored)
+    job = decode_reserved(raw, attempt)
+    assert job.attempt == attempt
+    assert msgspec.structs.replace(job, attempt=stored.attempt) == stored
+    with pytest.raises(JobValidationError):  # refused exactly as decode_job refuses
+        decode_reserved(raw.replace(b'"agent"', b'"agnt"'), attempt)
 
 
 def _utf8(value: Any) -> bool:
