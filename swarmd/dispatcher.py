@@ -195,10 +195,17 @@ class _Swarm:
         self.unrecorded.append((result, committed))
 
     async def recorded(self) -> None:
-        """Return once every queued entry is committed; raise the first commit error."""
+        """Return once every queued entry is committed; then raise the first commit error, if
+        any (every future is awaited, so that none is left with an unretrieved error)."""
+        error: Exception | None = None
         while self.unrecorded:
             result, committed = self.unrecorded.popleft()
-            result.ledger_index = await committed
+            try:
+                result.ledger_index = await committed
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def record_cancelled(self) -> None:
         """After a fail-fast abort: every task that did not finish ends ``cancelled``."""

@@ -278,8 +278,18 @@ class Worker:
     def _job_done(self, task: asyncio.Task[Attempt]) -> None:
         """A job task ended: free its slot and hand its attempt to the committer. (A done callback,
         not a wrapping coroutine: one frame less per job in flight.)"""
-        job_id = task.get_name()
-        _, reserved = self.running.pop(job_id)
+        outcome: Attempt | None = None
+        if not task.cancelled() and task.exception() is None:
+            outcome = task.result()
+            reserved = outcome.reserved
+            job_id = reserved.job_id
+            self.running.pop(job_id, None)
+        else:  # no Attempt to say which job: the task's name does (see _pull_loop)
+            job_id = task.get_name()
+            entry = self.running.get(job_id)
+            if entry is None or entry[0] is not task:  # its handler renamed the task: look it up
+                job_id = next(key for key, (other, _) in self.running.items() if other is task)
+            _, reserved = self.running.pop(job_id)
         self.in_flight -= 1
         self._slot_freed.set()
         self._job_ended.set()
@@ -288,12 +298,12 @@ class Worker:
         reason = self.runner.cancel_reasons.pop(job_id, None)
         # Cancelled before its first step, the runner never saw it: settle it here, or its lease
         # would be renewed forever with no outcome.
-        if task.cancelled():
+        if outcome is not None:
+            attempt = outcome
+        elif task.cancelled():
             attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN)
-        elif (error := task.exception()) is not None:  # JobRunner.run never raises: a bug of swarmd's own
-            attempt = self.runner.internal_error(reserved, cast(Exception, error), time.time())
-        else:
-            attempt = task.result()
+        else:  # JobRunner.run never raises: a bug of swarmd's own
+            attempt = self.runner.internal_error(reserved, cast(Exception, task.exception()), time.time())
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)

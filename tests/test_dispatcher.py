@@ -14,6 +14,7 @@ from swarmd import (
     AsyncSwarmDispatcher,
     DurableLedger,
     LedgerEntryError,
+    LedgerError,
     SharedLedger,
     get_gid,
 )
@@ -312,3 +313,25 @@ async def test_a_ledger_with_append_only_still_gets_every_entry() -> None:
     )
     assert sorted(r.ledger_index for r in results if r.ledger_index is not None) == list(range(6))
     assert len(ledger.inner) == 6
+
+
+class _FailingLedger(SharedLedger):
+    """Every other commit fails."""
+
+    def append_soon(self, entry: Any) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if entry["task"].endswith(("1", "3")):
+            future.set_exception(LedgerError("disk on fire"))
+        else:
+            future.set_result(self._append(entry))
+        return future
+
+
+async def test_a_failed_commit_fails_the_dispatch_after_every_entry_was_awaited() -> None:
+    ledger = _FailingLedger()
+    d = AsyncSwarmDispatcher(fail_fast=False, ledger=ledger)
+    tasks = [AgentTask(gid=f"GID-{i}", fn=gid_reporter(f"GID-{i}"), name=f"t{i}") for i in range(5)]
+    with pytest.raises(LedgerError, match="disk on fire"):
+        await d.dispatch(tasks)
+    assert len(ledger) == 3  # t0, t2, t4 committed; the task-side work all finished
+    assert d.metrics.completed_tasks == 5

@@ -270,3 +270,44 @@ async def test_a_job_handed_back_while_it_runs_here_is_not_started_twice(tmp_pat
 
 async def _count_entries(backend: SqliteBackend, n: int) -> bool:
     return len(await backend.ledger_entries()) >= n
+
+
+async def test_a_handler_that_renames_its_task_still_gets_its_outcome_and_frees_its_slot(tmp_path: Path) -> None:
+    """Job tasks are named by job id for the done callback; a handler may rename its own task."""
+    started = asyncio.Event()
+    loop_errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+
+    async def renamer(ctx: Any, payload: Any) -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name(f"renamed-{payload}")
+        if payload == "hang":
+            started.set()
+            await asyncio.Event().wait()
+        return "ok"
+
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    registry = Registry()
+    registry.register("renamer", renamer, AgentPolicy())
+    w = Worker(
+        backend, registry, Settings(poll_interval=0.05), Metrics(CollectorRegistry(), agents=["renamer"]), Tracing(None)
+    )
+    run = asyncio.get_running_loop().create_task(w.run())
+    try:
+        await backend.submit([job("renamer", payload="quick")])
+        await until(lambda: _has_entries(backend))
+        [entry] = await ledger(backend)
+        assert entry["outcome"] == "succeeded"
+        await backend.submit([job("renamer", payload="hang")])
+        await asyncio.wait_for(started.wait(), 10)
+        run.cancel()  # the group ends without a drain: its job tasks are cancelled with no reason
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(run, 10)
+        assert w.running == {} and w.in_flight == 0
+        assert loop_errors == []
+    finally:
+        if not run.done():
+            run.cancel()
+        await backend.close()
