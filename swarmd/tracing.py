@@ -60,8 +60,10 @@ from opentelemetry.sdk.trace.sampling import (
     DEFAULT_OFF,
     DEFAULT_ON,
     Decision,
+    ParentBased,
     ParentBasedTraceIdRatio,
     Sampler,
+    StaticSampler,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import (
@@ -134,12 +136,21 @@ class Tracing:
     def __init__(self, provider: TracerProvider | None) -> None:
         self._provider = provider
         self._tracer: Tracer | None = None
+        #: Set when runs may be sampled before the SDK builds a span (see the module docstring).
+        self._ids: _PresetTraceIds | None = None
         if provider is not None:
-            # Before get_tracer: the tracer keeps the generator it is given.
-            self._ids = _PresetTraceIds(provider.id_generator)
-            provider.id_generator = self._ids  # type: ignore[assignment]  # typed as the SDK's default class
+            current: IdGenerator = provider.id_generator
+            # A second Tracing on one provider shares the wrapper the first installed.
+            ids = current if isinstance(current, _PresetTraceIds) else _PresetTraceIds(current)
+            if ids is not current:  # before get_tracer: a tracer keeps the generator it was made with
+                provider.id_generator = ids  # type: ignore[assignment]  # typed as the SDK's default class
             self._sampler = provider.sampler
             self._tracer = provider.get_tracer("swarmd")
+            # The SDK caches tracers by name: one made earlier may keep the old generator. And the
+            # early decision needs a sampler whose answer depends on the trace id and the parent
+            # only (what from_env builds); any other is left to the SDK, as it is given.
+            if getattr(self._tracer, "id_generator", None) is ids and _decides_by_trace_id(self._sampler):
+                self._ids = ids
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Tracing:
@@ -240,6 +251,7 @@ class Tracing:
         tracer = self._tracer
         if tracer is None:
             return _NULL
+        ids = self._ids
         parent = Context()
         remote: SpanContext | None = None
         if traceparent:
@@ -248,31 +260,26 @@ class Tracing:
         # What the SDK's start_span does first, without building a span: pick the trace id and
         # ask the sampler. Only a sampled run goes on to the SDK (with the same trace id).
         name = f"process {queue}"
+        if ids is None:  # the SDK decides, with a span built either way
+            return self._consumer(
+                tracer, name, parent, remote, None, job_id=job_id, gid=gid, agent=agent, attempt=attempt, queue=queue
+            )
         if remote is not None and remote.is_valid:
-            trace_id, random_id = remote.trace_id, remote.trace_flags.random_trace_id
+            trace_id, random_id, preset = remote.trace_id, remote.trace_flags.random_trace_id, None
         else:
-            trace_id, random_id = self._ids.generate_trace_id(), self._ids.is_trace_id_random()
+            trace_id, random_id = ids.generate_trace_id(), ids.is_trace_id_random()
+            preset = (ids, trace_id)
         decision = self._sampler.should_sample(parent, trace_id, name, SpanKind.CONSUMER)
         if decision.decision is not Decision.DROP:
-            if remote is None or not remote.is_valid:
-                self._ids.preset(trace_id)
             return self._consumer(
-                tracer,
-                name,
-                parent,
-                remote,
-                job_id=job_id,
-                gid=gid,
-                agent=agent,
-                attempt=attempt,
-                queue=queue,
+                tracer, name, parent, remote, preset, job_id=job_id, gid=gid, agent=agent, attempt=attempt, queue=queue
             )
         flags = TraceFlags.DEFAULT
         if random_id:
             flags |= TraceFlags.RANDOM_TRACE_ID
         context = SpanContext(
             trace_id,
-            self._ids.generate_span_id(),
+            ids.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(flags),
             trace_state=decision.trace_state,
@@ -331,34 +338,43 @@ class Tracing:
         name: str,
         parent: Context,
         remote: SpanContext | None,
+        preset: tuple[_PresetTraceIds, int] | None,
         *,
         job_id: str,
         gid: str,
         agent: str,
         attempt: int,
         queue: str,
-    ) -> Iterator[Span]:
+    ) -> Iterator[Span | None]:
         links = (Link(remote),) if remote is not None and remote.is_valid else ()
-        # start_span + use_span is what start_as_current_span does, one generator fewer.
-        span = tracer.start_span(
-            name,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.name": "process",
-                "messaging.destination.name": queue,
-                "messaging.message.id": job_id,
-                "swarmd.agent.gid": gid,
-                "swarmd.agent.name": agent,
-                "swarmd.job.attempt": attempt,
-            },
-        )
+        if preset is not None:  # the root span's trace id was drawn and sampled already
+            preset[0].preset(preset[1])
+        try:
+            # start_span + use_span is what start_as_current_span does, one generator fewer.
+            span = tracer.start_span(
+                name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={
+                    "messaging.system": MESSAGING_SYSTEM,
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": job_id,
+                    "swarmd.agent.gid": gid,
+                    "swarmd.agent.name": agent,
+                    "swarmd.job.attempt": attempt,
+                },
+            )
+        finally:
+            if preset is not None:  # never left for another span to pick up
+                preset[0].preset(None)
         if remote is not None and not remote.is_valid:
             span.add_event("swarmd.traceparent.malformed")
         with trace.use_span(span, end_on_exit=True):
-            yield span
+            # A run the SDK's sampler dropped (the path for samplers swarmd does not ask itself)
+            # yields None too: nothing to record on it.
+            yield None if isinstance(span, NonRecordingSpan) else span
 
 
 class _Unrecorded:
@@ -388,7 +404,7 @@ class _PresetTraceIds(IdGenerator):
         self._inner = inner
         self._next = threading.local()
 
-    def preset(self, trace_id: int) -> None:
+    def preset(self, trace_id: int | None) -> None:
         self._next.trace_id = trace_id
 
     def generate_trace_id(self) -> int:
@@ -403,6 +419,27 @@ class _PresetTraceIds(IdGenerator):
 
     def is_trace_id_random(self) -> bool:
         return self._inner.is_trace_id_random()
+
+
+def _decides_by_trace_id(sampler: Sampler) -> bool:
+    """Whether ``sampler`` decides on the trace id and the parent alone, the same way every time
+    it is asked: the fixed samplers, TraceIdRatioBased, and ParentBased over such samplers (all
+    that `from_env` builds). Only then may `Tracing.consumer` ask it before the SDK does."""
+    if isinstance(sampler, StaticSampler | TraceIdRatioBased):
+        return True
+    if type(sampler) in (ParentBased, ParentBasedTraceIdRatio):
+        delegates = [getattr(sampler, name, None) for name in _PARENT_BASED_DELEGATES]
+        return all(d is not None and _decides_by_trace_id(d) for d in delegates)
+    return False
+
+
+_PARENT_BASED_DELEGATES: Final = (
+    "_root",
+    "_remote_parent_sampled",
+    "_remote_parent_not_sampled",
+    "_local_parent_sampled",
+    "_local_parent_not_sampled",
+)
 
 
 def _resource(environ: Mapping[str, str]) -> Resource:

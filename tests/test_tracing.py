@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
@@ -20,7 +20,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBasedTraceIdRatio, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from swarmd.tracing import Tracing, TracingConfigError, parse_traceparent
@@ -220,6 +227,71 @@ def test_the_sampler_decides_before_a_span_is_built(exporter: InMemorySpanExport
     assert exported == {trace_id for trace_id, kept in decided.items() if kept}
     assert all(kept is ((trace_id & 0xFFFF_FFFF_FFFF_FFFF) < sampler.bound) for trace_id, kept in decided.items())
     assert 100 < len(exported) < 300  # about half: the SDK did not sample a second time
+
+
+def _decisions(tracing: Tracing, runs: int) -> dict[int, bool]:
+    decided: dict[int, bool] = {}
+    for _ in range(runs):
+        with consume(tracing, None) as span:
+            decided[trace.get_current_span().get_span_context().trace_id] = span is not None
+    return decided
+
+
+def test_two_tracings_on_one_provider_both_sample_on_the_drawn_trace_id(exporter: InMemorySpanExporter) -> None:
+    sampler = TraceIdRatioBased(0.5)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    first, second = Tracing(provider), Tracing(provider)
+    decided = _decisions(first, 100) | _decisions(second, 100)
+    exported = {s.context.trace_id for s in exporter.get_finished_spans() if s.context is not None}
+    assert exported == {trace_id for trace_id, kept in decided.items() if kept}
+    assert len(decided) == 200  # no trace id handed out twice
+
+
+def test_a_tracer_made_before_tracing_leaves_the_decision_to_the_sdk_and_leaks_no_trace_id(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=TraceIdRatioBased(0.5))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer("swarmd")  # cached by the SDK with the provider's own id generator
+    tracing = Tracing(provider)
+    consumers = set()
+    yielded = 0
+    for _ in range(200):
+        with consume(tracing, None) as span:
+            consumers.add(trace.get_current_span().get_span_context().trace_id)
+            yielded += span is not None
+    exported = len(exporter.get_finished_spans())
+    assert yielded == exported  # a span is yielded exactly for the runs that are recorded
+    assert 60 < exported < 140  # at the ratio: a trace id left over would decide every run alike
+    other = provider.get_tracer("webapp").start_span("unrelated")
+    other.end()
+    assert other.get_span_context().trace_id not in consumers
+    assert len(consumers) == 200
+
+
+class _KeepAgent(Sampler):
+    """A sampler that reads span attributes: swarmd must not decide for it."""
+
+    def should_sample(  # type: ignore[override]
+        self, parent_context: Any, trace_id: int, name: str, kind: Any = None, attributes: Any = None, links: Any = None
+    ) -> SamplingResult:
+        keep = bool(attributes) and attributes.get("swarmd.agent.name") == "keep"
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes if keep else None)
+
+    def get_description(self) -> str:
+        return "KeepAgent"
+
+
+def test_a_sampler_that_reads_attributes_gets_them(exporter: InMemorySpanExporter) -> None:
+    provider = TracerProvider(sampler=_KeepAgent())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    with consume(tracing, None, agent="keep"):
+        pass
+    with consume(tracing, None, agent="drop"):
+        pass
+    assert [s.attributes["swarmd.agent.name"] for s in exporter.get_finished_spans() if s.attributes] == ["keep"]
 
 
 def test_an_unsampled_parent_keeps_the_whole_run_unsampled(exporter: InMemorySpanExporter) -> None:
