@@ -32,7 +32,7 @@ from typing import Any, Final, cast
 import structlog
 
 from swarmd.admission import Admission
-from swarmd.backend import Disposition, QueueBackend
+from swarmd.backend import Disposition, QueueBackend, Reserved
 from swarmd.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
@@ -109,6 +109,8 @@ class Worker:
         self.health = Health()
         self.in_flight = 0
         self.running = self.runner.running
+        #: Older runs of jobs that were reserved again while they ran (see _pull_loop).
+        self._displaced: dict[asyncio.Task[Attempt], Reserved] = {}
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
@@ -207,16 +209,18 @@ class Worker:
             reserved_wall = time.time()
             reserved_perf = time.perf_counter()
             for reserved in batch:
-                if reserved.job_id in self.running:
-                    # Our own lease handed back to us (it expired while the job ran): the job is
-                    # running here already, and its one run will settle it.
-                    log.warning("already_running", job_id=reserved.job_id)
-                    continue
                 self.in_flight += 1
                 # Named by its job id, so that one shared callback finds its reservation (a per-job
                 # functools.partial cost ~260 B per job in flight).
                 task = group.create_task(self.runner.run(reserved, reserved_wall, reserved_perf), name=reserved.job_id)
                 task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
+                previous = self.running.get(reserved.job_id)
+                if previous is not None:
+                    # Our own lease came back to us while the job still runs here (renewals failed
+                    # past its expiry): it runs again, at least once as everywhere, and the ledger
+                    # keeps one outcome. The older run is tracked here until it ends.
+                    log.warning("running_again", job_id=reserved.job_id)
+                    self._displaced[previous[0]] = previous[1]
                 self.running[reserved.job_id] = (task, reserved)
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
@@ -278,18 +282,10 @@ class Worker:
     def _job_done(self, task: asyncio.Task[Attempt]) -> None:
         """A job task ended: free its slot and hand its attempt to the committer. (A done callback,
         not a wrapping coroutine: one frame less per job in flight.)"""
-        outcome: Attempt | None = None
-        if not task.cancelled() and task.exception() is None:
-            outcome = task.result()
-            reserved = outcome.reserved
-            job_id = reserved.job_id
-            self.running.pop(job_id, None)
-        else:  # no Attempt to say which job: the task's name does (see _pull_loop)
-            job_id = task.get_name()
-            entry = self.running.get(job_id)
-            if entry is None or entry[0] is not task:  # its handler renamed the task: look it up
-                job_id = next(key for key, (other, _) in self.running.items() if other is task)
-            _, reserved = self.running.pop(job_id)
+        outcome = task.result() if not task.cancelled() and task.exception() is None else None
+        # Its Attempt says which job it ran; without one (cancelled, or a bug), the task's name.
+        reserved = self._forget(task, outcome.reserved.job_id if outcome is not None else task.get_name())
+        job_id = reserved.job_id
         self.in_flight -= 1
         self._slot_freed.set()
         self._job_ended.set()
@@ -310,6 +306,16 @@ class Worker:
         self._pending.append(attempt)
         self._uncommitted += 1
         self._have_pending.set()
+
+    def _forget(self, task: asyncio.Task[Attempt], job_id: str) -> Reserved:
+        """Stop tracking an ended job task; return its reservation."""
+        displaced = self._displaced.pop(task, None)
+        if displaced is not None:
+            return displaced
+        entry = self.running.get(job_id)
+        if entry is None or entry[0] is not task:  # its handler renamed the task: look it up
+            job_id = next(key for key, (other, _) in self.running.items() if other is task)
+        return self.running.pop(job_id)[1]
 
     # -- committing -----------------------------------------------------------------------
     async def _commit_loop(self) -> None:
@@ -460,10 +466,10 @@ class Worker:
 
     # -- draining -------------------------------------------------------------------------
     async def _drain(self) -> None:
-        if self.running:
-            log.info("draining", running=len(self.running), grace_s=self._grace)
+        if self.running or self._displaced:
+            log.info("draining", running=len(self.running) + len(self._displaced), grace_s=self._grace)
             deadline = time.monotonic() + self._grace
-            while self.running and not self._hurry.is_set():
+            while (self.running or self._displaced) and not self._hurry.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -473,7 +479,7 @@ class Worker:
                 await asyncio.wait([hurry, freed], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 hurry.cancel()
                 freed.cancel()
-            left = list(self.running.values())
+            left = [*self.running.values(), *self._displaced.items()]
             if left:
                 log.warning("drain_grace_over", returning_to_queue=len(left))
             for task, reserved in left:

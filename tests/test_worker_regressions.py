@@ -237,35 +237,43 @@ async def test_a_reserve_does_not_walk_the_delayed_jobs_ahead_of_a_ready_one(tmp
         await backend.close()
 
 
-async def test_a_job_handed_back_while_it_runs_here_is_not_started_twice(tmp_path: Path) -> None:
+async def test_a_job_handed_back_while_it_runs_here_runs_again_and_both_runs_are_tracked(tmp_path: Path) -> None:
     """Job tasks find their reservation by job id: a second reservation of a job still running
-    here (its lease expired and came back) must neither start a second run nor confuse the first."""
-    started = asyncio.Event()
+    here (its lease expired and came back) runs it again (at least once, as on any daemon), and
+    both runs are tracked to their end: one ledger entry, no slot or task left behind."""
+    second_started = asyncio.Event()
     release = asyncio.Event()
     runs = 0
 
     async def long(ctx: Any, payload: Any) -> str:
         nonlocal runs
         runs += 1
-        started.set()
+        if runs == 2:
+            second_started.set()
         await release.wait()
         return "done"
 
     async with worker(tmp_path, {"long": (long, AgentPolicy())}) as (backend, w):
         [job_id] = await backend.submit([job("long")])
-        await asyncio.wait_for(started.wait(), 10)
+        await until(lambda: _runs(lambda: runs, 1))
         side = sqlite3.connect(tmp_path / "swarmd.db")
         with side:  # as if its lease had expired and been recovered: ready again
             side.execute("UPDATE jobs SET state = 'ready', owner = NULL WHERE id = ?", (job_id,))
         side.close()
-        await backend.submit([job()])  # wakes the puller, which reserves both
-        await until(lambda: _has_entries(backend))  # the echo job: the puller has been round
-        assert runs == 1 and job_id in w.running and w.in_flight == 1
+        await backend.submit([job()])  # wakes the puller, which reserves it again
+        await asyncio.wait_for(second_started.wait(), 10)
+        assert w.in_flight == 2 and len(w.running) == 1 and len(w._displaced) == 1
         release.set()
         await until(lambda: _count_entries(backend, 2))
+        await until(lambda: _runs(lambda: w.in_flight, 0))
+        assert w.running == {} and w._displaced == {}
         entries = await ledger(backend)
-    assert runs == 1
+    assert runs == 2
     assert sorted((e["agent"], e["outcome"]) for e in entries) == [("echo", "succeeded"), ("long", "succeeded")]
+
+
+async def _runs(value: Any, expected: int) -> bool:
+    return bool(value() == expected)
 
 
 async def _count_entries(backend: SqliteBackend, n: int) -> bool:
@@ -311,3 +319,33 @@ async def test_a_handler_that_renames_its_task_still_gets_its_outcome_and_frees_
         if not run.done():
             run.cancel()
         await backend.close()
+
+
+async def test_a_drain_ends_both_runs_of_a_job_running_twice(tmp_path: Path) -> None:
+    runs = 0
+    second_started = asyncio.Event()
+
+    async def long(ctx: Any, payload: Any) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 2:
+            second_started.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    async with worker(tmp_path, {"long": (long, AgentPolicy())}) as (backend, w):
+        [job_id] = await backend.submit([job("long")])
+        await until(lambda: _runs(lambda: runs, 1))
+        side = sqlite3.connect(tmp_path / "swarmd.db")
+        with side:
+            side.execute("UPDATE jobs SET state = 'ready', owner = NULL WHERE id = ?", (job_id,))
+        side.close()
+        await backend.submit([job()])
+        await asyncio.wait_for(second_started.wait(), 10)
+    # the fixture stopped the worker with no grace: both runs were cancelled and given back
+    assert w.running == {} and w._displaced == {} and w.in_flight == 0
+    check = SqliteBackend(tmp_path)
+    await check.open()
+    try:
+        assert (await check.counts())["ready"] == 1
+    finally:
+        await check.close()
