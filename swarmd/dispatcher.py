@@ -126,16 +126,23 @@ class _Swarm:
     async def run(self) -> None:
         start = time.perf_counter()
         try:
-            async with asyncio.TaskGroup() as group:
-                for position in range(len(self.tasks)):
-                    group.create_task(self.run_one(position))
-        except BaseExceptionGroup:
-            self.record_cancelled()
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for position in range(len(self.tasks)):
+                        group.create_task(self.run_one(position))
+            except BaseExceptionGroup as failed:
+                self.record_cancelled()
+                try:
+                    await self.recorded()
+                except Exception as ledger_error:  # the tasks' failures and the ledger's, together
+                    raise BaseExceptionGroup(
+                        "swarm failed, and not every ledger entry was committed", [*failed.exceptions, ledger_error]
+                    ) from None
+                raise
             await self.recorded()
+        finally:
             self.finish(start)
-            raise
-        await self.recorded()
-        self.finish(start)
+            self.abandon()
 
     def finish(self, start: float) -> None:
         metrics = self.metrics
@@ -207,6 +214,14 @@ class _Swarm:
         if error is not None:
             raise error
 
+    def abandon(self) -> None:
+        """Leaving early (cancelled from outside, or on a commit error): entries still queued are
+        committed or not without anyone waiting; their errors are retrieved, not reported as
+        never retrieved."""
+        while self.unrecorded:
+            _, committed = self.unrecorded.popleft()
+            committed.add_done_callback(_retrieve)
+
     def record_cancelled(self) -> None:
         """After a fail-fast abort: every task that did not finish ends ``cancelled``."""
         for position, task in enumerate(self.tasks):
@@ -224,3 +239,8 @@ class _Swarm:
 
     def final_results(self) -> list[TaskResult]:
         return [result for result in self.results if result is not None]
+
+
+def _retrieve(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

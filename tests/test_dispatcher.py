@@ -335,3 +335,16 @@ async def test_a_failed_commit_fails_the_dispatch_after_every_entry_was_awaited(
         await d.dispatch(tasks)
     assert len(ledger) == 3  # t0, t2, t4 committed; the task-side work all finished
     assert d.metrics.completed_tasks == 5
+    assert d.metrics.wall_time_s > 0  # the dispatch's metrics are complete all the same
+
+
+async def test_a_failed_swarm_whose_entries_fail_to_commit_reports_both() -> None:
+    async def boom() -> None:
+        raise ValueError("task failed")
+
+    d = AsyncSwarmDispatcher(fail_fast=True, ledger=_FailingLedger())
+    tasks = [AgentTask(gid=f"GID-{i}", fn=boom if i == 1 else gid_reporter(f"GID-{i}"), name=f"t{i}") for i in range(3)]
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await d.dispatch(tasks)
+    assert caught.group_contains(ValueError, match="task failed")
+    assert caught.group_contains(LedgerError, match="disk on fire")
