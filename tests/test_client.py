@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
+
+import pytest
 
 from swarmd import AsyncClient, Client
 
@@ -41,3 +44,15 @@ def test_closing_twice_is_harmless_and_a_new_client_reads_on(tmp_path: Path) -> 
     client.close()
     with Client(tmp_path / "state") as again:
         assert again.status(job_id).state == "ready"
+
+
+def test_a_client_that_cannot_be_made_leaves_no_open_file_behind(tmp_path: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    Client(tmp_path / "state").close()  # first use: imports and lazy setup are done
+    before = open_fds()
+    for _ in range(3):
+        with pytest.raises(TypeError):
+            Client(tmp_path / "state", no_such_option=1)
+    assert open_fds() == before
