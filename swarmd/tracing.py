@@ -23,7 +23,10 @@ the SDK builds anything, and makes a bare ``NonRecordingSpan`` current (same tra
 flags the SDK would give it, so handler spans and jobs it submits stay in the unsampled
 trace). Only sampled jobs pay for a real span. To decide on a root span's trace id before the
 SDK draws it, `Tracing` wraps the provider's id generator so that it can hand the SDK the id
-that was sampled (`_PresetTraceIds`).
+that was sampled (`_PresetTraceIds`). This early decision is taken only with samplers that
+decide on the trace id and the parent alone (every sampler `from_env` builds) and a tracer
+that uses the wrapped generator; otherwise the SDK decides, as usual, and a dropped run
+still yields None.
 
 Variables read from the mapping given to :meth:`Tracing.from_env`: ``OTEL_SDK_DISABLED``,
 ``OTEL_TRACES_EXPORTER`` (comma-separated ``otlp``, ``console``, ``none``),
