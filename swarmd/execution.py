@@ -147,8 +147,7 @@ class JobRunner:
         if reason == CANCEL_REQUESTED and job is not None:
             now = time.time()
             cancelled = {"type": "Cancelled", "message": "cancelled before it started"}
-            finish = self._final(reserved, job, Outcome.CANCELLED, now, error=cancelled)
-            return Attempt(reserved, finish, job.agent, Outcome.CANCELLED, Outcome.CANCELLED, job=job, finished_at=now)
+            return self._final(reserved, job, Outcome.CANCELLED, now, error=cancelled)
         return self.release(reserved, reserved.agent or (job.agent if job else ""), 0.0)
 
     def release(self, reserved: Reserved, agent: str, not_before: float) -> Attempt:
@@ -340,7 +339,7 @@ class JobRunner:
         self.tracing.set_outcome(span, Outcome.SUCCEEDED)
         if debug_enabled():
             log.debug("job_succeeded", attempt=job.attempt, duration_s=duration)
-        finish = self._final(
+        return self._final(
             reserved,
             job,
             Outcome.SUCCEEDED,
@@ -350,17 +349,6 @@ class JobRunner:
             duration=duration,
             reserved_wall=reserved_wall,
             started_wall=started_wall,
-        )
-        return Attempt(
-            reserved,
-            finish,
-            job.agent,
-            Outcome.SUCCEEDED,
-            Outcome.SUCCEEDED,
-            duration,
-            violation,
-            job=job,
-            finished_at=now,
         )
 
     def _failed(
@@ -418,28 +406,18 @@ class JobRunner:
             message=error["message"],
             permanent=permanent,
         )
-        finish = self._final(
+        return self._final(
             reserved,
             job,
             Outcome.DEAD_LETTERED,
             now,
+            run_outcome=run_outcome,
             dead=True,
             error=error,
             violation=violation,
             duration=duration,
             reserved_wall=reserved_wall,
             started_wall=started_wall,
-        )
-        return Attempt(
-            reserved,
-            finish,
-            job.agent,
-            run_outcome,
-            Outcome.DEAD_LETTERED,
-            duration,
-            violation,
-            job=job,
-            finished_at=now,
         )
 
     def _cancelled(
@@ -453,7 +431,7 @@ class JobRunner:
     ) -> Attempt:
         now = time.time()
         log.info("job_cancelled", attempt=job.attempt)
-        finish = self._final(
+        return self._final(
             reserved,
             job,
             Outcome.CANCELLED,
@@ -463,16 +441,6 @@ class JobRunner:
             reserved_wall=reserved_wall,
             started_wall=started_wall or None,
         )
-        return Attempt(
-            reserved,
-            finish,
-            job.agent,
-            Outcome.CANCELLED,
-            Outcome.CANCELLED,
-            duration,
-            job=job,
-            finished_at=now,
-        )
 
     def _final(
         self,
@@ -481,6 +449,7 @@ class JobRunner:
         outcome: Outcome,
         now: float,
         *,
+        run_outcome: Outcome | None = None,
         dead: bool = False,
         error: dict[str, Any] | None = None,
         violation: str | None = None,
@@ -488,9 +457,10 @@ class JobRunner:
         duration: float | None = None,
         reserved_wall: float | None = None,
         started_wall: float | None = None,
-    ) -> Finish:
-        """The Finish of a job's final outcome: its ledger record, and a dead letter if ``dead``
-        (a fail-fast swarm's member dead-lettered also cancels its siblings)."""
+    ) -> Attempt:
+        """The Attempt of a job's final outcome (``run_outcome``: how the run itself ended, if
+        not the same). Its Finish carries the ledger record, and a dead letter if ``dead`` (a
+        fail-fast swarm's member dead-lettered also cancels its siblings)."""
         record = job_record(
             job_id=job.id,
             gid=job.gid,
@@ -507,14 +477,26 @@ class JobRunner:
             started_at=started_wall,
         )
         if not dead:
-            return Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
-        return Finish(
-            job.id,
-            Disposition.DEAD,
-            record=record,
-            error=_encode(error).decode(),
-            handle=reserved.handle,
-            cancel_swarm=job.swarm_id if job.fail_fast and job.swarm_id else None,
+            finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
+        else:
+            finish = Finish(
+                job.id,
+                Disposition.DEAD,
+                record=record,
+                error=_encode(error).decode(),
+                handle=reserved.handle,
+                cancel_swarm=job.swarm_id if job.fail_fast and job.swarm_id else None,
+            )
+        return Attempt(
+            reserved,
+            finish,
+            job.agent,
+            run_outcome or outcome,
+            outcome,
+            duration or 0.0,
+            violation,
+            job=job,
+            finished_at=now,
         )
 
     def _trace_transitions(self, gate: AgentGate, span: Any) -> None:
