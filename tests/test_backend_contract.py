@@ -75,27 +75,30 @@ def _delete_keys(url: str, prefix: str) -> None:
             client.unlink(*keys)
 
 
+@contextlib.contextmanager
+def _on_redis(tmp_path: Path) -> Iterator[Case]:
+    """A Redis case under a prefix of its own, its keys deleted afterwards."""
+    url = require_redis()
+    prefix = f"swarmd-test-{os.urandom(5).hex()}"
+    try:
+        yield Case("redis", tmp_path, url, prefix)
+    finally:
+        _delete_keys(url, prefix)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     if request.param == "sqlite":
         yield Case("sqlite", tmp_path)
         return
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    try:
-        yield Case("redis", tmp_path, url, prefix)
-    finally:
-        _delete_keys(url, prefix)
+    with _on_redis(tmp_path) as on_redis:
+        yield on_redis
 
 
 @pytest.fixture
 def redis_case(tmp_path: Path) -> Iterator[Case]:
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    try:
-        yield Case("redis", tmp_path, url, prefix)
-    finally:
-        _delete_keys(url, prefix)
+    with _on_redis(tmp_path) as on_redis:
+        yield on_redis
 
 
 def job(agent: str = "echo", gid: str = "gid-1", **fields: Any) -> Job:
