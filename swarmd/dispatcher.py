@@ -119,6 +119,10 @@ class _Swarm:
         self.in_flight = 0
         #: Results whose ledger entry is queued, with the future of its index.
         self.unrecorded: deque[tuple[TaskResult, asyncio.Future[int]]] = deque()
+        #: The ledger's append_soon, if it has one (looked up once, not per task).
+        self.append_soon: Callable[[dict[str, Any]], asyncio.Future[int]] | None = getattr(
+            dispatcher.ledger, "append_soon", None
+        )
 
     def name_of(self, position: int) -> str:
         return self.tasks[position].name or f"task-{position}"
@@ -197,7 +201,7 @@ class _Swarm:
             entry["error"] = f"{type(result.exception).__name__}: {result.exception}"
         if result.identity_violation is not None:
             entry["identity_violation"] = result.identity_violation
-        append_soon = getattr(ledger, "append_soon", None)
+        append_soon = self.append_soon
         committed = append_soon(entry) if append_soon is not None else asyncio.ensure_future(ledger.append(entry))
         self.unrecorded.append((result, committed))
 
