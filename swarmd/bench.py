@@ -71,14 +71,16 @@ def _ratio(value: float, floor: float) -> float | None:
     return value / floor if floor > 0 else None
 
 
-def e2e_result(ours: list[float], floor: list[float]) -> dict[str, Any]:
+def e2e_result(ours: list[float], floor: list[float], submits: list[float]) -> dict[str, Any]:
     """A 50-agent-swarm round trip against the bare floor. Overheads are wall - 10 ms; the
     floor's can be slightly negative (the loop's timers have 1 ms granularity), so the ratio
-    compares whole walls."""
+    compares whole walls. ``submits``: how long the producer's durable submit call took, the
+    first part of each round trip."""
     s, f = spread(ours), spread(floor)
     return {
         "swarmd_overhead_s": s,
         "floor_overhead_s": f,
+        "submit_s": spread(submits),
         "wall_ratio": (s["median"] + AGENT_SECONDS) / (f["median"] + AGENT_SECONDS),
         "met": s["median"] <= 0.003,
     }
@@ -93,16 +95,30 @@ async def _floor_swarm(n: int) -> float:
     return time.perf_counter() - started
 
 
-async def _swarmd_swarm(n: int, ledger: DurableLedger) -> float:
+async def _swarmd_swarm(n: int, ledger: DurableLedger | None) -> float:
     dispatcher = AsyncSwarmDispatcher(max_concurrent=n, fail_fast=True, ledger=ledger)
     tasks = [AgentTask(gid=f"GID-{i}", fn=_sleep_agent) for i in range(n)]
     started = time.perf_counter()
     results = await dispatcher.dispatch(tasks)
     wall = time.perf_counter() - started
-    if len(results) != n or not all(r.ok and r.ledger_index is not None for r in results):
+    if len(results) != n or not all(r.ok and (ledger is None or r.ledger_index is not None) for r in results):
         raise BenchError("swarm: not every task succeeded with a ledger entry")
     if dispatcher.metrics.concurrent_peak != n:
         raise BenchError(f"swarm: concurrent peak {dispatcher.metrics.concurrent_peak}, expected {n}")
+    return wall
+
+
+async def _commit_alone(n: int, ledger: DurableLedger) -> float:
+    """One group commit of ``n`` entries like a swarm's, with nothing else running: appended
+    together, timed until the last index comes back (the hand-off to the SQLite thread, the
+    chain, the insert and the fsync'd COMMIT)."""
+    entries = [{"agent_gid": f"GID-{i}", "task": f"commit-{i}", "outcome": "succeeded"} for i in range(n)]
+    started = time.perf_counter()
+    committed = [ledger.append_soon(entry) for entry in entries]
+    indices = [await future for future in committed]  # as the dispatcher awaits them
+    wall = time.perf_counter() - started
+    if len(set(indices)) != n:
+        raise BenchError(f"swarm: a commit of {n} entries returned {len(set(indices))} indices")
     return wall
 
 
@@ -111,6 +127,14 @@ async def _sleep_agent() -> None:
 
 
 def bench_swarm(agents: Sequence[int] = (50, 100, 1000), repeat: int = 30) -> dict[str, Any]:
+    """The dispatcher with its durable ledger against a bare TaskGroup, in alternating rounds.
+
+    Each round also measures what the overhead is made of: the same dispatcher without a
+    ledger, and one durable commit of as many entries with nothing else running. A dispatch
+    returns ledger indices only once they are committed, and the last task's entry exists only
+    once it has ended, so ``floor + commit`` is a bound no design with an fsync'd ledger goes
+    below (``commit_bound_ratio``; its one-entry form, ``commit_one_s``, is the strict one)."""
+
     async def run() -> dict[str, Any]:
         rows = []
         with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
@@ -120,17 +144,24 @@ def bench_swarm(agents: Sequence[int] = (50, 100, 1000), repeat: int = 30) -> di
                 for _ in range(3):  # warm-up
                     await _floor_swarm(n)
                     await _swarmd_swarm(n, ledger)
-                floor, ours = [], []
+                floor, ours, bare, commit, commit_one = [], [], [], [], []
                 for _ in range(reps):
                     floor.append(await _floor_swarm(n) - AGENT_SECONDS)
                     ours.append(await _swarmd_swarm(n, ledger) - AGENT_SECONDS)
-                f, s = spread(floor), spread(ours)
+                    bare.append(await _swarmd_swarm(n, None) - AGENT_SECONDS)
+                    commit.append(await _commit_alone(n, ledger))
+                    commit_one.append(await _commit_alone(1, ledger))
+                f, s, c = spread(floor), spread(ours), spread(commit)
                 rows.append(
                     {
                         "agents": n,
                         "swarmd_overhead_s": s,
                         "floor_overhead_s": f,
                         "ratio": _ratio(s["median"], f["median"]),
+                        "no_ledger_overhead_s": spread(bare),
+                        "commit_s": c,
+                        "commit_one_s": spread(commit_one),
+                        "commit_bound_ratio": _ratio(f["median"] + c["median"], f["median"]),
                     }
                 )
             report = await ledger.verify()
@@ -169,17 +200,20 @@ def _await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0) 
     return time.perf_counter()
 
 
-def _e2e(client: Client, conn: sqlite3.Connection, repeat: int) -> list[float]:
-    samples = []
+def _e2e(client: Client, conn: sqlite3.Connection, repeat: int) -> tuple[list[float], list[float]]:
+    """Round trips of a 50-agent swarm (wall - 10 ms), and how long each submit call took."""
+    samples, submits = [], []
     specs = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
     for round_ in range(repeat + 3):
         before = _ledger_count(conn)
         started = time.perf_counter()
         client.submit_many(specs, swarm=True)
+        submitted = time.perf_counter()
         done = _await_count(conn, before + 50)
         if round_ >= 3:
             samples.append(done - started - AGENT_SECONDS)
-    return samples
+            submits.append(submitted - started)
+    return samples, submits
 
 
 def bench_e2e(repeat: int = 20) -> dict[str, Any]:
@@ -187,13 +221,13 @@ def bench_e2e(repeat: int = 20) -> dict[str, Any]:
         state = Path(tmp) / "state"
         with LocalDaemon(state), Client(state) as client:
             conn = _readonly(state)
-            ours = _e2e(client, conn, repeat)
+            ours, submits = _e2e(client, conn, repeat)
             floor = [_floor_e2e() for _ in range(repeat)]
             report = client.verify()
             conn.close()
     if not report.ok or report.entries != 50 * (repeat + 3):
         raise BenchError(f"e2e: ledger has {report.entries} entries ({report.summary()})")
-    return e2e_result(ours, floor)
+    return e2e_result(ours, floor, submits)
 
 
 # -- throughput ----------------------------------------------------------------------------
@@ -436,10 +470,15 @@ def _summary(result: dict[str, Any]) -> str:
         lines = [f"swarm ({met}: {result['target']})"]
         for row in result["sizes"]:
             s, f = row["swarmd_overhead_s"], row["floor_overhead_s"]
+            bare, commit, one = row["no_ledger_overhead_s"], row["commit_s"], row["commit_one_s"]
             lines.append(
                 f"  {row['agents']:>5} agents: overhead {s['median'] * 1e3:.3f} ms "
                 f"[p10 {s['p10'] * 1e3:.3f}, p90 {s['p90'] * 1e3:.3f}] vs floor {f['median'] * 1e3:.3f} ms "
-                f"-> {_times(row['ratio'])}"
+                f"-> {_times(row['ratio'])}\n"
+                f"         made of: dispatcher without a ledger {bare['median'] * 1e3:.3f} ms "
+                f"({_times(_ratio(bare['median'], f['median']))}); one durable commit of {row['agents']} entries "
+                f"alone {commit['median'] * 1e3:.3f} ms (of 1 entry {one['median'] * 1e3:.3f} ms); "
+                f"floor + commit {_times(row['commit_bound_ratio'])}"
             )
         return "\n".join(lines)
     if name in ("e2e", "redis-e2e"):
@@ -447,7 +486,8 @@ def _summary(result: dict[str, Any]) -> str:
         return (
             f"{name} ({met}: {result['target']})\n  50-agent swarm of 10 ms agents through the queue: overhead "
             f"{s['median'] * 1e3:.2f} ms [p10 {s['p10'] * 1e3:.2f}, p90 {s['p90'] * 1e3:.2f}]; bare TaskGroup floor "
-            f"{f['median'] * 1e3:.2f} ms; whole wall {result['wall_ratio']:.2f}x the floor's"
+            f"{f['median'] * 1e3:.2f} ms; whole wall {result['wall_ratio']:.2f}x the floor's\n"
+            f"  of which the durable submit call {result['submit_s']['median'] * 1e3:.2f} ms"
         )
     if name in ("throughput", "redis-throughput"):
         s, f = result["swarmd_jobs_per_s"], result["floor_jobs_per_s"]

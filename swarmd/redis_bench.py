@@ -118,22 +118,24 @@ def _e2e(repeat: int) -> dict[str, Any]:
             specs = [
                 {"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": bench.AGENT_SECONDS}} for i in range(50)
             ]
-            samples = []
+            samples, submits = [], []
             with store.daemon(state), store.client(state) as client:
                 for round_ in range(repeat + 3):
                     before = store.ledger_length()
                     started = time.perf_counter()
                     client.submit_many(specs, swarm=True)
+                    submitted = time.perf_counter()
                     done = _await_length(store.ledger_length, before + 50)
                     if round_ >= 3:
                         samples.append(done - started - bench.AGENT_SECONDS)
+                        submits.append(submitted - started)
                 report = client.verify()
         if not report.ok or report.entries != 50 * (repeat + 3):
             raise bench.BenchError(f"redis-e2e: ledger has {report.entries} entries ({report.summary()})")
     finally:
         store.drop()
     floor = [bench._floor_e2e() for _ in range(repeat)]
-    return bench.e2e_result(samples, floor)
+    return bench.e2e_result(samples, floor, submits)
 
 
 def run(kind: str, *, repeat: int, jobs: int) -> dict[str, Any]:

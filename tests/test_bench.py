@@ -26,11 +26,16 @@ def test_spread_reports_median_percentiles_and_extremes() -> None:
 def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger() -> None:
     result = bench.bench_swarm(agents=(5, 20), repeat=2)
     assert [row["agents"] for row in result["sizes"]] == [5, 20]
-    # warm-up (3) + measured (2) dispatches per size, every task one ledger entry
-    assert result["ledger_entries"] == (3 + 2) * (5 + 20)
+    # Per size: 3 warm-up dispatches, then 2 rounds of a dispatch and two commits alone (of n
+    # entries and of one); every task and every entry committed alone is one ledger entry.
+    assert result["ledger_entries"] == sum(3 * n + 2 * (n + n + 1) for n in (5, 20))
     for row in result["sizes"]:
-        assert row["swarmd_overhead_s"]["n"] == 2 and row["floor_overhead_s"]["n"] == 2
-        assert row["ratio"] == pytest.approx(row["swarmd_overhead_s"]["median"] / row["floor_overhead_s"]["median"])
+        for series in ("swarmd_overhead_s", "floor_overhead_s", "no_ledger_overhead_s", "commit_s", "commit_one_s"):
+            assert row[series]["n"] == 2, series
+        floor = row["floor_overhead_s"]["median"]
+        assert row["ratio"] == pytest.approx(row["swarmd_overhead_s"]["median"] / floor)
+        assert row["commit_bound_ratio"] == pytest.approx((floor + row["commit_s"]["median"]) / floor)
+        assert row["commit_s"]["min"] > 0 and row["commit_one_s"]["min"] > 0
     assert isinstance(result["met"], bool)
 
 
@@ -45,9 +50,11 @@ def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
 @pytest.mark.slow
 def test_e2e_scenario_measures_whole_swarms_through_a_daemon() -> None:
     result = bench.bench_e2e(repeat=2)
-    assert result["swarmd_overhead_s"]["n"] == 2
+    assert result["swarmd_overhead_s"]["n"] == 2 and result["submit_s"]["n"] == 2
     # a swarm of 10 ms agents cannot come back in less than its agents' time
     assert result["swarmd_overhead_s"]["min"] > -bench.AGENT_SECONDS
+    # the submit is the first part of each round trip, not all of it
+    assert 0 < result["submit_s"]["max"] < result["swarmd_overhead_s"]["max"] + bench.AGENT_SECONDS
 
 
 def test_waiting_for_ledger_entries_that_never_come_is_an_error_not_a_number(tmp_path: Path) -> None:
