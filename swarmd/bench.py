@@ -450,11 +450,41 @@ def run_scenario(
     return {"scenario": name, "target": TARGETS[name], **result, "seconds": time.perf_counter() - started}
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def python_loop_seconds(iterations: int = 1_000_000, best_of: int = 3) -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (best of ``best_of``).
+
+    The floors run mostly in C (uvloop, asyncio's C tasks), swarmd mostly in Python bytecode:
+    a machine slow at bytecode moves swarmd's figures much more than the floor's, so runs on
+    different machines are comparable only with this beside them."""
+    best = float("inf")
+    for _ in range(best_of):
+        started = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def _machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "cpu": _cpu_model(),
         "python": sys.version.split()[0],
         "platform": sys.platform,
+        "sqlite": sqlite3.sqlite_version,
+        "python_loop_s": python_loop_seconds(),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -553,7 +583,11 @@ def run_bench(
         return 2
     machine = _machine()
     if not as_json:
-        print(f"swarmd bench on {machine['cpus']} CPUs, Python {machine['python']}, {machine['date']}")
+        print(
+            f"swarmd bench on {machine['cpus']} CPUs ({machine['cpu'] or 'unknown model'}), Python "
+            f"{machine['python']}, SQLite {machine['sqlite']}, {machine['date']}; a 1,000,000-step Python "
+            f"loop takes {machine['python_loop_s'] * 1e3:.0f} ms here"
+        )
     failed = False
     for name in names:
         try:
