@@ -96,6 +96,11 @@ class LocalDaemon:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"{field} not found")
 
+    def cpu_seconds(self) -> float:
+        """CPU time the daemon has used so far, user + system, all its threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc is None:
             return 0

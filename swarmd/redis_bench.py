@@ -18,7 +18,7 @@ import redis
 from swarmd import bench
 from swarmd.client import Client
 from swarmd.config import Settings
-from swarmd.localdaemon import LocalDaemon, wait_for
+from swarmd.localdaemon import LocalDaemon
 
 URL = os.environ.get("SWARMD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -64,17 +64,19 @@ def _has_entries(store: _Store) -> bool:
     return store.ledger_length() > 0
 
 
-def _await_length(length: Callable[[], int], target: int, timeout: float = 120.0) -> float:
+def _await_length(
+    length: Callable[[], int], target: int, timeout: float = 120.0, step: float = bench.FINE_STEP
+) -> float:
     deadline = time.monotonic() + timeout
     while length() < target:
         if time.monotonic() > deadline:
             raise bench.BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s")
-        time.sleep(0.0001)
+        time.sleep(step)
     return time.perf_counter()
 
 
 def _throughput(jobs: int, repeat: int) -> dict[str, Any]:
-    rates = []
+    drains = []
     for _ in range(repeat):
         store = _Store()
         try:
@@ -87,27 +89,24 @@ def _throughput(jobs: int, repeat: int) -> dict[str, Any]:
                         )
                 daemon = store.daemon(state).start()
                 try:
-                    wait_for(functools.partial(_has_entries, store), 60, "the first commit", step=0.0001)
-                    first = time.perf_counter()
-                    last = _await_length(store.ledger_length, jobs)
+                    drain = bench.measure_drain(
+                        daemon,
+                        jobs,
+                        functools.partial(_has_entries, store),
+                        functools.partial(_await_length, store.ledger_length, step=bench.COARSE_STEP),
+                    )
                 finally:
                     daemon.stop()
                 with store.client(state) as client:
                     report = client.verify()
             if not report.ok or report.entries != jobs:
                 raise bench.BenchError(f"redis-throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
-            rates.append(jobs / (last - first))
+            drains.append(drain)
         finally:
             store.drop()
     floor = [bench._run(bench._floor_throughput(jobs, 256)) for _ in range(repeat)]
-    s, f = bench.spread(rates), bench.spread(floor)
-    return {
-        "jobs": jobs,
-        "swarmd_jobs_per_s": s,
-        "floor_jobs_per_s": f,
-        "ratio": f["median"] / s["median"],
-        "met": s["median"] >= 15_000,
-    }
+    result = bench.throughput_result(drains, floor)
+    return {"jobs": jobs, **result, "met": result["swarmd_jobs_per_s"]["median"] >= 15_000}
 
 
 def _e2e(repeat: int) -> dict[str, Any]:

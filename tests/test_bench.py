@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from _services import require_redis
 
 from swarmd import bench
 from swarmd.client import Client
+from swarmd.durable_ledger import DurableLedger
 from swarmd.instrumentation_bench import drain
+from swarmd.localdaemon import LocalDaemon
 
 
 def test_spread_reports_median_percentiles_and_extremes() -> None:
@@ -45,6 +50,29 @@ def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
     assert result["jobs"] == 400
     assert result["swarmd_jobs_per_s"]["median"] > 0 and result["floor_jobs_per_s"]["median"] > 0
     assert result["submit"]["single_jobs_per_s"] > 0 and result["submit"]["batched_jobs_per_s"] > 0
+    _assert_daemon_cpu_measured(result)
+
+
+def _assert_daemon_cpu_measured(result: dict[str, Any]) -> None:
+    """The daemon's CPU over the drain was read: some per job, and at most every core busy."""
+    cpu, cores = result["cpu_per_job_s"]["median"], result["cores"]["median"]
+    assert cpu > 0 and 0 < cores <= (os.cpu_count() or 1)
+    # cores = CPU / drain time, and drain time = jobs / rate
+    assert cores == pytest.approx(cpu * result["swarmd_jobs_per_s"]["median"])
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_redis_throughput_scenario_drains_every_job_with_the_daemons_cpu() -> None:
+    require_redis()
+    result = bench.bench_redis("throughput", repeat=1, jobs=400)
+    assert result["jobs"] == 400 and result["swarmd_jobs_per_s"]["median"] > 0
+    _assert_daemon_cpu_measured(result)
+
+
+def test_a_local_daemons_cpu_time_is_read_from_proc(tmp_path: Path) -> None:
+    with LocalDaemon(tmp_path / "state") as daemon:
+        assert daemon.cpu_seconds() > 0.01  # starting Python and importing swarmd alone takes that
 
 
 @pytest.mark.slow
@@ -55,6 +83,22 @@ def test_e2e_scenario_measures_whole_swarms_through_a_daemon() -> None:
     assert result["swarmd_overhead_s"]["min"] > -bench.AGENT_SECONDS
     # the submit is the first part of each round trip, not all of it
     assert 0 < result["submit_s"]["max"] < result["swarmd_overhead_s"]["max"] + bench.AGENT_SECONDS
+
+
+def test_the_ledger_count_the_bench_watches_is_the_number_of_entries(tmp_path: Path) -> None:
+    async def append(n: int) -> None:
+        ledger = DurableLedger(tmp_path / "swarmd.db")
+        for i in range(n):
+            await ledger.append({"agent_gid": f"GID-{i}"})
+        await ledger.close()
+
+    bench._run(append(0))
+    conn = sqlite3.connect(tmp_path / "swarmd.db")
+    assert bench._ledger_count(conn) == 0
+    bench._run(append(3))
+    assert bench._ledger_count(conn) == 3
+    assert bench._await_count(conn, 3, timeout=1, step=bench.COARSE_STEP) > 0
+    conn.close()
 
 
 def test_waiting_for_ledger_entries_that_never_come_is_an_error_not_a_number(tmp_path: Path) -> None:
