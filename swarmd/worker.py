@@ -2,9 +2,12 @@
 
 Four kinds of task share the group:
 
-- the **puller** reserves as many ready jobs as there are free slots, in one round trip, and
-  starts a task per job; with nothing to do it sleeps until woken (a submit, a freed slot, a
-  delayed job coming due) — never a busy poll;
+- the **puller** reserves, in one round trip, as many ready jobs as there are free slots plus
+  up to ``reserve_ahead`` more, and starts a task per job as slots allow; the jobs reserved
+  ahead wait here, and a slot freed by a job's end starts the next of them at once, while the
+  puller's next reservation is already on its way (the queue's work and the handlers' overlap
+  instead of taking turns). With nothing to do it sleeps until woken (a submit, a freed slot,
+  a delayed job coming due) — never a busy poll;
 - one **job task** per reserved job (`JobRunner.run`), which frees its slot the moment the
   handler ends and hands its `Attempt` to the committer;
 - the **committer** writes every attempt gathered since its last commit in ONE backend call
@@ -14,8 +17,9 @@ Four kinds of task share the group:
   queue depths for the metrics; the **heartbeat** alone measures event-loop lag and marks the
   loop alive, so that a backend call that hangs never looks like a stalled loop.
 
-`stop` drains: no more reservations, running jobs get the grace period, the rest are
-cancelled and given back to the queue, and everything is committed before `run` returns.
+`stop` drains: no more reservations, jobs reserved ahead are given back to the queue unrun,
+running jobs get the grace period, the rest are cancelled and given back too, and everything
+is committed before `run` returns.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from swarmd.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
 from swarmd.metrics import Metrics
 from swarmd.model import Outcome
 from swarmd.registry import Registry
+from swarmd.reserve_ahead import ReservedAhead, ahead_allowance
 from swarmd.tracing import Tracing
 
 log = structlog.get_logger("swarmd.worker")
@@ -109,8 +114,17 @@ class Worker:
         self.health = Health()
         self.in_flight = 0
         self.running = self.runner.running
-        #: Older runs of jobs that were reserved again while they ran (see _pull_loop).
+        #: Older runs of jobs that were reserved again while they ran (see _start_ahead).
         self._displaced: dict[asyncio.Task[Attempt], Reserved] = {}
+        #: Jobs reserved ahead of a free slot (see swarmd.reserve_ahead).
+        self._ahead = ReservedAhead()
+        #: How many the next reservation may take beyond the free slots, and the policy that
+        #: sets it after each reservation (replaceable: tests fix it).
+        self._ahead_allowance = 0
+        self.ahead_allowance: Callable[[int, float, float, int], int] = ahead_allowance
+        #: Job tasks ended so far: the pace the allowance follows.
+        self._ended = 0
+        self._group: asyncio.TaskGroup | None = None
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
@@ -158,6 +172,10 @@ class Worker:
         self._slot_freed.set()
 
     def cancel_job(self, job_id: str, reason: str = CANCEL_REQUESTED) -> bool:
+        waiting = self._ahead.pop(job_id)
+        if waiting is not None:  # reserved here, never started: it ends as it would have at its first step
+            self._hand_over(self.runner.unstarted(waiting, reason))
+            return True
         entry = self.running.get(job_id)
         if entry is None:
             return False
@@ -168,11 +186,15 @@ class Worker:
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
         self.health.started = True
+        # Job tasks copy the context they are created in: the puller's (this task's), or, for one
+        # started by a freed slot, its done callback's (this copy of it, taken as the run begins).
+        self._context = contextvars.copy_context()
         async with asyncio.TaskGroup() as group:
+            self._group = group
             committer = group.create_task(self._commit_loop(), name="swarmd-committer")
             housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
             heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
-            await self._pull_loop(group)
+            await self._pull_loop()
             await self._drain()
             self._closed.set()
             self._have_pending.set()
@@ -180,16 +202,20 @@ class Worker:
             housekeeping.cancel()
             heartbeat.cancel()
 
-    async def _pull_loop(self, group: asyncio.TaskGroup) -> None:
+    async def _pull_loop(self) -> None:
+        # The pace the allowance follows: jobs ended since the previous reservation began.
+        window_start, ended_at_window_start = time.perf_counter(), self._ended
         while not self._stopping.is_set():
-            free = self.limit.limit - self.in_flight
-            if free <= 0 or self.health.commit_error is not None:
+            self._start_ahead()
+            room = self.limit.limit - self.in_flight + self._ahead_allowance - len(self._ahead)
+            if room <= 0 or self.health.commit_error is not None:
                 # Wait for a slot; a cancel request for a running job is acted on meanwhile.
                 await self._idle(self.settings.poll_interval, slots=True)
                 continue
+            asked = time.perf_counter()
             try:
                 batch = await self.backend.reserve(
-                    min(free, self.settings.reserve_batch),
+                    min(room, self.settings.reserve_batch),
                     lease=self.settings.lease_seconds,
                     exclude_agents=self.admission.blocked_agents(),
                 )
@@ -199,32 +225,60 @@ class Worker:
                 log.warning("reserve_failed", error=str(exc))
                 await self._idle(1.0, slots=False)
                 continue
+            answered = time.perf_counter()
+            ended = self._ended - ended_at_window_start
+            cap = self.settings.reserve_ahead
+            self._ahead_allowance = self.ahead_allowance(ended, answered - window_start, answered - asked, cap)
+            window_start, ended_at_window_start = asked, self._ended
             if not batch:
-                if self.burst and self.in_flight == 0 and not self._uncommitted and not await self._more_due():
+                if (
+                    self.burst
+                    and self.in_flight == 0
+                    and not self._ahead
+                    and not self._uncommitted
+                    and not await self._more_due()
+                ):
                     self.stop()
                     break
                 # A freed slot is work only in burst mode, or for an agent held at its own limit.
                 await self._idle(await self._idle_timeout(), slots=self.burst or self.admission.waiting_for_slot())
                 continue
             reserved_wall = time.time()
-            reserved_perf = time.perf_counter()
             for reserved in batch:
-                self.in_flight += 1
-                # Named by its job id, so that one shared callback finds its reservation (a per-job
-                # functools.partial cost ~260 B per job in flight).
-                task = group.create_task(self.runner.run(reserved, reserved_wall, reserved_perf), name=reserved.job_id)
-                task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
-                previous = self.running.get(reserved.job_id)
-                if previous is not None:
-                    # Our own lease came back to us while the job still runs here (renewals failed
-                    # past its expiry): it runs again, at least once as everywhere, and the ledger
-                    # keeps one outcome. The older run is tracked here until it ends.
-                    log.warning("running_again", job_id=reserved.job_id)
-                    self._displaced[previous[0]] = previous[1]
-                self.running[reserved.job_id] = (task, reserved)
+                self._ahead.add(reserved, reserved_wall)
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
                     self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_wall))
+
+    def _start_ahead(self) -> None:
+        """Start jobs reserved ahead, oldest first, while there are free slots (never once the
+        worker is stopping: the drain gives them back)."""
+        if not self._ahead or self._stopping.is_set():
+            return
+        free = self.limit.limit - self.in_flight
+        if free <= 0:
+            return
+        group = self._group
+        assert group is not None
+        # Scheduling overhead counts from here: time spent waiting for a slot is the
+        # concurrency limit at work, which queue wait shows, not swarmd's own overhead.
+        dequeued = time.perf_counter()
+        ahead = self._ahead
+        for _ in range(min(free, len(ahead))):
+            reserved, reserved_wall = ahead.pop_oldest()
+            self.in_flight += 1
+            # Named by its job id, so that one shared callback finds its reservation (a per-job
+            # functools.partial cost ~260 B per job in flight).
+            task = group.create_task(self.runner.run(reserved, reserved_wall, dequeued), name=reserved.job_id)
+            task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
+            previous = self.running.get(reserved.job_id)
+            if previous is not None:
+                # Our own lease came back to us while the job still runs here (renewals failed
+                # past its expiry): it runs again, at least once as everywhere, and the ledger
+                # keeps one outcome. The older run is tracked here until it ends.
+                log.warning("running_again", job_id=reserved.job_id)
+                self._displaced[previous[0]] = previous[1]
+            self.running[reserved.job_id] = (task, reserved)
 
     async def _more_due(self) -> bool:
         try:
@@ -287,6 +341,7 @@ class Worker:
         reserved = self._forget(task, outcome.reserved.job_id if outcome is not None else task.get_name())
         job_id = reserved.job_id
         self.in_flight -= 1
+        self._ended += 1
         self._slot_freed.set()
         self._job_ended.set()
         # Whatever reason is left (a handler that swallowed its cancel, a cancel that came as the
@@ -303,9 +358,21 @@ class Worker:
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)
+        self._hand_over(attempt)
+        if self._ahead:  # the freed slot takes the next job reserved ahead now, not when the puller wakes
+            self._start_ahead()
+
+    def _hand_over(self, attempt: Attempt) -> None:
+        """Give an attempt to the committer."""
         self._pending.append(attempt)
         self._uncommitted += 1
         self._have_pending.set()
+
+    def _give_back_ahead(self) -> None:
+        """Draining: jobs reserved ahead go back to the queue unrun, their attempt unspent."""
+        while self._ahead:
+            reserved, _ = self._ahead.pop_oldest()
+            self._hand_over(self.runner.unstarted(reserved, CANCEL_DRAIN))
 
     def _forget(self, task: asyncio.Task[Attempt], job_id: str) -> Reserved:
         """Stop tracking an ended job task; return its reservation."""
@@ -441,8 +508,9 @@ class Worker:
             try:
                 if now >= next_renew:
                     next_renew = now + renew_every
-                    if self.running or self._uncommitted:
-                        await self.backend.renew(list(self.running), lease=self.settings.lease_seconds)
+                    if self.running or self._ahead or self._uncommitted:
+                        held = [*self.running, *self._ahead]
+                        await self.backend.renew(held, lease=self.settings.lease_seconds)
                     await self._apply_cancel_requests()
                 if now >= next_recover:
                     next_recover = now + renew_every
@@ -466,6 +534,7 @@ class Worker:
 
     # -- draining -------------------------------------------------------------------------
     async def _drain(self) -> None:
+        self._give_back_ahead()
         if self.running or self._displaced:
             log.info("draining", running=len(self.running) + len(self._displaced), grace_s=self._grace)
             deadline = time.monotonic() + self._grace

@@ -1,0 +1,69 @@
+"""Jobs reserved ahead of free slots, and how many to reserve ahead.
+
+A worker that reserves only for its free slots leaves them idle while each reservation is on
+its way: the queue's work and the handlers' take turns. Reserving a few jobs ahead lets a
+slot freed by a job's end start the next job at once, while the next reservation is already
+on its way.
+
+A job reserved ahead holds a lease and waits here instead of in the queue, where a job of
+higher priority submitted meanwhile cannot overtake it. So the worker reserves ahead only as
+many jobs as it would start during about two reservation round trips at its current pace
+(`ahead_allowance`): jobs that end every few milliseconds keep a deep pipeline; long-running
+jobs, which free a slot rarely, get none, and their queue keeps its priority order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Final
+
+from swarmd.backend import Reserved
+
+#: Reservation round trips' worth of turnover that the jobs reserved ahead may cover.
+ROUND_TRIPS: Final = 2.0
+
+
+def ahead_allowance(ended: int, window_s: float, round_trip_s: float, cap: int) -> int:
+    """Jobs to reserve beyond the free slots: what the worker would start during
+    ``ROUND_TRIPS`` reservation round trips at its recent pace (``ended`` jobs in the last
+    ``window_s`` seconds), at most ``cap``."""
+    if cap <= 0 or ended <= 0 or window_s <= 0 or round_trip_s <= 0:
+        return 0
+    # Rounded down: a pace of less than one job per allowance window reserves nothing ahead.
+    return min(cap, math.floor(ended / window_s * round_trip_s * ROUND_TRIPS))
+
+
+class ReservedAhead:
+    """Reserved jobs waiting for a slot, oldest first (reservations come in priority order)."""
+
+    __slots__ = ("_jobs",)
+
+    def __init__(self) -> None:
+        #: job id -> (reservation, wall time it was reserved)
+        self._jobs: OrderedDict[str, tuple[Reserved, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+    def __iter__(self) -> Iterator[str]:
+        """The job ids waiting (their leases are renewed like running jobs')."""
+        return iter(self._jobs)
+
+    def add(self, reserved: Reserved, reserved_wall: float) -> None:
+        """Queue a reservation. Reserved again while waiting here (our lease lapsed and came
+        back), the newer reservation replaces the older one, which never ran."""
+        self._jobs.pop(reserved.job_id, None)
+        self._jobs[reserved.job_id] = (reserved, reserved_wall)
+
+    def pop_oldest(self) -> tuple[Reserved, float]:
+        return self._jobs.popitem(last=False)[1]
+
+    def pop(self, job_id: str) -> Reserved | None:
+        """Take a job out (a cancel request), or None if it is not waiting here."""
+        entry = self._jobs.pop(job_id, None)
+        return None if entry is None else entry[0]
