@@ -9,7 +9,10 @@ A job reserved ahead holds a lease and waits here instead of in the queue, where
 higher priority submitted meanwhile cannot overtake it. So the worker reserves ahead only as
 many jobs as it would start during about two reservation round trips at its current pace
 (`ahead_allowance`): jobs that end every few milliseconds keep a deep pipeline; long-running
-jobs, which free a slot rarely, get none, and their queue keeps its priority order.
+jobs, which free a slot rarely, get none, and their queue keeps its priority order. Should the
+pace drop while jobs wait here (fast jobs followed by slow ones), a job that has waited
+`MAX_WAIT` seconds sends them all back to the queue, and nothing is reserved ahead again until
+the pace is measured anew.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from swarmd.backend import Reserved
 
 #: Reservation round trips' worth of turnover that the jobs reserved ahead may cover.
 ROUND_TRIPS: Final = 2.0
+#: Seconds a job may wait here before the jobs waiting go back to the queue: far above the
+#: few milliseconds of two round trips, it bounds how long a job of higher priority (or, on
+#: Redis, another daemon with free slots) can be kept from the jobs reserved here.
+MAX_WAIT: Final = 1.0
 
 
 def ahead_allowance(ended: int, window_s: float, round_trip_s: float, cap: int) -> int:
@@ -59,6 +66,10 @@ class ReservedAhead:
         back), the newer reservation replaces the older one, which never ran."""
         self._jobs.pop(reserved.job_id, None)
         self._jobs[reserved.job_id] = (reserved, reserved_wall)
+
+    def oldest(self) -> tuple[Reserved, float]:
+        """The job waiting longest and when it was reserved (the wall clock), left in place."""
+        return next(iter(self._jobs.values()))
 
     def pop_oldest(self) -> tuple[Reserved, float]:
         return self._jobs.popitem(last=False)[1]

@@ -44,7 +44,7 @@ from swarmd.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
 from swarmd.metrics import Metrics
 from swarmd.model import Outcome
 from swarmd.registry import Registry
-from swarmd.reserve_ahead import ReservedAhead, ahead_allowance
+from swarmd.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
 from swarmd.tracing import Tracing
 
 log = structlog.get_logger("swarmd.worker")
@@ -169,16 +169,16 @@ class Worker:
         self.settings.max_concurrent = settings.max_concurrent
         self.settings.min_concurrent = settings.min_concurrent
         self.metrics.set_concurrency_limit(self.limit.limit)
+        self._start_ahead()  # a higher limit takes jobs reserved ahead at once
         self._slot_freed.set()
 
     def cancel_job(self, job_id: str, reason: str = CANCEL_REQUESTED) -> bool:
         waiting = self._ahead.pop(job_id)
         if waiting is not None:  # reserved here, never started: it ends as it would have at its first step
             self._hand_over(self.runner.unstarted(waiting, reason))
-            return True
-        entry = self.running.get(job_id)
+        entry = self.running.get(job_id)  # (also running, if it was reserved again while it ran)
         if entry is None:
-            return False
+            return waiting is not None
         self.runner.cancel_reasons.setdefault(job_id, reason)
         entry[0].cancel()
         return True
@@ -265,11 +265,17 @@ class Worker:
         dequeued = time.perf_counter()
         ahead = self._ahead
         for _ in range(min(free, len(ahead))):
-            reserved, reserved_wall = ahead.pop_oldest()
+            reserved, reserved_wall = ahead.oldest()
+            run = self.runner.run(reserved, reserved_wall, dequeued)
+            try:
+                # Named by its job id, so that one shared callback finds its reservation (a per-job
+                # functools.partial cost ~260 B per job in flight).
+                task = group.create_task(run, name=reserved.job_id)
+            except RuntimeError:  # the group is shutting down (the worker is failing): start nothing
+                run.close()
+                return
+            ahead.pop_oldest()
             self.in_flight += 1
-            # Named by its job id, so that one shared callback finds its reservation (a per-job
-            # functools.partial cost ~260 B per job in flight).
-            task = group.create_task(self.runner.run(reserved, reserved_wall, dequeued), name=reserved.job_id)
             task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
             previous = self.running.get(reserved.job_id)
             if previous is not None:
@@ -369,10 +375,21 @@ class Worker:
         self._have_pending.set()
 
     def _give_back_ahead(self) -> None:
-        """Draining: jobs reserved ahead go back to the queue unrun, their attempt unspent."""
+        """Jobs reserved ahead go back to the queue unrun, their attempt unspent (draining, or
+        waiting too long)."""
         while self._ahead:
             reserved, _ = self._ahead.pop_oldest()
             self._hand_over(self.runner.unstarted(reserved, CANCEL_DRAIN))
+
+    def _give_back_stale_ahead(self, now: float) -> None:
+        """A job reserved ahead that waited MAX_WAIT seconds means the pace that let it in has
+        dropped: every job waiting goes back to the queue, and nothing more is reserved ahead
+        until the next reservation measures the pace again."""
+        waited = now - self._ahead.oldest()[1] if self._ahead else 0.0
+        if waited >= MAX_WAIT:
+            log.info("reserved_ahead_given_back", jobs=len(self._ahead), waited_s=round(waited, 3))
+            self._ahead_allowance = 0
+            self._give_back_ahead()
 
     def _forget(self, task: asyncio.Task[Attempt], job_id: str) -> Reserved:
         """Stop tracking an ended job task; return its reservation."""
@@ -505,6 +522,7 @@ class Worker:
         while True:
             await asyncio.sleep(LAG_TICK)
             now = time.monotonic()
+            self._give_back_stale_ahead(time.time())
             try:
                 if now >= next_renew:
                     next_renew = now + renew_every

@@ -7,6 +7,8 @@ jobs reserved ahead, so that events, not timing, decide what happens.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ import msgspec
 from test_worker_regressions import job, ledger, until, worker
 
 from swarmd.backend import Reserved
+from swarmd.config import Settings
 from swarmd.registry import AgentPolicy
-from swarmd.reserve_ahead import ROUND_TRIPS, ReservedAhead, ahead_allowance
+from swarmd.reserve_ahead import MAX_WAIT, ROUND_TRIPS, ReservedAhead, ahead_allowance
 from swarmd.sqlite_queue import SqliteBackend
 from swarmd.worker import Worker
 
@@ -162,3 +165,58 @@ async def test_the_leases_of_jobs_reserved_ahead_are_renewed_with_the_running_on
 
 async def _renewed(calls: list[set[str]], held: set[str]) -> bool:
     return any(held <= call for call in calls)
+
+
+async def test_jobs_that_waited_too_long_ahead_go_back_to_the_queue_and_the_allowance_restarts(tmp_path: Path) -> None:
+    """Fast jobs, then slow ones: the jobs the fast pace let in would wait behind the slow
+    ones. After MAX_WAIT they go back to the queue, unspent, and nothing more is reserved ahead
+    until a reservation measures the pace again (none can while the slot stays busy)."""
+    running, release, block = _blocker()
+    async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
+        ids = await _saturated_with_three_ahead(w, backend, running)
+        reserved_at = w._ahead.oldest()[1]
+        await until(lambda: _leased(backend, 1), timeout=MAX_WAIT + 5)
+        assert time.time() - reserved_at >= MAX_WAIT  # not before their time
+        assert not w._ahead and w._ahead_allowance == 0
+        rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
+        assert rows == dict.fromkeys(ids, 0)
+        release.set()
+        await until(lambda: _entries(backend, 4))  # and they run once the slot frees
+        assert {entry["job_id"] for entry in await ledger(backend)} >= set(ids)
+
+
+async def test_a_higher_concurrency_limit_starts_jobs_reserved_ahead_at_once(tmp_path: Path) -> None:
+    running, release, block = _blocker()
+    async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
+        await _saturated_with_three_ahead(w, backend, running)
+        w.reload(Settings(max_concurrent=4))
+        assert w.in_flight == 4 and not w._ahead  # no wait for a job to end or for the puller
+        release.set()
+        await until(lambda: _entries(backend, 4))
+
+
+async def test_a_cancel_reaches_both_runs_of_a_job_reserved_again_while_it_ran(tmp_path: Path) -> None:
+    """Its lease lapsed and came back: the job runs here and waits ahead of a slot as well; a
+    cancel request ends both, and the ledger records it once, cancelled."""
+    running, _release, block = _blocker()  # cancelled, never released
+    async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
+        w.ahead_allowance = _fixed(3)
+        [job_id] = await backend.submit([job("block")])
+        await running.wait()
+        with sqlite3.connect(tmp_path / "swarmd.db") as side:  # as if its lease had been recovered
+            side.execute("UPDATE jobs SET state = 'ready', owner = NULL WHERE id = ?", (job_id,))
+        await backend.submit([job()])  # wakes the puller, which reserves both ahead of the slot
+        await until(lambda: _waiting(w, 2))
+        assert w.cancel_job(job_id)
+        await until(lambda: _entries(backend, 2))  # it, and the echo job once the slot freed
+        await until(lambda: _in_flight(w, 0))
+        entries = [entry for entry in await ledger(backend) if entry["job_id"] == job_id]
+    assert [entry["outcome"] for entry in entries] == ["cancelled"]
+
+
+async def _waiting(w: Worker, n: int) -> bool:
+    return len(w._ahead) == n
+
+
+async def _in_flight(w: Worker, n: int) -> bool:
+    return w.in_flight == n
