@@ -141,9 +141,11 @@ def bench_swarm(agents: Sequence[int] = (50, 100, 1000), repeat: int = 30) -> di
             ledger = DurableLedger(Path(tmp) / "ledger.db")
             for n in agents:
                 reps = repeat if n <= 100 else max(5, repeat // 5)
-                for _ in range(3):  # warm-up
+                for _ in range(3):  # warm-up, of every series
                     await _floor_swarm(n)
                     await _swarmd_swarm(n, ledger)
+                    await _swarmd_swarm(n, None)
+                    await _commit_alone(n, ledger)
                 floor, ours, bare, commit, commit_one = [], [], [], [], []
                 for _ in range(reps):
                     floor.append(await _floor_swarm(n) - AGENT_SECONDS)

@@ -31,9 +31,10 @@ def test_spread_reports_median_percentiles_and_extremes() -> None:
 def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger() -> None:
     result = bench.bench_swarm(agents=(5, 20), repeat=2)
     assert [row["agents"] for row in result["sizes"]] == [5, 20]
-    # Per size: 3 warm-up dispatches, then 2 rounds of a dispatch and two commits alone (of n
-    # entries and of one); every task and every entry committed alone is one ledger entry.
-    assert result["ledger_entries"] == sum(3 * n + 2 * (n + n + 1) for n in (5, 20))
+    # Per size: 3 warm-up rounds of a dispatch and a commit alone of n entries, then 2 rounds
+    # of a dispatch and two commits alone (of n entries and of one); every task and every
+    # entry committed alone is one ledger entry.
+    assert result["ledger_entries"] == sum(3 * (n + n) + 2 * (n + n + 1) for n in (5, 20))
     for row in result["sizes"]:
         for series in ("swarmd_overhead_s", "floor_overhead_s", "no_ledger_overhead_s", "commit_s", "commit_one_s"):
             assert row[series]["n"] == 2, series
