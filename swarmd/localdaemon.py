@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -97,15 +98,19 @@ class LocalDaemon:
         raise RuntimeError(f"{field} not found")
 
     def cpu_seconds(self) -> float:
-        """CPU time the daemon's threads have used so far, from the nanosecond counters of
-        ``/proc/PID/task/*/schedstat`` (its threads live as long as it does); where those are
-        missing, user + system time from ``/proc/PID/stat``, in clock ticks of 10 ms."""
-        tasks = Path(f"/proc/{self.pid}/task")
-        try:
-            return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
-        except (OSError, ValueError, IndexError):
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the daemon's threads have used so far: the nanosecond counters of its live
+        threads (``/proc/PID/task/*/schedstat``), or, where the kernel keeps none, user + system
+        time of the whole process from ``/proc/PID/stat``, in 10 ms clock ticks. One daemon is
+        always read the same way. A thread that ends takes its time out of the first kind: a
+        drain's threads (the loop's and the SQLite thread) live as long as the daemon."""
+        if Path(f"/proc/{self.pid}/schedstat").exists():
+            total = 0
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
+                    total += int((task / "schedstat").read_text().split()[0])
+            return total / 1e9
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc is None:

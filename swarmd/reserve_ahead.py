@@ -18,6 +18,7 @@ the pace is measured anew.
 from __future__ import annotations
 
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final
@@ -48,8 +49,8 @@ class ReservedAhead:
     __slots__ = ("_jobs",)
 
     def __init__(self) -> None:
-        #: job id -> (reservation, wall time it was reserved)
-        self._jobs: OrderedDict[str, tuple[Reserved, float]] = OrderedDict()
+        #: job id -> (reservation, wall time it was reserved, monotonic time it began to wait)
+        self._jobs: OrderedDict[str, tuple[Reserved, float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -65,16 +66,24 @@ class ReservedAhead:
         """Queue a reservation. Reserved again while waiting here (our lease lapsed and came
         back), the newer reservation replaces the older one, which never ran."""
         self._jobs.pop(reserved.job_id, None)
-        self._jobs[reserved.job_id] = (reserved, reserved_wall)
+        self._jobs[reserved.job_id] = (reserved, reserved_wall, time.monotonic())
 
     def oldest(self) -> tuple[Reserved, float]:
         """The job waiting longest and when it was reserved (the wall clock), left in place."""
-        return next(iter(self._jobs.values()))
+        reserved, reserved_wall, _ = next(iter(self._jobs.values()))
+        return reserved, reserved_wall
 
     def pop_oldest(self) -> tuple[Reserved, float]:
-        return self._jobs.popitem(last=False)[1]
+        reserved, reserved_wall, _ = self._jobs.popitem(last=False)[1]
+        return reserved, reserved_wall
 
     def pop(self, job_id: str) -> Reserved | None:
         """Take a job out (a cancel request), or None if it is not waiting here."""
         entry = self._jobs.pop(job_id, None)
         return None if entry is None else entry[0]
+
+    def longest_wait(self) -> float:
+        """Seconds the oldest job has waited here (0.0 when none waits)."""
+        if not self._jobs:
+            return 0.0
+        return time.monotonic() - next(iter(self._jobs.values()))[2]

@@ -122,8 +122,12 @@ class Worker:
         #: sets it after each reservation (replaceable: tests fix it).
         self._ahead_allowance = 0
         self.ahead_allowance: Callable[[int, float, float, int], int] = ahead_allowance
-        #: Job tasks ended so far: the pace the allowance follows.
+        #: Job tasks ended so far, and since when (perf_counter) and from which count the pace
+        #: the allowance follows is measured: from the previous reservation, or a give-back.
         self._ended = 0
+        self._window_start, self._window_ended = time.perf_counter(), 0
+        #: Times jobs waiting ahead were given back (a reservation that spans one is discounted).
+        self._give_backs = 0
         self._group: asyncio.TaskGroup | None = None
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
@@ -169,7 +173,10 @@ class Worker:
         self.settings.max_concurrent = settings.max_concurrent
         self.settings.min_concurrent = settings.min_concurrent
         self.metrics.set_concurrency_limit(self.limit.limit)
-        self._start_ahead()  # a higher limit takes jobs reserved ahead at once
+        # A higher limit takes jobs reserved ahead at once (in the context job tasks start in),
+        # not when a job ends or the puller next looks.
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing runs, nothing waits
+            asyncio.get_running_loop().call_soon(self._start_ahead, context=self._context)
         self._slot_freed.set()
 
     def cancel_job(self, job_id: str, reason: str = CANCEL_REQUESTED) -> bool:
@@ -203,8 +210,6 @@ class Worker:
             heartbeat.cancel()
 
     async def _pull_loop(self) -> None:
-        # The pace the allowance follows: jobs ended since the previous reservation began.
-        window_start, ended_at_window_start = time.perf_counter(), self._ended
         while not self._stopping.is_set():
             self._start_ahead()
             room = self.limit.limit - self.in_flight + self._ahead_allowance - len(self._ahead)
@@ -212,7 +217,7 @@ class Worker:
                 # Wait for a slot; a cancel request for a running job is acted on meanwhile.
                 await self._idle(self.settings.poll_interval, slots=True)
                 continue
-            asked = time.perf_counter()
+            asked, give_backs = time.perf_counter(), self._give_backs
             try:
                 batch = await self.backend.reserve(
                     min(room, self.settings.reserve_batch),
@@ -226,10 +231,12 @@ class Worker:
                 await self._idle(1.0, slots=False)
                 continue
             answered = time.perf_counter()
-            ended = self._ended - ended_at_window_start
-            cap = self.settings.reserve_ahead
-            self._ahead_allowance = self.ahead_allowance(ended, answered - window_start, answered - asked, cap)
-            window_start, ended_at_window_start = asked, self._ended
+            stale = self._give_backs != give_backs  # asked for at a pace that has since dropped
+            if not stale:
+                ended, window = self._ended - self._window_ended, answered - self._window_start
+                cap = self.settings.reserve_ahead
+                self._ahead_allowance = self.ahead_allowance(ended, window, answered - asked, cap)
+                self._window_start, self._window_ended = asked, self._ended
             if not batch:
                 if (
                     self.burst
@@ -249,6 +256,9 @@ class Worker:
                 job = reserved.job
                 if job is not None and job.swarm_id is not None and job.swarm_size:
                     self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_wall))
+            if stale:  # what fits in the free slots runs; the rest goes back rather than wait
+                self._start_ahead()
+                self._give_back_ahead()
 
     def _start_ahead(self) -> None:
         """Start jobs reserved ahead, oldest first, while there are free slots (never once the
@@ -273,6 +283,7 @@ class Worker:
                 task = group.create_task(run, name=reserved.job_id)
             except RuntimeError:  # the group is shutting down (the worker is failing): start nothing
                 run.close()
+                log.warning("reserved_ahead_not_started", jobs=len(ahead), reason="the task group is shutting down")
                 return
             ahead.pop_oldest()
             self.in_flight += 1
@@ -381,14 +392,16 @@ class Worker:
             reserved, _ = self._ahead.pop_oldest()
             self._hand_over(self.runner.unstarted(reserved, CANCEL_DRAIN))
 
-    def _give_back_stale_ahead(self, now: float) -> None:
+    def _give_back_stale_ahead(self) -> None:
         """A job reserved ahead that waited MAX_WAIT seconds means the pace that let it in has
         dropped: every job waiting goes back to the queue, and nothing more is reserved ahead
-        until the next reservation measures the pace again."""
-        waited = now - self._ahead.oldest()[1] if self._ahead else 0.0
+        until a reservation measures the pace again, from now on."""
+        waited = self._ahead.longest_wait()
         if waited >= MAX_WAIT:
             log.info("reserved_ahead_given_back", jobs=len(self._ahead), waited_s=round(waited, 3))
             self._ahead_allowance = 0
+            self._give_backs += 1
+            self._window_start, self._window_ended = time.perf_counter(), self._ended
             self._give_back_ahead()
 
     def _forget(self, task: asyncio.Task[Attempt], job_id: str) -> Reserved:
@@ -522,8 +535,8 @@ class Worker:
         while True:
             await asyncio.sleep(LAG_TICK)
             now = time.monotonic()
-            self._give_back_stale_ahead(time.time())
             try:
+                self._give_back_stale_ahead()
                 if now >= next_renew:
                     next_renew = now + renew_every
                     if self.running or self._ahead or self._uncommitted:

@@ -51,7 +51,7 @@ def test_jobs_reserved_ahead_leave_oldest_first_and_a_new_reservation_replaces_a
     assert reserved.job_id == "b"
     reserved, wall = ahead.pop_oldest()
     assert (reserved.job_id, reserved.handle, wall) == ("a", "second", 2.0)
-    assert not ahead
+    assert not ahead and ahead.longest_wait() == 0.0
 
 
 def _fixed(n: int) -> Any:
@@ -174,9 +174,9 @@ async def test_jobs_that_waited_too_long_ahead_go_back_to_the_queue_and_the_allo
     running, release, block = _blocker()
     async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
         ids = await _saturated_with_three_ahead(w, backend, running)
-        reserved_at = w._ahead.oldest()[1]
+        waiting_since = time.monotonic() - w._ahead.longest_wait()
         await until(lambda: _leased(backend, 1), timeout=MAX_WAIT + 5)
-        assert time.time() - reserved_at >= MAX_WAIT  # not before their time
+        assert time.monotonic() - waiting_since >= MAX_WAIT  # not before their time
         assert not w._ahead and w._ahead_allowance == 0
         rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
         assert rows == dict.fromkeys(ids, 0)
@@ -190,7 +190,8 @@ async def test_a_higher_concurrency_limit_starts_jobs_reserved_ahead_at_once(tmp
     async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
         await _saturated_with_three_ahead(w, backend, running)
         w.reload(Settings(max_concurrent=4))
-        assert w.in_flight == 4 and not w._ahead  # no wait for a job to end or for the puller
+        await asyncio.sleep(0)  # one turn of the loop: no wait for a job to end or for the puller
+        assert w.in_flight == 4 and not w._ahead
         release.set()
         await until(lambda: _entries(backend, 4))
 
@@ -220,3 +221,37 @@ async def _waiting(w: Worker, n: int) -> bool:
 
 async def _in_flight(w: Worker, n: int) -> bool:
     return w.in_flight == n
+
+
+async def test_a_reservation_asked_for_before_a_give_back_does_not_refill_the_waiting_jobs(tmp_path: Path) -> None:
+    """Jobs waiting ahead go back while the next reservation is on its way: what it brings was
+    asked for at the pace that has just proved stale, so it goes back too, not to wait again."""
+    running, release, block = _blocker()
+    asked, proceed = asyncio.Event(), asyncio.Event()
+    hold = False
+    async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
+        real_reserve = backend.reserve
+
+        async def reserve(limit: int, **options: Any) -> list[Reserved]:
+            if hold:
+                asked.set()
+                await proceed.wait()
+            return await real_reserve(limit, **options)
+
+        backend.reserve = reserve  # type: ignore[method-assign]
+        w.ahead_allowance = _fixed(6)
+        await backend.submit([job("block")])
+        await running.wait()
+        first = await backend.submit([job() for _ in range(3)])
+        await until(lambda: _waiting(w, 3))
+        hold = True
+        second = await backend.submit([job() for _ in range(3)])  # the puller asks for these...
+        await asked.wait()
+        await until(lambda: _waiting(w, 0), timeout=MAX_WAIT + 5)  # ...while the first go back
+        proceed.set()
+        # The second three go back as they come, not after waiting MAX_WAIT of their own.
+        await until(lambda: _leased(backend, 1), timeout=MAX_WAIT / 2)
+        assert not w._ahead and w._ahead_allowance == 0
+        rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
+        assert rows == dict.fromkeys([*first, *second], 0)
+        release.set()
