@@ -227,16 +227,20 @@ async def test_a_reservation_asked_for_before_a_give_back_does_not_refill_the_wa
     """Jobs waiting ahead go back while the next reservation is on its way: what it brings was
     asked for at the pace that has just proved stale, so it goes back too, not to wait again."""
     running, release, block = _blocker()
-    asked, proceed = asyncio.Event(), asyncio.Event()
+    asked, proceed, answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
     hold = False
     async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
         real_reserve = backend.reserve
 
         async def reserve(limit: int, **options: Any) -> list[Reserved]:
-            if hold:
-                asked.set()
-                await proceed.wait()
-            return await real_reserve(limit, **options)
+            if not hold:
+                return await real_reserve(limit, **options)
+            asked.set()
+            await proceed.wait()
+            try:
+                return await real_reserve(limit, **options)
+            finally:
+                answered.set()
 
         backend.reserve = reserve  # type: ignore[method-assign]
         w.ahead_allowance = _fixed(6)
@@ -248,8 +252,11 @@ async def test_a_reservation_asked_for_before_a_give_back_does_not_refill_the_wa
         second = await backend.submit([job() for _ in range(3)])  # the puller asks for these...
         await asked.wait()
         await until(lambda: _waiting(w, 0), timeout=MAX_WAIT + 5)  # ...while the first go back
+        hold = False
         proceed.set()
-        # The second three go back as they come, not after waiting MAX_WAIT of their own.
+        await answered.wait()
+        # What it brought (the second three, or the first ones again if their return was
+        # committed before it ran) goes back as it comes, not after a MAX_WAIT of its own.
         await until(lambda: _leased(backend, 1), timeout=MAX_WAIT / 2)
         assert not w._ahead and w._ahead_allowance == 0
         rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
