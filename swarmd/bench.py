@@ -297,14 +297,21 @@ def measure_drain(
     return Drain(n / (last - first), cpu / n, cpu / (last - first))
 
 
-def drain_rate(state: Path, n: int, args: Sequence[str] = ()) -> tuple[Drain, LocalDaemon]:
-    """Start a daemon on ``n`` queued jobs and measure its drain (see `Drain`)."""
+def drain_rate(state: Path, n: int, args: Sequence[str] = (), timeout: float = 120.0) -> tuple[Drain, LocalDaemon]:
+    """Start a daemon on ``n`` queued jobs and measure its drain (see `Drain`); the caller
+    stops the daemon, unless the measure fails: then it is stopped here, never left running."""
     daemon = LocalDaemon(state, args).start()
     conn = _readonly(state)
     try:
         drain = measure_drain(
-            daemon, n, lambda: _ledger_count(conn) > 0, lambda target: _await_count(conn, target, step=COARSE_STEP)
+            daemon,
+            n,
+            lambda: _ledger_count(conn) > 0,
+            lambda target: _await_count(conn, target, timeout, step=COARSE_STEP),
         )
+    except BaseException:
+        daemon.stop()
+        raise
     finally:
         conn.close()
     return drain, daemon

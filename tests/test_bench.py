@@ -71,6 +71,26 @@ def test_redis_throughput_scenario_drains_every_job_with_the_daemons_cpu() -> No
     _assert_daemon_cpu_measured(result)
 
 
+@pytest.mark.slow
+def test_a_drain_that_never_completes_is_an_error_and_leaves_no_daemon_running(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    bench._queue_noops(state, 3)
+    with pytest.raises(bench.BenchError, match="did not reach 4 entries"):
+        bench.drain_rate(state, 4, timeout=0.5)  # one job more than there are
+    assert _daemons_on(state) == []
+
+
+def _daemons_on(state: Path) -> list[int]:
+    """Processes whose command line names this state directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(state).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
 def test_a_local_daemons_cpu_time_is_read_from_proc(tmp_path: Path) -> None:
     with LocalDaemon(tmp_path / "state") as daemon:
         assert daemon.cpu_seconds() > 0.01  # starting Python and importing swarmd alone takes that
