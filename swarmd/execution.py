@@ -124,13 +124,7 @@ class JobRunner:
             reserved_at=reserved_wall,
         )
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
-        finish = Finish(
-            reserved.job_id,
-            Disposition.DEAD,
-            record=record,
-            error=_encode(error).decode(),
-            handle=reserved.handle,
-        )
+        finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
 
     def internal_error(self, reserved: Reserved, exc: Exception, reserved_wall: float) -> Attempt:
@@ -479,14 +473,7 @@ class JobRunner:
         if not dead:
             finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
         else:
-            finish = Finish(
-                job.id,
-                Disposition.DEAD,
-                record=record,
-                error=_encode(error).decode(),
-                handle=reserved.handle,
-                cancel_swarm=job.swarm_id if job.fail_fast and job.swarm_id else None,
-            )
+            finish = _dead_letter(job.id, reserved.handle, record, error, job.swarm_id if job.fail_fast else None)
         return Attempt(
             reserved,
             finish,
@@ -503,6 +490,20 @@ class JobRunner:
         while gate.transitions:
             old, new = gate.transitions.pop(0)
             self.tracing.event(span, "swarmd.circuit_transition", {"from": old, "to": new})
+
+
+def _dead_letter(
+    job_id: str, handle: Any, record: bytes, error: dict[str, Any] | None, cancel_swarm: str | None = None
+) -> Finish:
+    """The Finish of a dead letter: its ledger record, and the reason kept with it (JSON)."""
+    return Finish(
+        job_id,
+        Disposition.DEAD,
+        record=record,
+        error=_encode(error).decode(),
+        handle=handle,
+        cancel_swarm=cancel_swarm,
+    )
 
 
 def _uncancel() -> None:

@@ -55,9 +55,6 @@ class ReservedAhead:
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def __bool__(self) -> bool:
-        return bool(self._jobs)
-
     def __iter__(self) -> Iterator[str]:
         """The job ids waiting (their leases are renewed like running jobs')."""
         return iter(self._jobs)
