@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from swarmd.client import AsyncClient, Client, Submitted
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
-from swarmd.durable_ledger import DurableLedger
 from swarmd.errors import (
     ConfigError,
     DaemonAlreadyRunning,
@@ -21,11 +20,12 @@ from swarmd.errors import (
     UnknownAgentError,
 )
 from swarmd.identity import get_gid
-from swarmd.ledger import Ledger, SharedLedger, VerifyReport
+from swarmd.ledger.chain import Ledger, VerifyReport
+from swarmd.ledger.durable import DurableLedger
+from swarmd.ledger.memory import SharedLedger
 from swarmd.model import Job, Outcome
 from swarmd.registry import JobContext, agent
-
-__version__ = "0.1.0"
+from swarmd.version import __version__
 
 __all__ = [
     "AgentTask",

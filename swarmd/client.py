@@ -24,12 +24,15 @@ from typing import Any, Self
 
 import uvloop
 
-from swarmd.backend import JobInfo, QueueBackend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
-from swarmd.ledger import StoredEntry, VerifyReport
+from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, draft_job, new_job_id, new_job_ids, seal
-from swarmd.tracing import Tracing
+from swarmd.queue.base import JobInfo, QueueBackend
+from swarmd.queue.factory import open_backend
+from swarmd.telemetry.tracing import Tracing
+
+__all__ = ["AsyncClient", "Client", "JobInfo", "StoredEntry", "Submitted", "VerifyReport"]
 
 _JOB_KEYS = frozenset(
     {
@@ -51,22 +54,6 @@ _JOB_KEYS = frozenset(
 class Submitted:
     job_ids: list[str]
     swarm_id: str | None
-
-
-def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking: bool = False) -> QueueBackend:
-    """The backend a settings object names (not yet opened). ``blocking``: for a loop with
-    nothing else to run, SQLite statements run on the loop's own thread (no hand-off)."""
-    if settings.backend == "redis":
-        from swarmd.redis_queue import RedisBackend  # noqa: PLC0415 - the redis extra is optional
-
-        return RedisBackend(settings.redis_url, prefix=settings.redis_prefix, queue=settings.queue)
-    from swarmd.sqlite_db import Durability  # noqa: PLC0415
-    from swarmd.sqlite_queue import SqliteBackend  # noqa: PLC0415
-
-    directory = state_dir or resolve_state_dir(settings.state_dir)
-    if not directory.is_dir():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return SqliteBackend(directory, Durability(settings.durability), inline=blocking)
 
 
 class AsyncClient:

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from swarmd.identity import current_gid, identity_violation
-from swarmd.ledger import Ledger
+from swarmd.ledger.chain import Ledger
 
 log = structlog.get_logger("swarmd.dispatcher")
 

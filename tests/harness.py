@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from swarmd.localdaemon import free_port, serve_command
+from swarmd.testing.daemon import free_port, serve_command
 
 __all__ = [
     "REPO",

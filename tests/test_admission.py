@@ -10,10 +10,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from swarmd.admission import Admission
 from swarmd.config import Settings
-from swarmd.metrics import Metrics
+from swarmd.policies.admission import Admission
 from swarmd.registry import AgentPolicy, JobContext, Registry
+from swarmd.telemetry.metrics import Metrics
 
 
 class Clock:

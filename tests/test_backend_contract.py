@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 from _services import require_redis, require_tool
 
-from swarmd.backend import Disposition, Finish, QueueBackend, Reserved
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
-from swarmd.ledger import job_record
+from swarmd.ledger.records import job_record
 from swarmd.model import Job, new_job
-from swarmd.sqlite_queue import DB_NAME, SqliteBackend
+from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
+from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 
 LEASE = 30.0
 
@@ -44,7 +44,7 @@ class Case:
     def make(self, owner: str | None = None) -> QueueBackend:
         if self.kind == "sqlite":
             return SqliteBackend(self.tmp_path, owner=owner)
-        from swarmd.redis_queue import RedisBackend  # noqa: PLC0415 - redis-py is optional
+        from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - redis-py is optional
 
         return RedisBackend(self.url, prefix=self.prefix, owner=owner)
 
@@ -516,7 +516,7 @@ def private_redis(tmp_path: Path, *options: str) -> Iterator[tuple[str, subproce
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_redis_check_persistence_accepts_an_aof_server(tmp_path: Path) -> None:
-    from swarmd.redis_queue import RedisBackend  # noqa: PLC0415
+    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
 
     with private_redis(tmp_path, "--appendonly", "yes") as (url, _):
         backend = RedisBackend(url, prefix="aof")
@@ -530,7 +530,7 @@ async def test_redis_check_persistence_accepts_an_aof_server(tmp_path: Path) -> 
 @pytest.mark.redis
 @pytest.mark.slow
 async def test_redis_paused_is_unavailable_fast_and_nothing_is_recorded_twice(tmp_path: Path) -> None:
-    from swarmd.redis_queue import RedisBackend  # noqa: PLC0415
+    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
 
     with private_redis(tmp_path) as (url, proc):
         q = RedisBackend(url, prefix="pause", socket_timeout=1.0)
@@ -559,7 +559,7 @@ async def test_redis_paused_is_unavailable_fast_and_nothing_is_recorded_twice(tm
 
 async def test_redis_unreachable_is_backend_unavailable() -> None:
     pytest.importorskip("redis")
-    from swarmd.redis_queue import RedisBackend  # noqa: PLC0415
+    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
 
     backend = RedisBackend("redis://127.0.0.1:1/0", socket_timeout=1.0)
     with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1"):

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmd import backoff
-from swarmd.backoff import RetryPolicy
+from swarmd.policies import backoff
+from swarmd.policies.backoff import RetryPolicy
 
 positive = st.floats(min_value=0.0, max_value=1e6, exclude_min=True, allow_subnormal=True)
 

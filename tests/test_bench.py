@@ -13,11 +13,11 @@ import msgspec
 import pytest
 from _services import require_redis
 
-from swarmd import bench
+from swarmd.bench import main as bench
+from swarmd.bench.instrumentation import drain
 from swarmd.client import Client
-from swarmd.durable_ledger import DurableLedger
-from swarmd.instrumentation_bench import drain
-from swarmd.localdaemon import LocalDaemon
+from swarmd.ledger.durable import DurableLedger
+from swarmd.testing.daemon import LocalDaemon
 
 
 def test_spread_reports_median_percentiles_and_extremes() -> None:
@@ -148,7 +148,7 @@ def test_instrumentation_shares_are_paired_within_a_round(monkeypatch: pytest.Mo
         drift = 1 + ((len(calls) - 1) // 4) * 0.5  # every round runs slower than the one before
         return 1e6 / (cost[mode] * drift)
 
-    monkeypatch.setattr("swarmd.instrumentation_bench.drain", scripted)
+    monkeypatch.setattr("swarmd.bench.instrumentation.drain", scripted)
     result = bench.bench_instrumentation(jobs=100, repeat=4)
     assert len(calls) == 4 + 4 * 4  # warm-up, then every mode once per round
     for mode, expected in (("default", 0.2), ("sampled", 0.5), ("full", 0.75)):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from _clock import FakeClock
 
-from swarmd.breaker import CircuitBreaker, CircuitState
+from swarmd.policies.breaker import CircuitBreaker, CircuitState
 
 CLOSED, HALF_OPEN, OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitState.OPEN
 Transitions = list[tuple[CircuitState, CircuitState]]

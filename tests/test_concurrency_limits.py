@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmd.concurrency import BASELINE_WINDOWS, AimdLimit, ConcurrencyLimit, FixedLimit
+from swarmd.policies.concurrency import BASELINE_WINDOWS, AimdLimit, ConcurrencyLimit, FixedLimit
 
 FAST, SLOW = 0.010, 0.050  # a 5x latency step
 

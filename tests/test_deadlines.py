@@ -7,7 +7,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmd.deadlines import Deadlines
+from swarmd.runtime.deadlines import Deadlines
 
 
 class FakeLoop:

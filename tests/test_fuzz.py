@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from swarmd import cli
+from swarmd.cli import commands as cli
 from swarmd.config import Settings, load_settings
 from swarmd.errors import ConfigError, JobValidationError
 from swarmd.model import (
@@ -39,7 +39,7 @@ from swarmd.model import (
     new_job,
     seal,
 )
-from swarmd.tracing import parse_traceparent
+from swarmd.telemetry.tracing import parse_traceparent
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from swarmd.httpserver import HttpServer, ListenError
+from swarmd.runtime.httpserver import HttpServer, ListenError
 
 
 class State:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from swarmd import DurableLedger, LedgerEntryError, SharedLedger
-from swarmd.ledger import StoredEntry, verify
+from swarmd.ledger.chain import StoredEntry, verify
 
 
 async def test_memory_ledger_is_one_entry_per_job_id() -> None:

@@ -14,7 +14,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.testing import capture_logs
 
-from swarmd.logs import configure_logging, debug_enabled, get_logger, job_context, set_level
+from swarmd.telemetry.logs import configure_logging, debug_enabled, get_logger, job_context, set_level
 
 
 @pytest.fixture(autouse=True)

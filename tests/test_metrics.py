@@ -11,7 +11,7 @@ import pytest
 from _services import require_tool
 from prometheus_client import CollectorRegistry
 
-from swarmd.metrics import OUTCOMES, QUEUE_STATES, REJECT_REASONS, Metrics
+from swarmd.telemetry.metrics import OUTCOMES, QUEUE_STATES, REJECT_REASONS, Metrics
 
 AGENTS = ("echo", "sleep")
 

@@ -49,7 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.client import Client
 from swarmd.model import new_job
-from swarmd.tracing import Tracing
+from swarmd.telemetry.tracing import Tracing
 
 pytestmark = pytest.mark.slow
 

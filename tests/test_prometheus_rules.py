@@ -29,7 +29,7 @@ from _promql import (
     unknown_names,
 )
 
-from swarmd.metrics import Metrics
+from swarmd.telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.prometheus
 

@@ -28,7 +28,7 @@ def test_importing_swarmd_needs_no_optional_extra() -> None:
     probe = (
         "import sys; sys.modules['redis'] = None; "
         "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None; "
-        "import swarmd, swarmd.cli, swarmd.daemon, swarmd.demo; print('ok')"
+        "import swarmd, swarmd.cli.commands, swarmd.runtime.daemon, swarmd.cli.demo; print('ok')"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr

@@ -10,8 +10,8 @@ from _clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from swarmd import ratelimit
-from swarmd.ratelimit import TokenBucket
+from swarmd.policies import ratelimit
+from swarmd.policies.ratelimit import TokenBucket
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 from test_worker_regressions import job, ledger, until, worker
 
-from swarmd.backend import Reserved
 from swarmd.config import Settings
+from swarmd.queue.base import Reserved
+from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import AgentPolicy
-from swarmd.reserve_ahead import MAX_WAIT, ROUND_TRIPS, ReservedAhead, ahead_allowance
-from swarmd.sqlite_queue import SqliteBackend
-from swarmd.worker import Worker
+from swarmd.runtime.reserve_ahead import MAX_WAIT, ROUND_TRIPS, ReservedAhead, ahead_allowance
+from swarmd.runtime.worker import Worker
 
 
 def test_the_allowance_covers_two_round_trips_at_the_recent_pace_and_never_more_than_the_cap() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.sdnotify import notify, watchdog_interval
+from swarmd.runtime.sdnotify import notify, watchdog_interval
 
 
 @pytest.fixture

@@ -27,14 +27,14 @@ import msgspec
 import pytest
 from harness import REPO, Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
 
-from swarmd import builtin_agents
-from swarmd.builtin_agents import register_builtins
 from swarmd.client import Client
 from swarmd.config import Settings, listen_address, load_settings
 from swarmd.errors import ConfigError, JobValidationError, Permanent
-from swarmd.localdaemon import free_port
 from swarmd.model import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, new_job
 from swarmd.registry import JobContext, Registry
+from swarmd.runtime import builtin_agents
+from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.testing.daemon import free_port
 
 PACKAGE = REPO / "swarmd"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from harness import assert_exactly_once, ledger, swarmd
 
-from swarmd import bench, soak_bench
+from swarmd.bench import main as bench
+from swarmd.bench import soak as soak_bench
 from swarmd.client import Client
 
 JOBS = 20_000

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from swarmd.tracing import Tracing, TracingConfigError, parse_traceparent
+from swarmd.telemetry.tracing import Tracing, TracingConfigError, parse_traceparent
 
 VALID_TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -478,7 +478,7 @@ def test_install_global_makes_handler_spans_children(tmp_path: Path) -> None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-        from swarmd.tracing import Tracing
+        from swarmd.telemetry.tracing import Tracing
 
         handler_tracer = trace.get_tracer("handler")  # obtained before install, as modules do
         exporter = InMemorySpanExporter()

@@ -17,17 +17,17 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from swarmd.backend import Disposition, Finish
-from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.errors import JobValidationError
-from swarmd.metrics import Metrics
 from swarmd.model import Job, new_job
+from swarmd.queue.base import Disposition, Finish
+from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import AgentPolicy, Handler, Registry
-from swarmd.sqlite_db import connect, transaction
-from swarmd.sqlite_queue import SqliteBackend
-from swarmd.tracing import Tracing
-from swarmd.worker import Worker
+from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.runtime.worker import Worker
+from swarmd.storage.sqlite import connect, transaction
+from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
 
 LEASE = 30.0
 

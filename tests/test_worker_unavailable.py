@@ -9,16 +9,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, cast
 
-from swarmd.backend import QueueBackend, Reserved
-from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
-from swarmd.metrics import Metrics
 from swarmd.model import new_job
+from swarmd.queue.base import QueueBackend, Reserved
+from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import Registry
-from swarmd.sqlite_queue import SqliteBackend
-from swarmd.tracing import Tracing
-from swarmd.worker import Health, Worker
+from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.runtime.worker import Health, Worker
+from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
 
 
 class Unavailable:

@@ -35,17 +35,17 @@ from typing import Any, Final, cast
 
 import structlog
 
-from swarmd.admission import Admission
-from swarmd.backend import Disposition, QueueBackend, Reserved
-from swarmd.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
-from swarmd.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
-from swarmd.metrics import Metrics
 from swarmd.model import Outcome
+from swarmd.policies.admission import Admission
+from swarmd.policies.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
+from swarmd.queue.base import Disposition, QueueBackend, Reserved
 from swarmd.registry import Registry
-from swarmd.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
-from swarmd.tracing import Tracing
+from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
+from swarmd.runtime.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
+from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
 
 log = structlog.get_logger("swarmd.worker")
 

@@ -23,19 +23,19 @@ from typing import Any, Final
 import structlog
 import uvloop
 
-from swarmd import __version__
-from swarmd.backend import QueueBackend
-from swarmd.builtin_agents import register_builtins
-from swarmd.client import open_backend
 from swarmd.config import Settings, listen_address, load_settings, resolve_state_dir
-from swarmd.httpserver import HttpServer
-from swarmd.logs import configure_logging, set_level
-from swarmd.metrics import Metrics
+from swarmd.queue.base import QueueBackend
+from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, default_registry, load_agent_modules
-from swarmd.sdnotify import notify, watchdog_interval
-from swarmd.statedir import StateLock, prepare
-from swarmd.tracing import Tracing
-from swarmd.worker import Worker
+from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.runtime.httpserver import HttpServer
+from swarmd.runtime.sdnotify import notify, watchdog_interval
+from swarmd.runtime.statedir import StateLock, prepare
+from swarmd.runtime.worker import Worker
+from swarmd.telemetry.logs import configure_logging, set_level
+from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
+from swarmd.version import __version__
 
 log = structlog.get_logger("swarmd.daemon")
 

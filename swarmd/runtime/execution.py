@@ -19,16 +19,16 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from swarmd.admission import Admission, AgentGate
-from swarmd.backend import Disposition, Finish, Reserved
-from swarmd.deadlines import Deadlines
 from swarmd.identity import current_gid, identity_violation
-from swarmd.ledger import job_record
-from swarmd.logs import debug_enabled, job_context
-from swarmd.metrics import Metrics
+from swarmd.ledger.records import job_record
 from swarmd.model import Job, Outcome
+from swarmd.policies.admission import Admission, AgentGate
+from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
-from swarmd.tracing import Tracing
+from swarmd.runtime.deadlines import Deadlines
+from swarmd.telemetry.logs import debug_enabled, job_context
+from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
 
 #: Results larger than this (encoded) are not kept in the ledger entry.
 MAX_RESULT_BYTES: Final = 64 * 1024

@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
-from swarmd import bench
+from swarmd.bench import main as bench
 from swarmd.client import Client
 from swarmd.config import Settings
-from swarmd.localdaemon import LocalDaemon
+from swarmd.testing.daemon import LocalDaemon
 
 URL = os.environ.get("SWARMD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 

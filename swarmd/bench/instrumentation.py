@@ -22,15 +22,15 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
-from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
-from swarmd.logs import configure_logging
-from swarmd.metrics import OUTCOMES, Metrics
 from swarmd.model import new_job
+from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import Registry
-from swarmd.sqlite_queue import SqliteBackend
-from swarmd.tracing import Tracing
-from swarmd.worker import Worker
+from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.runtime.worker import Worker
+from swarmd.telemetry.logs import configure_logging
+from swarmd.telemetry.metrics import OUTCOMES, Metrics
+from swarmd.telemetry.tracing import Tracing
 
 
 class _NullChild:

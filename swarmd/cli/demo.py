@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from swarmd.client import Client
-from swarmd.localdaemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon, wait_for
 
 AGENTS = 50
 AGENT_SECONDS = 0.01

@@ -26,22 +26,14 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
-from swarmd.ledger import StoredEntry, VerifyReport, job_record, verify
+from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
+from swarmd.ledger.records import job_record
+from swarmd.ledger.sqlite import append_records, append_unrecorded, existing_indices, ledger_tail, read_entries
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.sqlite_db import (
-    Durability,
-    SqliteThread,
-    append_records,
-    append_unrecorded,
-    connect,
-    existing_indices,
-    ledger_tail,
-    read_entries,
-    transaction,
-)
-from swarmd.wake import WakeListener, wake
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.storage.sqlite import Durability, SqliteThread, connect, transaction
 
 T = TypeVar("T")
 

@@ -9,15 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from swarmd.errors import LedgerError
-from swarmd.ledger import StoredEntry, VerifyReport, canonical_record, verify
-from swarmd.sqlite_db import (
-    Durability,
-    SqliteThread,
-    append_records,
-    connect,
-    read_entries,
-    transaction,
-)
+from swarmd.ledger.chain import StoredEntry, VerifyReport, canonical_record, verify
+from swarmd.ledger.sqlite import append_records, read_entries
+from swarmd.storage.sqlite import Durability, SqliteThread, connect, transaction
 
 
 class DurableLedger:

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Final
 
-from swarmd.backend import Reserved
+from swarmd.queue.base import Reserved
 
 #: Reservation round trips' worth of turnover that the jobs reserved ahead may cover.
 ROUND_TRIPS: Final = 2.0

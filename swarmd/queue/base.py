@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from swarmd.ledger import StoredEntry, VerifyReport
+from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import Job, JobState
 
 

@@ -10,9 +10,7 @@ daemon writes also carry ``job_id`` and the ledger holds at most one entry per j
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -22,7 +20,8 @@ import msgspec
 from swarmd.errors import LedgerEntryError
 
 GENESIS_HASH: Final = "0" * 64
-_canonical: Final = msgspec.json.Encoder(order="sorted")
+#: Encodes a record with sorted keys: the canonical bytes the chain hashes.
+CANONICAL_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,7 @@ def canonical_record(entry: Mapping[str, Any]) -> bytes:
     if job_id is not None and not isinstance(job_id, str):
         raise LedgerEntryError("job_id", "must be a string")
     try:
-        return _canonical.encode(entry)
+        return CANONICAL_ENCODER.encode(entry)
     except (TypeError, msgspec.EncodeError) as exc:
         raise LedgerEntryError("$", f"not JSON-encodable: {exc}") from None
 
@@ -136,99 +135,3 @@ class Ledger(Protocol):
     async def verify(self) -> VerifyReport: ...
 
     async def close(self) -> None: ...
-
-
-class SharedLedger:
-    """The in-memory ledger (the report's ``SharedLedger()``); safe across tasks and threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: list[StoredEntry] = []
-        self._jobs: dict[str, int] = {}
-
-    async def append(self, entry: Mapping[str, Any]) -> int:
-        return self._append(entry)
-
-    def _append(self, entry: Mapping[str, Any]) -> int:
-        record = canonical_record(entry)
-        job_id = entry.get("job_id")
-        with self._lock:
-            if job_id is not None and job_id in self._jobs:
-                return self._jobs[job_id]
-            index = len(self._entries)
-            prev = self._entries[-1].hash if self._entries else GENESIS_HASH
-            self._entries.append(StoredEntry(index, job_id, prev, chain_hash(index, prev, record), record))
-            if job_id is not None:
-                self._jobs[job_id] = index
-            return index
-
-    def append_soon(self, entry: Mapping[str, Any]) -> asyncio.Future[int]:
-        """`append` as the dispatcher uses it: appended at once, its index in a done future."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        future.set_result(self._append(entry))
-        return future
-
-    def entries(self) -> list[StoredEntry]:
-        with self._lock:
-            return list(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def verify(self) -> VerifyReport:
-        return verify(self.entries())
-
-    async def close(self) -> None:
-        return None
-
-
-def job_record(
-    *,
-    job_id: str,
-    gid: str,
-    agent: str,
-    outcome: str,
-    attempt: int,
-    finished_at: float,
-    swarm_id: str | None = None,
-    error: Mapping[str, Any] | None = None,
-    identity_violation: str | None = None,
-    result: Any = None,
-    duration_s: float | None = None,
-    reserved_at: float | None = None,
-    started_at: float | None = None,
-) -> bytes:
-    """The canonical ledger record of a job's final outcome (what every backend writes)."""
-    entry: dict[str, Any] = {
-        "agent_gid": gid,
-        "job_id": job_id,
-        "agent": agent,
-        "outcome": outcome,
-        "attempt": attempt,
-        "finished_at": finished_at,
-    }
-    if swarm_id is not None:
-        entry["swarm_id"] = swarm_id
-    if error is not None:
-        entry["error"] = dict(error)
-    if identity_violation is not None:
-        entry["identity_violation"] = identity_violation
-    if result is not None:
-        entry["result"] = result
-    if duration_s is not None:
-        entry["duration_s"] = duration_s
-    if reserved_at is not None:
-        entry["reserved_at"] = reserved_at
-    if started_at is not None:
-        entry["started_at"] = started_at
-    return _canonical.encode(entry)
-
-
-def export_row(entry: StoredEntry) -> dict[str, Any]:
-    """One entry as `swarmd ledger export` prints it: the record flattened, plus the chain."""
-    record = entry.decoded()
-    row: dict[str, Any] = {"index": entry.index, "job_id": entry.job_id, "gid": record.get("agent_gid")}
-    row.update((key, value) for key, value in record.items() if key != "agent_gid")
-    row["prev_hash"] = entry.prev_hash
-    row["hash"] = entry.hash
-    return row

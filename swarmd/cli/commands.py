@@ -16,9 +16,7 @@ from typing import Any, NoReturn, TextIO
 
 import msgspec
 
-from swarmd import __version__
-from swarmd.backend import JobInfo
-from swarmd.client import Client
+from swarmd.client import Client, JobInfo
 from swarmd.config import Settings, load_settings
 from swarmd.errors import (
     ConfigError,
@@ -28,10 +26,11 @@ from swarmd.errors import (
     StateDirError,
     SwarmdError,
 )
-from swarmd.httpserver import ListenError
-from swarmd.ledger import export_row
+from swarmd.ledger.records import export_row
 from swarmd.model import ID_PATTERN, MAX_PAYLOAD_BYTES, decode_payload
-from swarmd.tracing import TracingConfigError
+from swarmd.runtime.httpserver import ListenError
+from swarmd.telemetry.tracing import TracingConfigError
+from swarmd.version import __version__
 
 _json = msgspec.json.Encoder()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -184,7 +183,7 @@ def _client(args: argparse.Namespace, settings: Settings | None = None, **kwargs
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from swarmd.daemon import serve  # noqa: PLC0415 - keep the other commands light
+    from swarmd.runtime.daemon import serve  # noqa: PLC0415 - keep the other commands light
 
     flags = {
         "metrics_listen": args.metrics_listen,
@@ -219,7 +218,7 @@ def _read_payload(args: argparse.Namespace, limit: int) -> Any:
 
 
 def _known_agents(settings: Settings, client: Client) -> set[str]:
-    from swarmd.daemon import build_registry  # noqa: PLC0415
+    from swarmd.runtime.daemon import build_registry  # noqa: PLC0415
 
     known = set(build_registry(settings).names())
     published = client.run(client.backend.published_agents())
@@ -351,13 +350,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from swarmd.demo import run_demo  # noqa: PLC0415
+    from swarmd.cli.demo import run_demo  # noqa: PLC0415
 
     return run_demo()
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from swarmd.bench import run_bench  # noqa: PLC0415
+    from swarmd.bench.main import run_bench  # noqa: PLC0415
 
     return run_bench(args.scenario, as_json=args.json, agents=args.agents, jobs=args.jobs, repeat=args.repeat)
 

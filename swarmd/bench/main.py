@@ -25,8 +25,8 @@ import uvloop
 
 from swarmd.client import Client
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
-from swarmd.durable_ledger import DurableLedger
-from swarmd.localdaemon import LocalDaemon, wait_for
+from swarmd.ledger.durable import DurableLedger
+from swarmd.testing.daemon import LocalDaemon, wait_for
 
 T = TypeVar("T")
 AGENT_SECONDS: Final = 0.01
@@ -437,7 +437,7 @@ def bench_instrumentation(jobs: int = 10_000, repeat: int = 6) -> dict[str, Any]
     the ``none`` drain of its own round; the result is the median over rounds. On a shared
     machine whose speed drifts by tens of percent within a minute, pairing within a round is
     what keeps the drift out of the share."""
-    from swarmd.instrumentation_bench import drain  # noqa: PLC0415 - only the bench needs it
+    from swarmd.bench.instrumentation import drain  # noqa: PLC0415 - only the bench needs it
 
     modes = ["none", "default", "sampled", "full"]
     rows: dict[str, list[float]] = {mode: [] for mode in modes}
@@ -464,7 +464,7 @@ def bench_instrumentation(jobs: int = 10_000, repeat: int = 6) -> dict[str, Any]
 
 # -- redis ---------------------------------------------------------------------------------
 def bench_redis(kind: str, repeat: int = 3, jobs: int = 20_000) -> dict[str, Any]:
-    from swarmd.redis_bench import run  # noqa: PLC0415 - needs the redis extra and a server
+    from swarmd.bench.redis import run  # noqa: PLC0415 - needs the redis extra and a server
 
     return run(kind, repeat=repeat, jobs=jobs)
 
@@ -472,7 +472,7 @@ def bench_redis(kind: str, repeat: int = 3, jobs: int = 20_000) -> dict[str, Any
 # -- soak ----------------------------------------------------------------------------------
 def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path | None = None) -> dict[str, Any]:
     """``jobs`` no-op jobs through one daemon, its RSS and HTTP latency sampled throughout."""
-    from swarmd.soak_bench import bench_soak as soak  # noqa: PLC0415 - its own module, like redis_bench
+    from swarmd.bench.soak import bench_soak as soak  # noqa: PLC0415 - its own module, like redis_bench
 
     return soak(jobs, sample_every, state_dir)
 

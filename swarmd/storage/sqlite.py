@@ -1,4 +1,4 @@
-"""One SQLite file (WAL): the schema, connection settings and the ledger append.
+"""One SQLite file (WAL): the schema, connection settings, transactions and its own thread.
 
 Both the durable ledger and the local queue live in the same file, so that finishing a job
 (its ledger entry and the removal of its lease) is one transaction. Everything here is
@@ -12,21 +12,17 @@ import asyncio
 import enum
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
-import msgspec
-
 from swarmd.errors import LedgerError
-from swarmd.ledger import GENESIS_HASH, StoredEntry, chain_hash
 
 T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_MS: Final = 30_000
-_encode_json: Final = msgspec.json.Encoder().encode
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,84 +140,6 @@ class transaction:
         finally:
             if self._restore is not None:
                 self.conn.execute(f"PRAGMA synchronous = {self._restore}")
-
-
-def ledger_tail(conn: sqlite3.Connection) -> tuple[int, str]:
-    """(next index, hash of the last entry) — read inside the writing transaction."""
-    row = conn.execute("SELECT idx, hash FROM ledger ORDER BY idx DESC LIMIT 1").fetchone()
-    if row is None:
-        return 0, GENESIS_HASH
-    return int(row[0]) + 1, str(row[1])
-
-
-def append_records(conn: sqlite3.Connection, records: Sequence[tuple[str | None, bytes]]) -> list[int]:
-    """Append canonical records inside the caller's write transaction; return their indices.
-
-    A record whose job id is already in the ledger is not written again: its existing index
-    is returned instead (one entry per job, however often the job ran).
-    """
-    existing = existing_indices(conn, [job_id for job_id, _ in records if job_id is not None])
-    fresh = [(job_id, record) for job_id, record in records if job_id is None or job_id not in existing]
-    written = dict(zip(range(len(fresh)), append_unrecorded(conn, fresh), strict=True))
-    indices: list[int] = []
-    position = 0
-    for job_id, _ in records:
-        if job_id is not None and job_id in existing:
-            indices.append(existing[job_id])
-            continue
-        indices.append(written[position])
-        if job_id is not None:
-            existing[job_id] = written[position]
-        position += 1
-    return indices
-
-
-def existing_indices(conn: sqlite3.Connection, job_ids: Sequence[str]) -> dict[str, int]:
-    """Ledger index of each of these job ids that is already recorded."""
-    if not job_ids:
-        return {}
-    rows = conn.execute(
-        "SELECT job_id, idx FROM ledger WHERE job_id IN (SELECT value FROM json_each(?))",
-        (_json_list(job_ids),),
-    )
-    return {str(job_id): int(idx) for job_id, idx in rows}
-
-
-def append_unrecorded(conn: sqlite3.Connection, records: Sequence[tuple[str | None, bytes]]) -> list[int]:
-    """Chain and insert records the caller KNOWS are not in the ledger yet (and are distinct).
-
-    The UNIQUE constraint on job_id still refuses a duplicate: the transaction then fails
-    rather than write a job twice.
-    """
-    if not records:
-        return []
-    index, prev = ledger_tail(conn)
-    rows: list[tuple[int, str | None, str, str, bytes]] = []
-    for job_id, record in records:
-        digest = chain_hash(index, prev, record)
-        rows.append((index, job_id, prev, digest, record))
-        prev = digest
-        index += 1
-    conn.executemany("INSERT INTO ledger (idx, job_id, prev_hash, hash, record) VALUES (?, ?, ?, ?, ?)", rows)
-    return [row[0] for row in rows]
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return _encode_json(list(values)).decode()
-
-
-def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) -> Iterator[StoredEntry]:
-    """Every stored ledger entry from ``start``, in index order, read in batches."""
-    while True:
-        rows = conn.execute(
-            "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE idx >= ? ORDER BY idx LIMIT ?",
-            (start, batch),
-        ).fetchall()
-        for idx, job_id, prev_hash, digest, record in rows:
-            yield StoredEntry(int(idx), job_id, str(prev_hash), str(digest), bytes(record))
-        if len(rows) < batch:
-            return
-        start = int(rows[-1][0]) + 1
 
 
 class SqliteThread:

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from swarmd.backoff import RetryPolicy
-from swarmd.breaker import CircuitBreaker, CircuitState
 from swarmd.config import AgentSettings, Settings
 from swarmd.errors import ConfigError, Permanent
-from swarmd.metrics import Metrics
-from swarmd.ratelimit import TokenBucket
+from swarmd.policies.backoff import RetryPolicy
+from swarmd.policies.breaker import CircuitBreaker, CircuitState
+from swarmd.policies.ratelimit import TokenBucket
 from swarmd.registry import AgentSpec, Registry
+from swarmd.telemetry.metrics import Metrics
 
 log = structlog.get_logger("swarmd.admission")
 

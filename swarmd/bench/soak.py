@@ -25,9 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from swarmd import bench
+from swarmd.bench import main as bench
 from swarmd.client import Client
-from swarmd.localdaemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon, wait_for
 
 #: Jobs per submit call.
 BATCH: Final = 5000

@@ -109,11 +109,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from swarmd.backend import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
-from swarmd.ledger import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, job_record, verify
+from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
+from swarmd.ledger.records import job_record
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.redis_scripts import PRELUDE, SCRIPTS
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
 _NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 #: Finish attempts before giving up on a contended ledger tail.

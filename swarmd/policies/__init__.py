@@ -1,0 +1,1 @@
+"""Pure decisions about when jobs run: admission, backoff, circuit breakers, concurrency limits, rate limits."""

@@ -1,0 +1,1 @@
+"""Queue backends behind one protocol (`queue.base.QueueBackend`): the local SQLite file and Redis Streams."""

@@ -1,0 +1,24 @@
+"""Which backend a settings object names: the local SQLite file or Redis Streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from swarmd.config import Settings, resolve_state_dir
+from swarmd.queue.base import QueueBackend
+
+
+def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking: bool = False) -> QueueBackend:
+    """The backend a settings object names (not yet opened). ``blocking``: for a loop with
+    nothing else to run, SQLite statements run on the loop's own thread (no hand-off)."""
+    if settings.backend == "redis":
+        from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - the redis extra is optional
+
+        return RedisBackend(settings.redis_url, prefix=settings.redis_prefix, queue=settings.queue)
+    from swarmd.queue.sqlite.backend import SqliteBackend  # noqa: PLC0415
+    from swarmd.storage.sqlite import Durability  # noqa: PLC0415
+
+    directory = state_dir or resolve_state_dir(settings.state_dir)
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return SqliteBackend(directory, Durability(settings.durability), inline=blocking)

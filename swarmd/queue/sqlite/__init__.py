@@ -1,0 +1,1 @@
+"""The local queue: one SQLite file (WAL) shared with the durable ledger."""

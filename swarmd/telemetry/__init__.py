@@ -1,0 +1,1 @@
+"""What operators see: Prometheus metrics, OpenTelemetry spans, structured logs. Imports only the vocabulary."""
