@@ -82,7 +82,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
     #: Most jobs reserved in one round trip.
     reserve_batch: PositiveInt = 512
-    #: Most jobs reserved ahead of free slots (see swarmd.reserve_ahead; 0: none).
+    #: Most jobs reserved ahead of free slots (see swarmd.runtime.reserve_ahead; 0: none).
     reserve_ahead: Annotated[int, msgspec.Meta(ge=0)] = 1024
     #: Longest idle wait before looking at the queue again (wake-ups make it immediate).
     poll_interval: Positive = 1.0

@@ -1,4 +1,4 @@
-"""The in-process swarm dispatcher: the report's API, and swarmd's library face.
+"""The in-process swarm dispatcher: swarmd as a library, without a queue or a daemon.
 
 ::
 
@@ -47,7 +47,7 @@ class TaskResult:
     exception: BaseException | None = None
     duration_s: float = 0.0
     cancelled: bool = False
-    #: Why the task broke its identity (IV-01), or None.
+    #: Why the task broke the identity check (see `swarmd.identity`), or None.
     identity_violation: str | None = None
     #: The task's ledger index, when the dispatcher has a ledger.
     ledger_index: int | None = None

@@ -1,4 +1,4 @@
-"""IV-01: the identity (GID) an agent speaks for, bound for the whole run of its handler.
+"""The identity check: the GID an agent speaks for, bound for the whole run of its handler.
 
 The GID lives in a contextvar. asyncio copies the context into every task it creates, so
 tasks a handler spawns inherit the GID; a handler that rebinds it is caught by

@@ -1,4 +1,4 @@
-"""IV-02: the append-only, gap-free, hash-chained ledger.
+"""The ledger chain: append-only, gap-free and hash-chained, so that `verify` proves it untouched.
 
 Every entry gets the next index (0, 1, 2, ... with no gaps) and the hash of the entry before
 it. An entry's hash covers its index, the previous hash and the exact stored bytes of its

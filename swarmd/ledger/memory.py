@@ -12,7 +12,7 @@ from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, canonic
 
 
 class SharedLedger:
-    """The in-memory ledger (the report's ``SharedLedger()``); safe across tasks and threads."""
+    """The in-memory ledger: the same chain as `DurableLedger`, in a list; safe across tasks and threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -1,7 +1,7 @@
 """The queue backend protocol: what the worker, the daemon and the client need of a queue.
 
-Two implementations: the local SQLite file (`swarmd.sqlite_queue`, the embedded default) and
-Redis Streams (`swarmd.redis_queue`, several daemons on several hosts). A backend never
+Two implementations: the local SQLite file (`swarmd.queue.sqlite`, the embedded default) and
+Redis Streams (`swarmd.queue.redis`, several daemons on several hosts). A backend never
 imports the worker or the daemon.
 
 The protocol keeps the guarantees in the backend: `finish` writes each final outcome's

@@ -193,7 +193,10 @@ class Metrics:
             "swarmd_concurrency_limit", "The concurrency limit in force now.", registry=r
         )
         self.identity_violations: Final = Counter(
-            "swarmd_identity_violations", "Identity (IV-01) violations.", ["agent"], registry=r
+            "swarmd_identity_violations",
+            "Jobs that broke the identity check: a result naming another GID, or the GID rebound.",
+            ["agent"],
+            registry=r,
         )
         self.ledger_index: Final = Gauge("swarmd_ledger_index", "Index of the last committed ledger entry.", registry=r)
         self.ledger_commit: Final = Histogram(

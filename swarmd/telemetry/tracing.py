@@ -18,15 +18,8 @@ Disabled tracing (no exporter configured, ``OTEL_TRACES_EXPORTER=none`` or
 ``OTEL_SDK_DISABLED=true``) returns one shared ``nullcontext`` from every per-job call: no
 span object, no context switch, a method call and an ``is None`` test.
 
-A consumer span the sampler drops costs little more: swarmd asks the sampler itself, before
-the SDK builds anything, and makes a bare ``NonRecordingSpan`` current (same trace id and
-flags the SDK would give it, so handler spans and jobs it submits stay in the unsampled
-trace). Only sampled jobs pay for a real span. To decide on a root span's trace id before the
-SDK draws it, `Tracing` wraps the provider's id generator so that it can hand the SDK the id
-that was sampled (`_PresetTraceIds`). This early decision is taken only with samplers that
-decide on the trace id and the parent alone (every sampler `from_env` builds) and a tracer
-that uses the wrapped generator; otherwise the SDK decides, as usual, and a dropped run
-still yields None.
+A dropped consumer span costs little more: the sampler is asked before the SDK builds anything
+(how, and when that early decision is safe: docs/design/tracing.md).
 
 Variables read from the mapping given to :meth:`Tracing.from_env`: ``OTEL_SDK_DISABLED``,
 ``OTEL_TRACES_EXPORTER`` (comma-separated ``otlp``, ``console``, ``none``),
@@ -36,8 +29,6 @@ the sampler variables from ``os.environ`` only (and ignores unknown values with 
 so this module builds the sampler itself, from the same mapping, and refuses unknown values.
 The exporter's headers, timeout, compression and certificates, the batch processor's
 ``OTEL_BSP_*`` and ``OTEL_RESOURCE_ATTRIBUTES`` are read by the SDK from ``os.environ``.
-
-This module imports nothing from swarmd: telemetry sits below the dispatcher.
 """
 
 from __future__ import annotations

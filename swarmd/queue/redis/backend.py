@@ -1,90 +1,9 @@
 """The shared queue: Redis Streams, for several daemons on several hosts.
 
-Every key of a deployment lives under the Redis Cluster hash tag ``{prefix}``, so that all of
-them share one slot and a Lua script may touch any of them. ``P`` is ``{prefix}:`` and ``Q``
-is ``{prefix}:q:<queue>:``:
-
-===========================  ==============================================================
-``P seq``                    string counter: submit order (``seq`` of each job)
-``P ledger``                 list: ledger entry *i* at position *i* (gap-free by construction),
-                             each ``hash(64) prev_hash(64) len(job_id)(2 hex) job_id record``
-``P ledger:ids``             hash job id -> ledger index (one entry per job id)
-``Q job:<id>``               hash: body (the encoded job), agent, gid, priority, seq, state
-                             (ready|delayed|leased|dead), attempt, not_before, swarm_id, owner,
-                             entry (its stream entry id), cancel, error, dead_at
-``Q parked:<agent>``          list: ready jobs of an agent a reserve excluded (FIFO)
-``Q parked``                 set of the agents that have a parking list
-``Q prios``                  zset of the priority levels that have a stream
-``Q s:<priority>``           stream per priority level, consumer group ``swarmd``; an entry
-                             holds ``id``; it stays until the job is acked (XACK + XDEL)
-``Q delayed``                zset job id -> not_before
-``Q leases``                 zset job id -> lease expiry (Redis server time)
-``Q dead``                   zset job id -> dead_at (dead letters)
-``Q cancel``                 set of leased job ids whose cancellation was requested
-``Q idem``                   hash idempotency key -> job id
-``Q swarm:<swarm id>``       set of the swarm's job ids (kept after they finish)
-``Q agents``                 the agent names the last daemon to start published (JSON list)
-``Q wake``                   stream capped at ~64 entries: wake-ups for idle daemons
-===========================  ==============================================================
-
-Every state change is one Lua script (in `swarmd.redis_scripts`, with each one's contract), so
-a daemon killed at any point leaves a consistent queue. Clocks: leases and delays are compared
-with the Redis server's ``TIME`` (one clock for all hosts); ``not_before`` values are producer
-unix times.
-
-**Reserving.** ``reserve`` runs one script: it promotes due delayed jobs into their streams,
-then XREADGROUPs (``>``, non-blocking) the streams from the highest priority down until it
-has ``limit`` jobs: FIFO within a priority, the attempt incremented and the lease set in the
-same script. A job of an excluded agent (open breaker) is not leased and spends no attempt:
-its entry is acked and deleted and the job waits, still ``ready``, in its agent's parking list,
-so a backlog of a blocked agent is scanned once, not at every reserve; the first reserve that
-no longer excludes the agent puts the list back at the tail of the streams, in order.
-
-**Waking.** ``wait_for_work`` blocks in XREAD on the ``wake`` stream (not BLPOP on a list) from
-the last id ``reserve`` saw: every idle daemon wakes at once when work is submitted (a
-broadcast; a list would wake one), and a submit between the empty reserve and the wait is
-never missed.
-
-**Finishing: an optimistic chain (CAS).** Lua has no SHA-256 (only ``redis.sha1hex``). A pure-Lua
-SHA-256 (LuaBitOp) measured 172 us per 186-byte entry on Redis 7.0 here, against 0.7 us in
-Python: a 500-job batch would stall the single Redis thread for 86 ms and cap the whole
-deployment near 5,800 entries/s. So Python computes the entries' ``chain_hash`` (the same
-format as SQLite, so `verify` works unchanged) from the ledger tail it last saw, and ONE
-script checks that the tail (length, last hash) is
-still that, that none of the job ids is already in the ledger, and that the swarm members it
-plans to cancel are still the queued ones, before it writes anything: XACK + XDEL, lease
-removal, job removal or dead-lettering, ledger append, ``ledger:ids``, cancellations. On a
-miss the script writes nothing and returns the current tail (and the job ids already
-recorded, with their indices); Python re-plans and tries again. One daemon never misses after
-its first commit (the script returns the new tail, which is cached); several daemons miss
-once whenever another one committed in between (`cas_misses` counts them; measured with three
-daemons draining 500-job batches in one process: ~1.35 misses per batch, each a re-sent
-script call; after a miss the next commit reads the tail first instead of trusting its cache).
-
-**Retry and release** move the job from its lease to the ``delayed`` zset (or straight back
-to its stream when already due), in the same script, only if the job is still leased by this
-owner under the same stream entry (``Finish.handle``): a reservation that was taken over after
-its lease expired cannot send the new holder's job back.
-
-**Leases and recovery.** Leases are a zset of expiry times; ``renew`` extends (ZADD XX) the
-leases still held by this owner, for the given ids and every job this instance reserved and
-has not finished (its uncommitted ones too, as SQLite renews all of its owner's leases).
-``recover`` is gated on that zset, never on stream idle time: a job whose lease expired is
-acked and re-added at the tail of its stream by one script (the dead consumer's pending entry
-is dropped rather than XCLAIMed, since the job goes back to every consumer, not to the one that
-recovers it). A renewed lease is never recovered. ``all_leases=True`` additionally takes the
-leases held under this backend's own ``owner`` name (a previous life with a stable owner name);
-the leases of other owners are taken only once expired.
-
-**Durability.** Redis loses acknowledged work unless AOF is on: `check_persistence` says why;
-the daemon decides (``allow_volatile``). **Availability.** Connection and timeout errors
-become `BackendUnavailable`; connection errors are retried 3 times with jittered exponential
-backoff, timeouts are not (socket timeouts and health checks report a paused, SIGSTOPped,
-server within ``socket_timeout``, 2 s by default: well inside the 5 s in which a daemon's
-``/readyz`` must turn 503, and still far above any healthy round trip; the worker retries at
-its own level).
-Scripts are safe to run twice (a timed-out call that did run): submit is idempotent by job id
-and idempotency key, finish's CAS refuses a stale plan.
+`RedisBackend` implements `QueueBackend` with one Lua script per state change (`scripts.py`), so a
+daemon killed at any point leaves a consistent queue; the ledger is a Redis list appended by the
+same script that acknowledges a job. The key layout, and why the chain hash is computed in Python
+and checked optimistically in Lua, are in docs/design/redis-backend.md.
 """
 
 from __future__ import annotations

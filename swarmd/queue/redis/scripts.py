@@ -1,70 +1,8 @@
-"""The Lua scripts of the Redis backend (`swarmd.redis_queue`): data only, no behaviour.
+"""The Lua scripts of the Redis backend: data only, no behaviour.
 
-Every state change of a Redis queue is one of these scripts, so that a daemon killed at any
-point leaves a consistent queue (the key layout is in `swarmd.redis_queue`'s docstring).
-`RedisBackend` registers ``PRELUDE + body`` for each entry of `SCRIPTS` (EVALSHA, loaded once)
-and calls it with ``KEYS = [Q .. 'prios']`` (only so that Redis Cluster routes the call: every
-key shares the ``{prefix}`` hash tag) and ``ARGV[1] = Q`` (``{prefix}:q:<queue>:``),
-``ARGV[2] = P`` (``{prefix}:``), then the script's own arguments. Times are Redis ``TIME``
-(one clock for every host), except ``not_before``: a producer's unix time. Every script is safe
-to run twice (a call that timed out on the client may still have run).
-
-**PRELUDE** (helpers shared by all): ``clock()`` Redis time in seconds; ``jkey(id)`` and
-``skey(priority)`` key names; ``wake(reason)`` appends to the capped ``wake`` stream (``w`` work,
-``c`` cancel requests); ``enqueue(id, priority)`` XADDs the job to its priority's stream
-(creating the stream, its consumer group and its ``prios`` entry on first use) and marks it
-``ready`` with its ``entry``; ``unqueue(id, state, entry, priority)`` takes a job out of
-wherever it is queued (stream entry or parking list, lease, delay, dead letter, cancel flag);
-``promote(now)`` enqueues up to 1,000 delayed jobs that are due; ``create(b, now)`` writes a new
-job from the 9 ARGV fields at ``b`` (id, idempotency key, body, agent, gid, priority,
-not_before, swarm id, attempt), delayed or enqueued, and says whether it is ready;
-``info_rows(ids)`` returns, per existing job, its id and the 9 ``INFO`` fields.
-
-The scripts (arguments after Q and P; ``->`` what they return):
-
-``submit`` (n, then 9 fields per job as in ``create``) -> the job ids, in order.
-    A known idempotency key returns the first job's id and writes nothing; a known id with the
-    same body is a no-op; a known id with another body, or one id twice in the batch, is the
-    error ``DUPLICATE <id>`` with nothing written. Wakes (``w``) when a job is ready now.
-``reserve`` (owner, limit, lease seconds, scan cap, excluded agents...) -> the last wake id
-    seen (``0-0`` if none), then per leased job: id, attempt, stream entry id, body, gid, agent.
-    Promotes due delayed jobs; puts the parking lists of agents no longer excluded back at the
-    tail of their streams; XREADGROUPs (``>``) the streams from the highest priority down until
-    ``limit`` jobs are leased or ``cap`` entries scanned. A stale entry (its job gone, or queued
-    again under another entry) is acked and deleted; a job of an excluded agent is parked (entry
-    acked and deleted, still ``ready``, no attempt spent); any other is leased: attempt + 1,
-    state ``leased``, ``owner``, cancel flag cleared, lease expiry = now + lease.
-``finish`` (owner, expected ledger length (-1: no check), expected last hash, n items,
-    n appends, n groups, then items (id, disposition ``done|dead|retry|release``, not_before,
-    error, handle), appends (job id, packed entry), groups (``job|swarm``, id, n, n x (queued
-    member id, its attempt))) -> ``{'ok', ledger length, last hash, per group: n + the queued
-    ids it cancelled, n + the leased ids it flagged}``, or writes NOTHING and returns why the
-    plan is stale: ``{'tail', length, last hash}`` (the ledger moved), ``{'exists', length,
-    last hash, job id, index, ...}`` (job ids already recorded), ``{'state', length, last
-    hash}`` (a group's queued members, once the items apply, are not the planned ones). When
-    every check holds: ``done`` removes the job, ``dead`` dead-letters it (``error`` kept),
-    ``retry``/``release`` send it back (delayed, or to its stream when due; ``release`` refunds
-    the attempt) only if it is still leased by ``owner`` under the same entry (``handle``, ``''``:
-    any); the entries are appended (ledger list + ``ledger:ids``); each group's queued members
-    are removed and its leased ones flagged for cancellation. Wakes ``w`` on a requeue, ``c``
-    on a flag.
-``members`` (``job|swarm``, id) -> per existing job: id, state, owner, entry, attempt, gid,
-    agent, swarm id, seq (what `finish` plans a cancellation from).
-``renew`` (owner, lease seconds, ids...) -> how many leases were extended (ZADD XX) to
-    now + lease: only those still leased by ``owner``.
-``recover`` (owner, all ``1|0``, limit) -> how many jobs went back to their stream.
-    Takes up to ``limit`` expired leases, and with all=1 also every lease held under ``owner``
-    (a previous life of this daemon); each job still leased is acked off its old entry and
-    enqueued again at the tail. Never touches a lease that has not expired (renewed ones).
-``cancel_requested`` (owner) -> the ids flagged for cancellation that ``owner`` runs.
-``counts`` () -> ready, delayed, leased, dead (promotes due delayed jobs first).
-``info`` (ids...) -> ``info_rows`` of the jobs still queued.
-``list`` (state or ``''`` for all, limit) -> ``info_rows`` of the jobs in that state: ready
-    ones in dispatch order (at most ``limit`` scanned), then parked, delayed, leased, dead.
-``purge`` (older than, seconds) -> how many dead letters older than that were deleted.
-``requeue`` (n, then per job: dead job id + 9 fields of its replacement) -> n.
-    Refuses (``NOTDEAD <id>``, nothing written) unless every old id is a dead letter; else
-    deletes each and creates its replacement, and wakes (``w``).
+`RedisBackend` registers ``PRELUDE + body`` for each entry of `SCRIPTS` (EVALSHA, loaded once);
+each script is one atomic state change, safe to run twice. Their arguments, results and writes
+are documented in docs/design/redis-scripts.md.
 """
 
 from __future__ import annotations
