@@ -7,12 +7,14 @@ config that lists them all. Errors name the key and where the bad value came fro
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, NoReturn
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
@@ -20,6 +22,12 @@ from swarmd.errors import ConfigError
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/swarmd/swarmd.toml")
 ENV_PREFIX: Final = "SWARMD_"
+#: Largest config file read, in bytes: a config is a few KiB; this bounds a mistaken /dev/zero.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+#: Largest value of any number setting (seconds, rates, ratios): ~31 years in seconds. Larger
+#: values and inf/nan are refused where they are read, before any arithmetic can overflow.
+MAX_NUMBER: Final = 1e9
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -66,18 +74,18 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # -- logs ------------------------------------------------------------------------------
     log_level: LogLevel = LogLevel.INFO
     #: "auto" (JSON unless stdout is a TTY), "json" or "console".
-    log_format: Annotated[str, msgspec.Meta(pattern="^(auto|json|console)$")] = "auto"
+    log_format: Annotated[str, msgspec.Meta(pattern=r"^(auto|json|console)\Z")] = "auto"
     # -- queue -----------------------------------------------------------------------------
     #: "sqlite" (local file, the default) or "redis" (several daemons on several hosts).
-    backend: Annotated[str, msgspec.Meta(pattern="^(sqlite|redis)$")] = "sqlite"
+    backend: Annotated[str, msgspec.Meta(pattern=r"^(sqlite|redis)\Z")] = "sqlite"
     #: SQLite durability: "full" survives power loss; "normal" survives a process crash only.
-    durability: Annotated[str, msgspec.Meta(pattern="^(full|normal)$")] = "full"
+    durability: Annotated[str, msgspec.Meta(pattern=r"^(full|normal)\Z")] = "full"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "swarmd"
+    redis_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}\Z")] = "swarmd"
     #: Run on a Redis without AOF persistence (acknowledged work may be lost on a restart).
     allow_volatile_redis: bool = False
     #: Queue name (the stream for Redis; the span name "process <queue>").
-    queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "default"
+    queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}\Z")] = "default"
     #: Seconds a reservation holds a job; renewed every lease_seconds/3 while it runs.
     lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 30.0
     #: Most jobs reserved in one round trip.
@@ -90,7 +98,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Most handlers running at once (the upper bound of the adaptive limit).
     max_concurrent: PositiveInt = 256
     #: "fixed" or "adaptive" (AIMD on agent latency and failures, within min/max).
-    concurrency: Annotated[str, msgspec.Meta(pattern="^(fixed|adaptive)$")] = "fixed"
+    concurrency: Annotated[str, msgspec.Meta(pattern=r"^(fixed|adaptive)\Z")] = "fixed"
     min_concurrent: PositiveInt = 1
     # -- policies --------------------------------------------------------------------------
     #: Attempts before a failing job is dead-lettered (agents and jobs may override).
@@ -145,13 +153,19 @@ def read_file(path: Path) -> dict[str, Any]:
     """Parse a TOML config file; ConfigError names the file and the problem."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError("--config", f"file not found: {path}", str(path)) from None
+        raise ConfigError("--config", f"file not found: {path}") from None
     except PermissionError:
-        raise ConfigError("--config", f"cannot read {path}: permission denied", str(path)) from None
+        raise ConfigError("--config", f"cannot read {path}: permission denied") from None
     except IsADirectoryError:
-        raise ConfigError("--config", f"{path} is a directory", str(path)) from None
+        raise ConfigError("--config", f"{path} is a directory") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("$", f"larger than {MAX_CONFIG_BYTES} bytes: not a config file", str(path))
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError("$", f"not valid UTF-8 (byte {exc.start})", str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("$", f"not valid TOML: {exc}", str(path)) from None
     _validate(data, str(path), strict=True)
@@ -171,9 +185,22 @@ def _validate(data: Mapping[str, Any], source: str, *, strict: bool) -> Settings
             except msgspec.ValidationError as exc:
                 _raise_for(exc, source, prefix=f"agent.{name}.")
     try:
-        return msgspec.convert(data, Settings, strict=strict)
+        settings = msgspec.convert(data, Settings, strict=strict)
     except msgspec.ValidationError as exc:
         _raise_for(exc, source)
+    _check_numbers(settings, source)
+    for name, agent_settings in settings.agent.items():
+        _check_numbers(agent_settings, source, prefix=f"agent.{name}.")
+    check_redis_url(settings.redis_url, source)
+    return settings
+
+
+def _check_numbers(values: msgspec.Struct, source: str, prefix: str = "") -> None:
+    """Every number setting is finite and at most MAX_NUMBER (TOML allows inf and nan)."""
+    for name in values.__struct_fields__:
+        value = getattr(values, name)
+        if isinstance(value, float) and not (math.isfinite(value) and value <= MAX_NUMBER):
+            raise ConfigError(prefix + name, f"{value!r} is not a finite number up to {MAX_NUMBER:g}", source)
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -216,6 +243,27 @@ def load_settings(
     merged.update({key: msgspec.to_builtins(getattr(env_settings, key)) for key in env_values})
     flag_values = {key: value for key, value in (flags or {}).items() if value is not None}
     return check(_validate({**merged, **flag_values}, "command line", strict=False))
+
+
+def check_redis_url(url: str, source: str = "") -> SplitResult:
+    """A redis://, rediss:// or unix:// URL with a valid port and database number."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError("redis_url", f"not a valid URL: {exc}", source) from None
+    if parts.scheme not in REDIS_SCHEMES:
+        schemes = ", ".join(REDIS_SCHEMES)
+        raise ConfigError("redis_url", f"scheme {parts.scheme or '(none)'!r} is not one of {schemes}", source)
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ConfigError("redis_url", "has no host", source)
+        if port == 0:
+            raise ConfigError("redis_url", "port 0 is not a port", source)
+        database = parts.path.lstrip("/")
+        if database and not (database.isdigit() and int(database) < 2**31):
+            raise ConfigError("redis_url", f"database {database!r} is not a number", source)
+    return parts
 
 
 def check(settings: Settings) -> Settings:

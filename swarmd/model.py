@@ -28,16 +28,18 @@ MAX_PAYLOAD_DEPTH: Final = 32
 MIN_PRIORITY: Final = -100
 MAX_PRIORITY: Final = 100
 
-ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-GID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}$"
-AGENT_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z"
+GID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}\Z"
+AGENT_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}\Z"
 
 JobId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 Gid = Annotated[str, msgspec.Meta(pattern=GID_PATTERN)]
 AgentName = Annotated[str, msgspec.Meta(pattern=AGENT_PATTERN)]
 Priority = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)]
-Key = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+#: Idempotency keys: any printable text (no control characters), 1 to 256 characters.
+KEY_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,256}\Z"
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=KEY_PATTERN)]
 Traceparent = Annotated[str, msgspec.Meta(max_length=128)]
 
 

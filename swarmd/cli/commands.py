@@ -57,7 +57,7 @@ def parse_duration(text: str) -> float:
 def _job_id(text: str) -> str:
     """argparse type of a JOB_ID / SWARM_ID: an id swarmd could have made, or exit 2 naming
     the argument (ids go into SQL and Redis keys as UTF-8: argv may hold undecodable bytes)."""
-    if not _ID.match(text):
+    if not _ID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (letters, digits, '_.:-', at most 64)")
     return text
 

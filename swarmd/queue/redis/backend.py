@@ -28,14 +28,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
+from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValidationError
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
-_NAME: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Finish attempts before giving up on a contended ledger tail.
 MAX_CAS_ATTEMPTS: Final = 64
 #: Ledger entries read per round trip.
@@ -137,7 +137,7 @@ class RedisBackend:
         socket_timeout: float = 2.0,
     ) -> None:
         for what, value in (("prefix", prefix), ("queue", queue)):
-            if not _NAME.match(value):
+            if not _NAME.fullmatch(value):
                 raise ValueError(f"redis {what} {value!r} must match {_NAME.pattern}")
         self.url = url
         self.prefix = prefix
@@ -185,6 +185,9 @@ class RedisBackend:
         try:
             with self._guard("open"):
                 info = await client.info("server")
+        except ResponseError as exc:  # e.g. "DB index is out of range": the URL is wrong, not the server
+            await client.aclose()
+            raise ConfigError("redis_url", f"Redis at {self.where} refused the connection: {exc}") from None
         except BaseException:
             await client.aclose()
             raise
