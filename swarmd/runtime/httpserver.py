@@ -66,10 +66,40 @@ class _SilentHandler(WSGIRequestHandler):
         """Log nothing."""
 
 
+#: Connections the kernel queues before the server accepts them (socketserver's default is 5,
+#: which sends a burst of parallel scrapers into 1 s SYN retries).
+LISTEN_BACKLOG: Final = 128
+#: Connections served at once, one thread each. Past that a new connection is closed at once:
+#: idle sockets held open (slowloris) cannot make the daemon start a thread per socket.
+MAX_CONNECTIONS: Final = 32
+
+
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    """Thread-per-request WSGI server whose request threads never block the process exit."""
+    """Thread-per-request WSGI server whose request threads never block the process exit,
+    with a bounded number of them."""
 
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # every slot is taken: close, start no thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # the thread did not start: its slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks DNS for the fully qualified name of the host, which
@@ -174,6 +204,25 @@ class HttpServer:
     # -- WSGI -----------------------------------------------------------------------------
 
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return self._head(environ, start_response)
+        return self._get(environ, start_response)
+
+    def _head(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """HEAD answers as GET would, with the same headers and length, and no body."""
+        answer: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
+            answer.append((status, headers))
+            return lambda _data: None
+
+        body = b"".join(self._get({**environ, "REQUEST_METHOD": "GET"}, capture))
+        status, headers = answer[0]
+        headers = [header for header in headers if header[0].lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return []
+
+    def _get(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
