@@ -107,20 +107,40 @@ def _problem(entry: StoredEntry, expected: int, prev: str, seen_jobs: set[str]) 
 
 
 def verify(entries: Iterable[StoredEntry]) -> VerifyReport:
-    """Walk stored entries in index order; report the first gap, duplicate or alteration."""
+    """Walk stored entries in index order; report the first gap, duplicate or alteration.
+
+    An entry altered and re-hashed is consistent with itself; what gives it away is the next
+    entry, which was chained to its old hash. When that next entry is consistent with itself
+    it is intact, and the blame goes to the entry before it, the one rewritten.
+    """
     expected = 0
-    prev = GENESIS_HASH
+    prev = before_prev = GENESIS_HASH
     seen_jobs: set[str] = set()
     for entry in entries:
         problem = _problem(entry, expected, prev, seen_jobs)
         if problem is not None:
+            if expected and entry.index == expected and _rechained(entry, prev):
+                rewritten = expected - 1
+                last = rewritten - 1 if rewritten else None
+                problem = (
+                    f"entry {rewritten} was rewritten: entry {expected} is intact and chained to another "
+                    "hash (the record was altered and its hash recomputed)"
+                )
+                return VerifyReport(False, rewritten, last, before_prev, problem, rewritten)
             last = expected - 1 if expected else None
             return VerifyReport(False, expected, last, prev, problem, entry.index)
         if entry.job_id is not None:
             seen_jobs.add(entry.job_id)
-        prev = entry.hash
+        before_prev, prev = prev, entry.hash
         expected += 1
     return VerifyReport(True, expected, expected - 1 if expected else None, prev)
+
+
+def _rechained(entry: StoredEntry, prev: str) -> bool:
+    """``entry`` is consistent with itself, but chained to a hash other than ``prev``."""
+    if entry.prev_hash == prev or not entry.prev_hash.isascii():  # not a hash swarmd could have written
+        return False
+    return chain_hash(entry.index, entry.prev_hash, entry.record) == entry.hash
 
 
 class Ledger(Protocol):

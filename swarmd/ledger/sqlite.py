@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -81,6 +81,17 @@ def _json_list(values: Sequence[str]) -> str:
     return _encode_json(list(values)).decode()
 
 
+def entry_from_row(row: Sequence[Any]) -> StoredEntry:
+    """A ledger row (idx, job_id, prev_hash, hash, record) as stored, whatever SQLite typed it:
+    a record edited into TEXT is read as its UTF-8 bytes, for `verify` to judge."""
+    idx, job_id, prev_hash, digest, record = row
+    if isinstance(record, str):
+        record = record.encode("utf-8", "surrogateescape")
+    elif not isinstance(record, bytes):
+        record = str(record).encode()
+    return StoredEntry(int(idx), None if job_id is None else str(job_id), str(prev_hash), str(digest), record)
+
+
 def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) -> Iterator[StoredEntry]:
     """Every stored ledger entry from ``start``, in index order, read in batches."""
     while True:
@@ -88,8 +99,8 @@ def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) ->
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE idx >= ? ORDER BY idx LIMIT ?",
             (start, batch),
         ).fetchall()
-        for idx, job_id, prev_hash, digest, record in rows:
-            yield StoredEntry(int(idx), job_id, str(prev_hash), str(digest), bytes(record))
+        for row in rows:
+            yield entry_from_row(row)
         if len(rows) < batch:
             return
         start = int(rows[-1][0]) + 1

@@ -29,7 +29,14 @@ import structlog
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
 from swarmd.ledger.records import job_record
-from swarmd.ledger.sqlite import append_records, append_unrecorded, existing_indices, ledger_tail, read_entries
+from swarmd.ledger.sqlite import (
+    append_records,
+    append_unrecorded,
+    entry_from_row,
+    existing_indices,
+    ledger_tail,
+    read_entries,
+)
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.queue.sqlite.wake import WakeListener, wake
@@ -420,7 +427,7 @@ class SqliteBackend:
         ).fetchone()
         if entry is None:
             raise JobNotFound(f"job {job_id}")
-        return JobInfo.from_ledger(StoredEntry(int(entry[0]), entry[1], entry[2], entry[3], bytes(entry[4])))
+        return JobInfo.from_ledger(entry_from_row(entry))
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return await self._run(self._swarm_status, swarm_id)
@@ -434,14 +441,14 @@ class SqliteBackend:
             )
         ]
         queued = {info.job_id for info in infos}
-        for idx, job_id, prev_hash, digest, record in self.conn.execute(
+        for row in self.conn.execute(
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger "
             "WHERE job_id IN (SELECT job_id FROM ledger WHERE json_extract(record, '$.swarm_id') = ?) ORDER BY idx",
             (swarm_id,),
         ):
-            if job_id in queued:
+            if row[1] in queued:
                 continue  # a dead letter: its row (state dead) stands for it, as in `status`
-            infos.append(JobInfo.from_ledger(StoredEntry(int(idx), job_id, prev_hash, digest, bytes(record))))
+            infos.append(JobInfo.from_ledger(entry_from_row(row)))
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
         return infos
