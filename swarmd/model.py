@@ -24,6 +24,10 @@ from swarmd.errors import JobValidationError
 MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 #: Deepest nesting of lists and objects accepted in a payload.
 MAX_PAYLOAD_DEPTH: Final = 32
+#: Largest delay (or not_before ahead of now) a job may ask for: one year, in seconds.
+MAX_DELAY_SECONDS: Final = 365 * 24 * 3600
+#: Largest total of encoded jobs in one submit (one transaction), in bytes.
+MAX_BATCH_BYTES: Final = 64 * 1024 * 1024
 #: Priorities run from lowest to highest; higher runs first.
 MIN_PRIORITY: Final = -100
 MAX_PRIORITY: Final = 100
@@ -191,8 +195,8 @@ def draft_job(
 ) -> Job:
     """A job whose payload is checked but whose fields are not validated yet: `seal` them."""
     now = time.time() if now is None else now
-    if isinstance(delay, bool) or not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
-        raise JobValidationError("delay", f"{delay!r} is not a number of seconds >= 0")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY_SECONDS:
+        raise JobValidationError("delay", f"{_short(delay)} is not a number of seconds from 0 to {MAX_DELAY_SECONDS}")
     for name, text in (
         ("id", job_id),
         ("gid", gid),
@@ -208,6 +212,12 @@ def draft_job(
         # JSON has no NaN or infinity: stored, they would silently become null.
         if isinstance(number, float) and not math.isfinite(number):
             raise JobValidationError(name, f"{number!r} is not a finite number")
+    if (
+        isinstance(not_before, int | float)
+        and not isinstance(not_before, bool)
+        and not_before > now + MAX_DELAY_SECONDS
+    ):
+        raise JobValidationError("not_before", f"{_short(not_before)} is more than {MAX_DELAY_SECONDS} s from now")
     check_payload(payload)
     return Job(
         id=job_id or new_job_id(),
@@ -231,10 +241,31 @@ _batch_decoder: Final = msgspec.json.Decoder(list[Job])
 _AT_ITEM = re.compile(r" - at `\$\[(\d+)\]\.?([^`]*)`$")
 
 
-def seal(jobs: list[Job], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> list[Job]:
+def _short(value: object) -> str:
+    """A value for an error message, cut short (an int of 400 digits is not worth printing)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def seal(
+    jobs: list[Job], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES, max_batch_bytes: int = MAX_BATCH_BYTES
+) -> list[Job]:
     """Validate drafted jobs, all in one strict decode; raises JobValidationError naming the
-    field (and, in a batch, which job)."""
-    bodies = [_encode_draft(job, position, len(jobs)) for position, job in enumerate(jobs)]
+    field (and, in a batch, which job). A batch whose jobs encode to more than
+    ``max_batch_bytes`` in all is refused before the rest is encoded: one submit is one
+    transaction, and must fit in memory."""
+    bodies: list[bytes] = []
+    total = 0
+    for position, job in enumerate(jobs):
+        body = _encode_draft(job, position, len(jobs))
+        total += len(body)
+        if total > max_batch_bytes:
+            raise JobValidationError(
+                "$",
+                f"a submit of {len(jobs)} jobs is over the limit of {max_batch_bytes} bytes in all "
+                f"(reached at job {position}); submit fewer or smaller jobs at a time",
+            )
+        bodies.append(body)
     try:
         sealed = _batch_decoder.decode(b"[" + b",".join(bodies) + b"]")
     except msgspec.ValidationError as exc:
