@@ -16,9 +16,11 @@ def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking:
 
         return RedisBackend(settings.redis_url, prefix=settings.redis_prefix, queue=settings.queue)
     from swarmd.queue.sqlite.backend import SqliteBackend  # noqa: PLC0415
+    from swarmd.storage.files import check_directory  # noqa: PLC0415
     from swarmd.storage.sqlite import Durability  # noqa: PLC0415
 
     directory = state_dir or resolve_state_dir(settings.state_dir)
     if not directory.is_dir():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_directory(directory)  # a producer trusts the state dir no more than the daemon does
     return SqliteBackend(directory, Durability(settings.durability), inline=blocking)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from swarmd.errors import LedgerError
+from swarmd.storage.files import check_sqlite_files, open_private
 
 T = TypeVar("T")
 
@@ -84,10 +85,8 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     Files are created 0600. The connection is in autocommit mode: callers open explicit
     ``BEGIN IMMEDIATE`` transactions with `transaction`.
     """
-    fresh = not path.exists()
-    if fresh:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+    check_sqlite_files(path)  # no symlink, no other user's file, nothing readable by others
+    os.close(open_private(path))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
