@@ -100,3 +100,21 @@ class Permanent(Exception):
     ``raise swarmd.Permanent("bad input")``, or ``raise Permanent from exc``; the job is
     dead-lettered at once with this exception as its reason.
     """
+
+
+class StateVersionError(SwarmdError):
+    """The stored state (an SQLite file, a Redis prefix) was written by a newer swarmd.
+
+    ``where`` names it, ``found`` is its schema version and ``known`` the newest this swarmd
+    knows. Nothing was read or written: state is never migrated backwards, and reading a newer
+    layout could misread it.
+    """
+
+    def __init__(self, where: str, found: int, known: int) -> None:
+        self.where = where
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"{where} has state schema version {found}, newer than this swarmd knows (up to {known}): "
+            f"run a swarmd release that knows version {found}, or restore a backup made with this one"
+        )

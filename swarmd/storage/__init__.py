@@ -1,1 +1,2 @@
-"""The SQLite state file: connections, transactions and its schema, below both the ledger and the queue."""
+"""The SQLite state file: connections, transactions, its schema and the migrations between schema
+versions, below both the ledger and the queue."""

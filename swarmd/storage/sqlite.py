@@ -4,6 +4,11 @@ Both the durable ledger and the local queue live in the same file, so that finis
 (its ledger entry and the removal of its lease) is one transaction. Everything here is
 synchronous and runs on one thread per connection (`SqliteThread`); the event loop never
 touches the database directly.
+
+The file carries its schema version (``meta.schema_version``). Opening it refuses a version
+newer than this swarmd knows (`StateVersionError`) and brings an older one forward by the
+numbered steps of `swarmd.storage.migrations`, in one transaction; an up-to-date file is only
+read.
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final, TypeVar
 
-from swarmd.errors import LedgerError
+import structlog
+
+from swarmd.errors import LedgerError, StateVersionError
+from swarmd.storage import migrations
 from swarmd.storage.files import check_sqlite_files, open_private
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+log = structlog.get_logger("swarmd.storage")
 BUSY_TIMEOUT_MS: Final = 30_000
 
+#: Schema version 1 (`migrations.BASE_VERSION`), what a fresh file starts at. Changing it is
+#: a migration: a new step in `swarmd.storage.migrations`, never an edit here.
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -83,7 +93,8 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     """Open (creating if needed) the state database with swarmd's settings and schema.
 
     Files are created 0600. The connection is in autocommit mode: callers open explicit
-    ``BEGIN IMMEDIATE`` transactions with `transaction`.
+    ``BEGIN IMMEDIATE`` transactions with `transaction`. Raises `StateVersionError` for a file
+    written by a newer swarmd; migrates an older one (see `prepare_schema`).
     """
     check_sqlite_files(path)  # no symlink, no other user's file, nothing readable by others
     os.close(open_private(path))
@@ -95,12 +106,59 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA temp_store = MEMORY")
-    with transaction(conn):
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    try:
+        prepare_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def schema_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The file's schema version (None: a fresh file, without one yet), read without writing.
+
+    Raises `StateVersionError` if it is newer than this swarmd knows.
+    """
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return None
+    try:
+        found = int(row[0])
+    except ValueError:
+        raise LedgerError(f"{path}: meta.schema_version is {row[0]!r}, not a number") from None
+    known = migrations.known_version()
+    if found > known:
+        raise StateVersionError(str(path), found, known)
+    return found
+
+
+def prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the file to the newest schema: create it (version 1) if fresh, then run the
+    migrations it lacks, all in one transaction; an up-to-date file is only read.
+
+    The version is read again once the write lock is held: another process may have
+    migrated the file in between.
+    """
+    if schema_version(conn, path) == migrations.known_version():
+        return
+    with transaction(conn):
+        found = schema_version(conn, path)
+        if found is None:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(migrations.BASE_VERSION),))
+        steps = migrations.run_pending(conn, migrations.BASE_VERSION if found is None else found)
+    if steps and found is not None:
+        log.info(
+            "state migrated",
+            path=str(path),
+            from_version=found,
+            to_version=steps[-1].to_version,
+            steps=[f"{step.to_version}: {step.description}" for step in steps],
+        )
 
 
 class transaction:

@@ -33,6 +33,7 @@ from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_h
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -195,6 +196,12 @@ class RedisBackend:
         if version < (6, 2):
             await client.aclose()
             raise BackendUnavailable(f"Redis at {self.where} is {info.get('redis_version')}; swarmd needs 6.2 or later")
+        try:
+            with self._guard("open"):
+                await open_prefix(client, self._p, f"Redis at {self.where}, prefix {self.prefix!r}")
+        except BaseException:
+            await client.aclose()
+            raise
         self._client = client
         self._scripts = {name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()}
 

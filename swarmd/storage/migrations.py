@@ -1,0 +1,63 @@
+"""The numbered migrations of the SQLite state: how a file written by an older swarmd moves forward.
+
+Version 1 is the schema that `swarmd.storage.sqlite` creates in a fresh file. Every later change
+to a table, an index or the format of a stored record appends one `Migration` to `MIGRATIONS`,
+numbered one above the last, and is never edited once released: a file at version *n* is
+brought to the newest version by running the steps *n + 1*, *n + 2*, ... in order. `connect`
+runs them, and records each new version in ``meta``, inside the one transaction that opens the
+file, so that a file is either wholly at its old version or wholly at the new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+#: The version of the schema script: what a fresh file starts at, before any migration.
+BASE_VERSION: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step forward: ``apply`` turns a state at ``to_version - 1`` into ``to_version``.
+
+    ``apply`` runs inside the transaction that opens the file: it uses ``conn.execute`` only
+    (``executescript`` would commit half-way), and it raises to refuse, which rolls the whole
+    opening back. ``description`` says what the step changes, for the log and for readers.
+    """
+
+    to_version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+#: Every migration after `BASE_VERSION`, in order (none yet: version 1 is still the schema).
+MIGRATIONS: tuple[Migration, ...] = ()
+
+
+def known_version() -> int:
+    """The newest schema version this swarmd knows, the one every file it opens ends at."""
+    return MIGRATIONS[-1].to_version if MIGRATIONS else BASE_VERSION
+
+
+def pending(found: int) -> Sequence[Migration]:
+    """The steps that bring a file at version ``found`` to `known_version`, in order."""
+    for number, step in enumerate(MIGRATIONS, start=BASE_VERSION + 1):
+        if step.to_version != number:
+            raise RuntimeError(f"migration {step.description!r} is numbered {step.to_version}, expected {number}")
+    return [step for step in MIGRATIONS if step.to_version > found]
+
+
+def run_pending(conn: sqlite3.Connection, found: int) -> list[Migration]:
+    """Run the steps a file at version ``found`` lacks, recording each new version in ``meta``.
+
+    The caller holds the write transaction (and rolls it back if a step raises). Returns the
+    steps that ran.
+    """
+    steps = list(pending(found))
+    for step in steps:
+        step.apply(conn)
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(step.to_version),))
+    return steps
