@@ -26,7 +26,8 @@ import uvloop
 from swarmd.client import Client
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
 from swarmd.ledger.durable import DurableLedger
-from swarmd.testing.daemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import WaitTimeout, wait_until
 
 T = TypeVar("T")
 AGENT_SECONDS: Final = 0.01
@@ -204,11 +205,10 @@ def _floor_e2e() -> float:
 
 def _await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0, step: float = FINE_STEP) -> float:
     """Look every ``step`` seconds until the ledger holds ``target`` entries; return when."""
-    deadline = time.monotonic() + timeout
-    while _ledger_count(conn) < target:
-        if time.monotonic() > deadline:
-            raise BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s")
-        time.sleep(step)
+    try:
+        wait_until(lambda: _ledger_count(conn) >= target, timeout=timeout, what=f"{target} ledger entries", step=step)
+    except WaitTimeout as exc:
+        raise BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s") from exc
     return time.perf_counter()
 
 
@@ -231,7 +231,7 @@ def _e2e(client: Client, conn: sqlite3.Connection, repeat: int) -> tuple[list[fl
 def bench_e2e(repeat: int = 20) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
         state = Path(tmp) / "state"
-        with LocalDaemon(state), Client(state) as client:
+        with LocalDaemon(state, log_level="warning"), Client(state) as client:
             conn = _readonly(state)
             ours, submits = _e2e(client, conn, repeat)
             floor = [_floor_e2e() for _ in range(repeat)]
@@ -290,7 +290,7 @@ def measure_drain(
 ) -> Drain:
     """Time a started daemon's drain of ``n`` jobs: from when ``started()`` first holds to
     ``count_until(n)``, with the daemon's CPU time over the same span."""
-    wait_for(started, 60, "the first commit", step=0.0001)
+    wait_until(started, timeout=60, what="the first commit", step=0.0001)
     first, cpu_first = time.perf_counter(), daemon.cpu_seconds()
     last = count_until(n)
     cpu = daemon.cpu_seconds() - cpu_first
@@ -300,7 +300,7 @@ def measure_drain(
 def drain_rate(state: Path, n: int, args: Sequence[str] = (), timeout: float = 120.0) -> tuple[Drain, LocalDaemon]:
     """Start a daemon on ``n`` queued jobs and measure its drain (see `Drain`); the caller
     stops the daemon, unless the measure fails: then it is stopped here, never left running."""
-    daemon = LocalDaemon(state, args).start()
+    daemon = LocalDaemon(state, *args, log_level="warning").start()
     conn = _readonly(state)
     try:
         drain = measure_drain(
@@ -393,13 +393,15 @@ def bench_scale(agents: int = 100_000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
         state = Path(tmp) / "state"
         _queue_noops(state, agents, agent="sleep", payload={"seconds": 1.0})
-        daemon = LocalDaemon(state, ["--max-concurrent", str(agents)], env={"SWARMD_LEASE_SECONDS": "120"})
+        daemon = LocalDaemon(
+            state, "--max-concurrent", str(agents), env={"SWARMD_LEASE_SECONDS": "120"}, log_level="warning"
+        )
         daemon.start()
         conn = _readonly(state)
         base = daemon.rss_bytes()
         _await_count(conn, agents, timeout=300, step=COARSE_STEP)  # the wall comes from the ledger's own times
         peak = daemon.rss_bytes("VmHWM")
-        in_flight_peak = int(daemon.metrics().get("swarmd_concurrent_peak", 0))
+        in_flight_peak = int(daemon.metric_totals().get("swarmd_concurrent_peak", 0))
         rows = conn.execute(
             "SELECT min(json_extract(record, '$.reserved_at')), max(json_extract(record, '$.finished_at')) FROM ledger"
         ).fetchone()

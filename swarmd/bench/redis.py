@@ -19,6 +19,7 @@ from swarmd.bench import main as bench
 from swarmd.client import Client
 from swarmd.config import Settings
 from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import WaitTimeout, wait_until
 
 URL = os.environ.get("SWARMD_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -38,16 +39,9 @@ class _Store:
     def daemon(self, state: Path, args: list[str] | None = None) -> LocalDaemon:
         return LocalDaemon(
             state,
-            [
-                "--backend",
-                "redis",
-                "--redis-url",
-                URL,
-                "--redis-prefix",
-                self.prefix,
-                "--allow-volatile-redis",
-                *(args or []),
-            ],
+            *("--backend", "redis", "--redis-url", URL, "--redis-prefix", self.prefix, "--allow-volatile-redis"),
+            *(args or []),
+            log_level="warning",
         )
 
     def client(self, state: Path) -> Client:
@@ -67,11 +61,10 @@ def _has_entries(store: _Store) -> bool:
 def _await_length(
     length: Callable[[], int], target: int, timeout: float = 120.0, step: float = bench.FINE_STEP
 ) -> float:
-    deadline = time.monotonic() + timeout
-    while length() < target:
-        if time.monotonic() > deadline:
-            raise bench.BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s")
-        time.sleep(step)
+    try:
+        wait_until(lambda: length() >= target, timeout=timeout, what=f"{target} ledger entries", step=step)
+    except WaitTimeout as exc:
+        raise bench.BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s") from exc
     return time.perf_counter()
 
 

@@ -27,7 +27,8 @@ from typing import Any, Final
 
 from swarmd.bench import main as bench
 from swarmd.client import Client
-from swarmd.testing.daemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import wait_until
 
 #: Jobs per submit call.
 BATCH: Final = 5000
@@ -125,7 +126,7 @@ def _produce(client: Client, conn: sqlite3.Connection, jobs: int) -> list[str]:
     ids: list[str] = []
     while len(ids) < jobs:
         ahead = min(len(ids) + BATCH, jobs)
-        wait_for(functools.partial(_room_for, conn, ahead), 120, "the daemon to drain", step=0.01)
+        wait_until(functools.partial(_room_for, conn, ahead), timeout=120, what="the daemon to drain", step=0.01)
         specs = [{"agent": "echo", "gid": f"GID-{i % 1000}"} for i in range(len(ids), ahead)]
         ids.extend(client.submit_many(specs).job_ids)
     return ids
@@ -159,7 +160,7 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
     deleted afterwards)."""
     with contextlib.ExitStack() as stack:
         state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
-        with LocalDaemon(state) as daemon, Client(state) as client:
+        with LocalDaemon(state, log_level="warning") as daemon, Client(state) as client:
             conn = bench._readonly(state)
             try:
                 started = time.perf_counter()
@@ -167,7 +168,12 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
                 sampler.start()
                 try:
                     ids = _produce(client, conn, jobs)
-                    wait_for(lambda: _recorded(conn) >= jobs, max(120, jobs / 1000), f"{jobs:,} ledger entries", 0.01)
+                    wait_until(
+                        lambda: _recorded(conn) >= jobs,
+                        timeout=max(120, jobs / 1000),
+                        what=f"{jobs:,} ledger entries",
+                        step=0.01,
+                    )
                     wall = time.perf_counter() - started
                 finally:
                     samples = sampler.stop()
