@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
-from prometheus_client.parser import text_string_to_metric_families
 
-from swarmd.testing.daemon import free_port, serve_command
+from swarmd.testing.daemon import LocalDaemon, free_port
+from swarmd.testing.polling import wait_until
 
 __all__ = [
     "REPO",
@@ -39,20 +35,7 @@ __all__ = [
     "wait_until",
 ]
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, what: str = "condition", step: float = 0.02) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,91 +69,12 @@ def swarmd(
     return result
 
 
-class Daemon:
-    """One `swarmd serve` process on a state directory."""
+class Daemon(LocalDaemon):
+    """One `swarmd serve` process on a state directory (`swarmd.testing.daemon.LocalDaemon`),
+    in the environment of `base_env`: none of this process's swarmd settings, tests/ importable."""
 
-    def __init__(self, state_dir: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
-        self.state_dir = state_dir
-        self.port = port or free_port()
-        self.args = list(args)
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir.parent / f"{state_dir.name}-daemon-{self.port}.log"
-        self.starts = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> Daemon:
-        self.starts += 1
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            serve_command(self.state_dir, self.port, *self.args),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=base_env(self.env),
-        )
-        log.close()
-        if wait_ready:
-            self.wait_ready(timeout)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), exc.read().decode()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, ""
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready() -> bool:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode} before ready:\n{self.log()}")
-            return self.get("/readyz", timeout=1.0)[0] == 200
-
-        wait_until(ready, timeout=timeout, what="the daemon to report ready")
-
-    def metrics(self) -> dict[str, float]:
-        """Every sample, keyed ``name{label="v",...}`` (labels sorted) and plain ``name``."""
-        status, text = self.get("/metrics")
-        assert status == 200, f"/metrics answered {status}"
-        samples: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-        return samples
-
-    def signal(self, signum: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signum)
-
-    def wait(self, timeout: float = 30.0) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def ensure_dead(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+    def environment(self) -> dict[str, str]:
+        return base_env(self.env)
 
 
 @contextlib.contextmanager

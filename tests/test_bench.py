@@ -13,7 +13,8 @@ import msgspec
 import pytest
 from _services import require_redis
 
-from swarmd.bench import main as bench
+from swarmd.bench import e2e, helpers, instrumentation, runner, swarm, throughput
+from swarmd.bench import redis as redis_bench
 from swarmd.bench.instrumentation import drain
 from swarmd.client import Client
 from swarmd.ledger.durable import DurableLedger
@@ -21,15 +22,15 @@ from swarmd.testing.daemon import LocalDaemon
 
 
 def test_spread_reports_median_percentiles_and_extremes() -> None:
-    stats = bench.spread([5.0, 1.0, 3.0, 2.0, 4.0])
+    stats = helpers.spread([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (stats["median"], stats["min"], stats["max"], stats["n"]) == (3.0, 1.0, 5.0, 5.0)
     assert stats["p10"] == 1.0 and stats["p90"] == 5.0
-    with pytest.raises(bench.BenchError):
-        bench.spread([])
+    with pytest.raises(helpers.BenchError):
+        helpers.spread([])
 
 
 def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger() -> None:
-    result = bench.bench_swarm(agents=(5, 20), repeat=2)
+    result = swarm.bench_swarm(agents=(5, 20), repeat=2)
     assert [row["agents"] for row in result["sizes"]] == [5, 20]
     # Per size: 3 warm-up rounds of a dispatch and a commit alone of n entries, then 2 rounds
     # of a dispatch and two commits alone (of n entries and of one); every task and every
@@ -47,7 +48,7 @@ def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger(
 
 @pytest.mark.slow
 def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
-    result = bench.bench_throughput(jobs=400, repeat=1, submit_batched=2000)
+    result = throughput.bench_throughput(jobs=400, repeat=1, submit_batched=2000)
     assert result["jobs"] == 400
     assert result["swarmd_jobs_per_s"]["median"] > 0 and result["floor_jobs_per_s"]["median"] > 0
     assert result["submit"]["single_jobs_per_s"] > 0 and result["submit"]["batched_jobs_per_s"] > 0
@@ -66,7 +67,7 @@ def _assert_daemon_cpu_measured(result: dict[str, Any]) -> None:
 @pytest.mark.redis
 def test_redis_throughput_scenario_drains_every_job_with_the_daemons_cpu() -> None:
     require_redis()
-    result = bench.bench_redis("throughput", repeat=1, jobs=400)
+    result = redis_bench.bench_redis_throughput(jobs=400, repeat=1)
     assert result["jobs"] == 400 and result["swarmd_jobs_per_s"]["median"] > 0
     _assert_daemon_cpu_measured(result)
 
@@ -74,9 +75,9 @@ def test_redis_throughput_scenario_drains_every_job_with_the_daemons_cpu() -> No
 @pytest.mark.slow
 def test_a_drain_that_never_completes_is_an_error_and_leaves_no_daemon_running(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    bench._queue_noops(state, 3)
-    with pytest.raises(bench.BenchError, match="did not reach 4 entries"):
-        bench.drain_rate(state, 4, timeout=0.5)  # one job more than there are
+    helpers.queue_noops(state, 3)
+    with pytest.raises(helpers.BenchError, match="did not reach 4 entries"):
+        throughput.drain_rate(state, 4, timeout=0.5)  # one job more than there are
     assert _daemons_on(state) == []
 
 
@@ -98,12 +99,12 @@ def test_a_local_daemons_cpu_time_is_read_from_proc(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_e2e_scenario_measures_whole_swarms_through_a_daemon() -> None:
-    result = bench.bench_e2e(repeat=2)
+    result = e2e.bench_e2e(repeat=2)
     assert result["swarmd_overhead_s"]["n"] == 2 and result["submit_s"]["n"] == 2
     # a swarm of 10 ms agents cannot come back in less than its agents' time
-    assert result["swarmd_overhead_s"]["min"] > -bench.AGENT_SECONDS
+    assert result["swarmd_overhead_s"]["min"] > -helpers.AGENT_SECONDS
     # the submit is the first part of each round trip, not all of it
-    assert 0 < result["submit_s"]["max"] < result["swarmd_overhead_s"]["max"] + bench.AGENT_SECONDS
+    assert 0 < result["submit_s"]["max"] < result["swarmd_overhead_s"]["max"] + helpers.AGENT_SECONDS
 
 
 def test_the_ledger_count_the_bench_watches_is_the_number_of_entries(tmp_path: Path) -> None:
@@ -113,12 +114,12 @@ def test_the_ledger_count_the_bench_watches_is_the_number_of_entries(tmp_path: P
             await ledger.append({"agent_gid": f"GID-{i}"})
         await ledger.close()
 
-    bench._run(append(0))
+    helpers.run_uvloop(append(0))
     conn = sqlite3.connect(tmp_path / "swarmd.db")
-    assert bench._ledger_count(conn) == 0
-    bench._run(append(3))
-    assert bench._ledger_count(conn) == 3
-    assert bench._await_count(conn, 3, timeout=1, step=bench.COARSE_STEP) > 0
+    assert helpers.ledger_count(conn) == 0
+    helpers.run_uvloop(append(3))
+    assert helpers.ledger_count(conn) == 3
+    assert helpers.await_count(conn, 3, timeout=1, step=helpers.COARSE_STEP) > 0
     conn.close()
 
 
@@ -126,8 +127,8 @@ def test_waiting_for_ledger_entries_that_never_come_is_an_error_not_a_number(tmp
     with Client(tmp_path / "state") as client:
         client.submit("echo", gid="G")  # creates the database; nothing drains it
     conn = sqlite3.connect(tmp_path / "state" / "swarmd.db")
-    with pytest.raises(bench.BenchError, match="did not reach 1 entries"):
-        bench._await_count(conn, 1, timeout=0.2)
+    with pytest.raises(helpers.BenchError, match="did not reach 1 entries"):
+        helpers.await_count(conn, 1, timeout=0.2)
     conn.close()
 
 
@@ -149,7 +150,7 @@ def test_instrumentation_shares_are_paired_within_a_round(monkeypatch: pytest.Mo
         return 1e6 / (cost[mode] * drift)
 
     monkeypatch.setattr("swarmd.bench.instrumentation.drain", scripted)
-    result = bench.bench_instrumentation(jobs=100, repeat=4)
+    result = instrumentation.bench_instrumentation(jobs=100, repeat=4)
     assert len(calls) == 4 + 4 * 4  # warm-up, then every mode once per round
     for mode, expected in (("default", 0.2), ("sampled", 0.5), ("full", 0.75)):
         assert result["instrumentation_share"][mode] == pytest.approx(expected)
@@ -160,11 +161,11 @@ def test_instrumentation_shares_are_paired_within_a_round(monkeypatch: pytest.Mo
 def test_run_bench_refuses_an_unknown_scenario_and_prints_json_per_scenario() -> None:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert bench.run_bench("nope") == 2
+        assert runner.run_bench("nope") == 2
     assert "unknown scenario 'nope'" in err.getvalue()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert bench.run_bench("swarm", as_json=True, agents=[5], repeat=2) == 0
+        assert runner.run_bench("swarm", as_json=True, agents=[5], repeat=2) == 0
     [line] = out.getvalue().splitlines()
     result = msgspec.json.decode(line)
     assert result["scenario"] == "swarm" and "met" in result

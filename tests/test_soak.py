@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from harness import assert_exactly_once, ledger, swarmd
 
-from swarmd.bench import main as bench
+from swarmd.bench import helpers, runner
 from swarmd.bench import soak as soak_bench
 from swarmd.client import Client
 
@@ -21,7 +21,7 @@ JOBS = 20_000
 @pytest.mark.slow
 def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = bench.bench_soak(jobs=JOBS, sample_every=0.05, state_dir=state)
+    result = soak_bench.bench_soak(jobs=JOBS, sample_every=0.05, state_dir=state)
 
     entries = ledger(state)  # the scenario checked them against the submitted ids; again, from outside
     assert len(entries) == JOBS == result["ledger_entries"]
@@ -41,15 +41,15 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     )
     assert result["rss_end_bytes"] > 0
     assert isinstance(result["met"], bool)
-    assert "soak (" in bench._summary({"scenario": "soak", "target": bench.TARGETS["soak"], **result})
+    assert "soak (" in runner.summary({"scenario": "soak", "target": runner.TARGETS["soak"], **result})
 
 
 def test_soak_ledger_check_refuses_jobs_that_were_never_recorded(tmp_path: Path) -> None:
     with Client(tmp_path / "state") as client:
         ids = client.submit_many([{"agent": "echo", "gid": "G"}, {"agent": "echo", "gid": "G"}]).job_ids
-        conn = bench._readonly(tmp_path / "state")
+        conn = helpers.readonly_ledger(tmp_path / "state")
         try:
-            with pytest.raises(bench.BenchError, match="2 jobs missing from the ledger, 0 unexpected"):
+            with pytest.raises(helpers.BenchError, match="2 jobs missing from the ledger, 0 unexpected"):
                 soak_bench._check_ledger(client, conn, ids)
         finally:
             conn.close()

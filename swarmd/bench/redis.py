@@ -1,5 +1,5 @@
-"""The Redis scenarios of `swarmd bench`: the same measurements as for SQLite, on a Redis
-Streams queue (a daemon with ``--backend redis`` on the Redis at ``$SWARMD_BENCH_REDIS_URL``,
+"""The `redis-throughput` and `redis-e2e` scenarios: the same measurements as `throughput` and
+`e2e`, on a Redis Streams queue (a daemon with ``--backend redis`` on the Redis at ``$SWARMD_BENCH_REDIS_URL``,
 default redis://127.0.0.1:6379/0), under a key prefix of its own that is deleted afterwards.
 """
 
@@ -8,14 +8,23 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from swarmd.bench import main as bench
+from swarmd.bench.helpers import (
+    COARSE_STEP,
+    BenchError,
+    await_entries,
+    e2e_result,
+    floor_e2e,
+    floor_throughput,
+    measure_drain,
+    run_uvloop,
+    swarm_round_trips,
+    throughput_result,
+)
 from swarmd.client import Client
 from swarmd.config import Settings
 from swarmd.testing.daemon import LocalDaemon
@@ -38,16 +47,9 @@ class _Store:
     def daemon(self, state: Path, args: list[str] | None = None) -> LocalDaemon:
         return LocalDaemon(
             state,
-            [
-                "--backend",
-                "redis",
-                "--redis-url",
-                URL,
-                "--redis-prefix",
-                self.prefix,
-                "--allow-volatile-redis",
-                *(args or []),
-            ],
+            *("--backend", "redis", "--redis-url", URL, "--redis-prefix", self.prefix, "--allow-volatile-redis"),
+            *(args or []),
+            log_level="warning",
         )
 
     def client(self, state: Path) -> Client:
@@ -64,18 +66,9 @@ def _has_entries(store: _Store) -> bool:
     return store.ledger_length() > 0
 
 
-def _await_length(
-    length: Callable[[], int], target: int, timeout: float = 120.0, step: float = bench.FINE_STEP
-) -> float:
-    deadline = time.monotonic() + timeout
-    while length() < target:
-        if time.monotonic() > deadline:
-            raise bench.BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s")
-        time.sleep(step)
-    return time.perf_counter()
-
-
-def _throughput(jobs: int, repeat: int) -> dict[str, Any]:
+def bench_redis_throughput(jobs: int = 20_000, repeat: int = 3) -> dict[str, Any]:
+    """``repeat`` drains of ``jobs`` queued no-op jobs, each by a fresh daemon on a fresh
+    prefix, against as many floors."""
     drains = []
     for _ in range(repeat):
         store = _Store()
@@ -89,54 +82,38 @@ def _throughput(jobs: int, repeat: int) -> dict[str, Any]:
                         )
                 daemon = store.daemon(state).start()
                 try:
-                    drain = bench.measure_drain(
+                    drain = measure_drain(
                         daemon,
                         jobs,
                         functools.partial(_has_entries, store),
-                        functools.partial(_await_length, store.ledger_length, step=bench.COARSE_STEP),
+                        functools.partial(await_entries, store.ledger_length, step=COARSE_STEP),
                     )
                 finally:
                     daemon.stop()
                 with store.client(state) as client:
                     report = client.verify()
             if not report.ok or report.entries != jobs:
-                raise bench.BenchError(f"redis-throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
+                raise BenchError(f"redis-throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
             drains.append(drain)
         finally:
             store.drop()
-    floor = [bench._run(bench._floor_throughput(jobs, 256)) for _ in range(repeat)]
-    result = bench.throughput_result(drains, floor)
+    floor = [run_uvloop(floor_throughput(jobs, 256)) for _ in range(repeat)]
+    result = throughput_result(drains, floor)
     return {"jobs": jobs, **result, "met": result["swarmd_jobs_per_s"]["median"] >= 15_000}
 
 
-def _e2e(repeat: int) -> dict[str, Any]:
+def bench_redis_e2e(repeat: int = 20) -> dict[str, Any]:
+    """``repeat`` round trips of a 50-agent swarm (after three of warm-up) and as many floors."""
     store = _Store()
     try:
         with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
             state = Path(tmp) / "state"
-            specs = [
-                {"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": bench.AGENT_SECONDS}} for i in range(50)
-            ]
-            samples, submits = [], []
             with store.daemon(state), store.client(state) as client:
-                for round_ in range(repeat + 3):
-                    before = store.ledger_length()
-                    started = time.perf_counter()
-                    client.submit_many(specs, swarm=True)
-                    submitted = time.perf_counter()
-                    done = _await_length(store.ledger_length, before + 50)
-                    if round_ >= 3:
-                        samples.append(done - started - bench.AGENT_SECONDS)
-                        submits.append(submitted - started)
+                samples, submits = swarm_round_trips(client, store.ledger_length, repeat)
                 report = client.verify()
         if not report.ok or report.entries != 50 * (repeat + 3):
-            raise bench.BenchError(f"redis-e2e: ledger has {report.entries} entries ({report.summary()})")
+            raise BenchError(f"redis-e2e: ledger has {report.entries} entries ({report.summary()})")
     finally:
         store.drop()
-    floor = [bench._floor_e2e() for _ in range(repeat)]
-    return bench.e2e_result(samples, floor, submits)
-
-
-def run(kind: str, *, repeat: int, jobs: int) -> dict[str, Any]:
-    """``kind``: "throughput" or "e2e"."""
-    return _throughput(jobs, repeat) if kind == "throughput" else _e2e(repeat)
+    floor = [floor_e2e() for _ in range(repeat)]
+    return e2e_result(samples, floor, submits)

@@ -1,4 +1,4 @@
-"""The soak scenario of `swarmd bench`: a million no-op jobs through one SQLite daemon.
+"""The `soak` scenario: a million no-op jobs through one SQLite daemon.
 
 A producer submits ``echo`` jobs in batches of `BATCH` while the daemon drains them, keeping
 at most `BACKLOG` queued, so that the daemon runs under steady load for the whole run instead
@@ -19,15 +19,14 @@ import sqlite3
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from swarmd.bench import main as bench
+from swarmd.bench.helpers import BenchError, ledger_count, readonly_ledger, spread
 from swarmd.client import Client
-from swarmd.testing.daemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import wait_until
 
 #: Jobs per submit call.
 BATCH: Final = 5000
@@ -54,27 +53,15 @@ class Sample:
     healthz_s: float
 
 
-def _recorded(conn: sqlite3.Connection) -> int:
-    """Ledger entries so far: max(idx) + 1, an index lookup (count(*) would scan a million rows)."""
-    return int(conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM ledger").fetchone()[0])
-
-
 def _room_for(conn: sqlite3.Connection, submitted: int) -> bool:
     """Whether ``submitted`` jobs would stay within BACKLOG of the ledger."""
-    return submitted - _recorded(conn) <= BACKLOG
+    return submitted - ledger_count(conn) <= BACKLOG
 
 
-def _timed_get(port: int, path: str) -> tuple[int, float]:
-    """(HTTP status, seconds) of one GET on the daemon's listener."""
+def _timed_get(daemon: LocalDaemon, path: str) -> tuple[int, float]:
+    """(HTTP status, seconds) of one GET on the daemon's listener; status 0: no answer."""
     started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            response.read()
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        status = int(exc.code)
-    except OSError:
-        status = 0
+    status, _ = daemon.get(path)
     return status, time.perf_counter() - started
 
 
@@ -92,7 +79,7 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         try:
-            with contextlib.closing(bench._readonly(self.watched.state_dir)) as conn:
+            with contextlib.closing(readonly_ledger(self.watched.state_dir)) as conn:
                 while not self._stop_event.wait(self.every):
                     self.samples.append(self.sample(conn))
                 self.samples.append(self.sample(conn))
@@ -100,11 +87,11 @@ class _Sampler(threading.Thread):
             self.error = exc
 
     def sample(self, conn: sqlite3.Connection) -> Sample:
-        metrics = _timed_get(self.watched.port, "/metrics")
-        healthz = _timed_get(self.watched.port, "/healthz")
+        metrics = _timed_get(self.watched, "/metrics")
+        healthz = _timed_get(self.watched, "/healthz")
         return Sample(
             at=time.perf_counter() - self.started,
-            recorded=_recorded(conn),
+            recorded=ledger_count(conn),
             rss_bytes=self.watched.rss_bytes(),
             metrics_status=metrics[0],
             metrics_s=metrics[1],
@@ -116,7 +103,7 @@ class _Sampler(threading.Thread):
         self._stop_event.set()
         self.join()
         if self.error is not None:
-            raise bench.BenchError(f"soak: sampling the daemon failed: {self.error!r}") from self.error
+            raise BenchError(f"soak: sampling the daemon failed: {self.error!r}") from self.error
         return self.samples
 
 
@@ -125,7 +112,7 @@ def _produce(client: Client, conn: sqlite3.Connection, jobs: int) -> list[str]:
     ids: list[str] = []
     while len(ids) < jobs:
         ahead = min(len(ids) + BATCH, jobs)
-        wait_for(functools.partial(_room_for, conn, ahead), 120, "the daemon to drain", step=0.01)
+        wait_until(functools.partial(_room_for, conn, ahead), timeout=120, what="the daemon to drain", step=0.01)
         specs = [{"agent": "echo", "gid": f"GID-{i % 1000}"} for i in range(len(ids), ahead)]
         ids.extend(client.submit_many(specs).job_ids)
     return ids
@@ -143,7 +130,7 @@ def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> i
     report = client.verify()
     queued = client.run(client.backend.counts())
     if missing or unexpected or not report.ok or report.entries != len(ids) or any(queued.values()):
-        raise bench.BenchError(
+        raise BenchError(
             f"soak: {len(missing)} jobs missing from the ledger, {unexpected} unexpected, "
             f"{report.entries} entries ({report.summary()}), still queued {queued}"
         )
@@ -159,15 +146,20 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
     deleted afterwards)."""
     with contextlib.ExitStack() as stack:
         state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
-        with LocalDaemon(state) as daemon, Client(state) as client:
-            conn = bench._readonly(state)
+        with LocalDaemon(state, log_level="warning") as daemon, Client(state) as client:
+            conn = readonly_ledger(state)
             try:
                 started = time.perf_counter()
                 sampler = _Sampler(daemon, sample_every, started)
                 sampler.start()
                 try:
                     ids = _produce(client, conn, jobs)
-                    wait_for(lambda: _recorded(conn) >= jobs, max(120, jobs / 1000), f"{jobs:,} ledger entries", 0.01)
+                    wait_until(
+                        lambda: ledger_count(conn) >= jobs,
+                        timeout=max(120, jobs / 1000),
+                        what=f"{jobs:,} ledger entries",
+                        step=0.01,
+                    )
                     wall = time.perf_counter() - started
                 finally:
                     samples = sampler.stop()
@@ -178,8 +170,8 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes
     failed = [s for s in samples if s.metrics_status != 200 or s.healthz_status != 200]
-    metrics_s = bench.spread([s.metrics_s for s in samples])
-    healthz_s = bench.spread([s.healthz_s for s in samples])
+    metrics_s = spread([s.metrics_s for s in samples])
+    healthz_s = spread([s.healthz_s for s in samples])
     return {
         "jobs": jobs,
         "ledger_entries": entries,

@@ -356,7 +356,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from swarmd.bench.main import run_bench  # noqa: PLC0415
+    from swarmd.bench.runner import run_bench  # noqa: PLC0415
 
     return run_bench(args.scenario, as_json=args.json, agents=args.agents, jobs=args.jobs, repeat=args.repeat)
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from swarmd.client import Client
-from swarmd.testing.daemon import LocalDaemon, wait_for
+from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import wait_until
 
 AGENTS = 50
 AGENT_SECONDS = 0.01
@@ -21,7 +22,7 @@ AGENT_SECONDS = 0.01
 def run_demo() -> int:
     with tempfile.TemporaryDirectory(prefix="swarmd-demo-") as tmp:
         state = Path(tmp) / "state"
-        daemon = LocalDaemon(state)
+        daemon = LocalDaemon(state, log_level="warning")
         print(f"starting swarmd in {state} (metrics on 127.0.0.1:{daemon.port}) ...")
         with daemon, Client(state) as client:
             started = time.perf_counter()
@@ -32,11 +33,11 @@ def run_demo() -> int:
                 ],
                 swarm=True,
             )
-            wait_for(lambda: len(client.ledger()) >= AGENTS, 60, "the swarm to finish")
+            wait_until(lambda: len(client.ledger()) >= AGENTS, timeout=60, what="the swarm to finish", step=0.005)
             wall = time.perf_counter() - started
             entries = [entry.decoded() for entry in client.ledger()]
             report = client.verify()
-            metrics = daemon.metrics()
+            metrics = daemon.metric_totals()
         code = daemon.stop()
         own = [e for e in entries if e.get("swarm_id") == submitted.swarm_id]
         wrong_gid = sum(1 for e in own if not str(e["agent_gid"]).startswith("GID-"))

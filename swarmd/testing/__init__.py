@@ -1,1 +1,2 @@
-"""Helpers shared by the test suite and the bench: a real `swarmd serve` subprocess."""
+"""Helpers shared by the test suite, the bench and `swarmd demo`: a real `swarmd serve`
+subprocess (`daemon`) and waiting for a condition with a deadline (`polling`)."""

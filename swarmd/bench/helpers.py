@@ -1,0 +1,246 @@
+"""What every `swarmd bench` scenario measures with: statistics over samples, the bare-asyncio
+floors, watching a ledger grow, timing a daemon's drain, and a description of the machine.
+
+Scenarios import this module and nothing of each other; the runner imports the scenarios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, Final, NamedTuple, TypeVar
+
+import uvloop
+
+from swarmd.client import Client
+from swarmd.testing.daemon import LocalDaemon
+from swarmd.testing.polling import WaitTimeout, wait_until
+
+T = TypeVar("T")
+
+#: How long each agent of a measured swarm sleeps.
+AGENT_SECONDS: Final = 0.01
+#: Pause between two looks at the ledger. A round trip needs fine steps; a drain of a second
+#: or more does not, and on a 2-core machine a watcher looking every 100 us takes CPU from the
+#: daemon it watches (measured: -15% SQLite drain rate against 1 ms steps).
+FINE_STEP: Final = 0.0001
+COARSE_STEP: Final = 0.001
+
+
+class BenchError(RuntimeError):
+    """A scenario did not do the work it measures (a missing ledger entry, a broken chain)."""
+
+
+def run_uvloop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a fresh uvloop event loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+# -- statistics ----------------------------------------------------------------------------
+def spread(samples: Sequence[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile, min and max of the samples."""
+    ordered = sorted(samples)
+    if not ordered:
+        raise BenchError("no samples")
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
+
+    return {
+        "median": statistics.median(ordered),
+        "p10": pct(0.1),
+        "p90": pct(0.9),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "n": float(len(ordered)),
+    }
+
+
+def ratio(value: float, floor: float) -> float | None:
+    """value / floor, or None (JSON null) when the floor is not positive."""
+    return value / floor if floor > 0 else None
+
+
+# -- the floors: the same work with nothing but asyncio on uvloop ---------------------------
+async def floor_swarm(n: int) -> float:
+    """Wall seconds of ``n`` sleeps of `AGENT_SECONDS` in one bare TaskGroup."""
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(asyncio.sleep(AGENT_SECONDS))
+    return time.perf_counter() - started
+
+
+def floor_e2e() -> float:
+    """The floor of one 50-agent swarm: a bare TaskGroup of the same sleeps (wall - 10 ms)."""
+    return run_uvloop(floor_swarm(50)) - AGENT_SECONDS
+
+
+async def floor_throughput(n: int, limit: int) -> float:
+    """Tasks per second of ``n`` no-op tasks, at most ``limit`` at a time."""
+    slots = asyncio.Semaphore(limit)
+
+    async def noop() -> None:
+        async with slots:
+            await asyncio.sleep(0)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(n):
+            group.create_task(noop())
+    return n / (time.perf_counter() - started)
+
+
+# -- watching a ledger ---------------------------------------------------------------------
+def readonly_ledger(state: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite database of the daemon on ``state``."""
+    return sqlite3.connect(f"file:{state / 'swarmd.db'}?mode=ro", uri=True, timeout=30)
+
+
+def ledger_count(conn: sqlite3.Connection) -> int:
+    """Entries in the ledger. Its indices run 0, 1, 2... without gaps, so this is the last
+    index + 1: an O(log n) look-up, where count(*) would scan an index (the bench verifies the
+    chain, gaps included, once the work is done)."""
+    return int(conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM ledger").fetchone()[0])
+
+
+def await_entries(length: Callable[[], int], target: int, timeout: float = 120.0, step: float = FINE_STEP) -> float:
+    """Look every ``step`` seconds until ``length()`` reaches ``target`` ledger entries; return
+    when (`time.perf_counter`). `BenchError` if ``timeout`` seconds pass first."""
+    try:
+        wait_until(lambda: length() >= target, timeout=timeout, what=f"{target} ledger entries", step=step)
+    except WaitTimeout as exc:
+        raise BenchError(f"ledger did not reach {target} entries in {timeout:.0f}s") from exc
+    return time.perf_counter()
+
+
+def await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0, step: float = FINE_STEP) -> float:
+    """`await_entries` on the SQLite ledger behind ``conn``."""
+    return await_entries(lambda: ledger_count(conn), target, timeout, step)
+
+
+# -- round trips of a swarm through a daemon -----------------------------------------------
+def swarm_round_trips(client: Client, length: Callable[[], int], repeat: int) -> tuple[list[float], list[float]]:
+    """Round trips of a 50-agent swarm of `AGENT_SECONDS` sleeps, submitted by ``client`` and
+    seen done when ``length()`` (the ledger's) has grown by 50: the walls - 10 ms, and how long
+    each submit call took. Three rounds of warm-up come first, not counted."""
+    samples, submits = [], []
+    specs = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
+    for round_ in range(repeat + 3):
+        before = length()
+        started = time.perf_counter()
+        client.submit_many(specs, swarm=True)
+        submitted = time.perf_counter()
+        done = await_entries(length, before + 50)
+        if round_ >= 3:
+            samples.append(done - started - AGENT_SECONDS)
+            submits.append(submitted - started)
+    return samples, submits
+
+
+def e2e_result(ours: list[float], floor: list[float], submits: list[float]) -> dict[str, Any]:
+    """A 50-agent-swarm round trip against the bare floor. Overheads are wall - 10 ms; the
+    floor's can be slightly negative (the loop's timers have 1 ms granularity), so the ratio
+    compares whole walls. ``submits``: how long the producer's durable submit call took, the
+    first part of each round trip."""
+    s, f = spread(ours), spread(floor)
+    return {
+        "swarmd_overhead_s": s,
+        "floor_overhead_s": f,
+        "submit_s": spread(submits),
+        "wall_ratio": (s["median"] + AGENT_SECONDS) / (f["median"] + AGENT_SECONDS),
+        "met": s["median"] <= 0.003,
+    }
+
+
+# -- drains --------------------------------------------------------------------------------
+def queue_noops(state: Path, n: int, agent: str = "echo", payload: Any = None) -> None:
+    """Queue ``n`` jobs of ``agent`` on the SQLite queue of ``state``, in batches of 5,000."""
+    with Client(state) as client:
+        for start in range(0, n, 5000):
+            client.submit_many(
+                [{"agent": agent, "gid": f"GID-{i}", "payload": payload} for i in range(start, min(n, start + 5000))]
+            )
+
+
+class Drain(NamedTuple):
+    """One daemon draining a queue: jobs/s from its first to its last ledger commit, and the
+    CPU it used meanwhile (per job, and in cores: 1.0 is one core busy the whole time)."""
+
+    jobs_per_s: float
+    cpu_per_job_s: float
+    cores: float
+
+
+def measure_drain(
+    daemon: LocalDaemon, n: int, started: Callable[[], bool], count_until: Callable[[int], float]
+) -> Drain:
+    """Time a started daemon's drain of ``n`` jobs: from when ``started()`` first holds to
+    ``count_until(n)``, with the daemon's CPU time over the same span."""
+    wait_until(started, timeout=60, what="the first commit", step=0.0001)
+    first, cpu_first = time.perf_counter(), daemon.cpu_seconds()
+    last = count_until(n)
+    cpu = daemon.cpu_seconds() - cpu_first
+    return Drain(n / (last - first), cpu / n, cpu / (last - first))
+
+
+def throughput_result(drains: Sequence[Drain], floor: Sequence[float]) -> dict[str, Any]:
+    """Drain rates against the floor's, with the CPU the daemon spent per job: a figure that
+    other load on the machine disturbs far less than a rate."""
+    s, f = spread([d.jobs_per_s for d in drains]), spread(floor)
+    return {
+        "swarmd_jobs_per_s": s,
+        "floor_jobs_per_s": f,
+        "ratio": ratio(f["median"], s["median"]),
+        "cpu_per_job_s": spread([d.cpu_per_job_s for d in drains]),
+        "cores": spread([d.cores for d in drains]),
+    }
+
+
+# -- the machine ---------------------------------------------------------------------------
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo, if it says."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def python_loop_seconds(iterations: int = 1_000_000, best_of: int = 3) -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (best of ``best_of``).
+
+    The floors run mostly in C (uvloop, asyncio's C tasks), swarmd mostly in Python bytecode:
+    a machine slow at bytecode moves swarmd's figures much more than the floor's, so runs on
+    different machines are comparable only with this beside them."""
+    best = float("inf")
+    for _ in range(best_of):
+        started = time.perf_counter()
+        total = 0
+        for i in range(iterations):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def machine() -> dict[str, Any]:
+    """The machine a run measured, reported beside every scenario's result."""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu_model(),
+        "python": sys.version.split()[0],
+        "platform": sys.platform,
+        "sqlite": sqlite3.sqlite_version,
+        "python_loop_s": python_loop_seconds(),
+        "date": time.strftime("%Y-%m-%d"),
+    }

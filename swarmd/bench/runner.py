@@ -1,0 +1,192 @@
+"""`swarmd bench SCENARIO [--json]`: runs scenarios and reports them, one JSON object or one
+summary per scenario.
+
+Every scenario measures swarmd and the floor (the same work with nothing but asyncio on
+uvloop) alternately in one process run, after a warm-up, and reports medians, spreads and
+the ratio. Each also checks that it measured what it claims (every job in the ledger, the
+chain verified), and fails loudly rather than report a number for work that did not happen.
+The scenarios live one per module beside this one; what they share is in `helpers`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from swarmd.bench.e2e import bench_e2e
+from swarmd.bench.helpers import machine, ratio
+from swarmd.bench.instrumentation import bench_instrumentation
+from swarmd.bench.scale import bench_scale
+from swarmd.bench.soak import bench_soak
+from swarmd.bench.swarm import bench_swarm
+from swarmd.bench.throughput import bench_throughput
+
+#: The scenarios in the order "all" runs them.
+SCENARIOS: Final = ("swarm", "e2e", "throughput", "scale", "instrumentation", "redis-throughput", "redis-e2e", "soak")
+#: What each scenario aims for, reported beside its result.
+TARGETS: Final = {
+    "swarm": "overhead <= 2x the bare TaskGroup floor (50 agents)",
+    "e2e": "overhead <= 3 ms",
+    "throughput": ">= 25,000 jobs/s durable; batched submit >= 100,000 jobs/s",
+    "scale": "per-agent overhead <= 2x floor; <= 2 KiB RSS per agent above the floor",
+    "instrumentation": "metrics + logs + tracing (no exporter; sampled exporter) <= 25% of per-job cost",
+    "redis-throughput": ">= 15,000 jobs/s",
+    "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
+    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout",
+}
+
+
+def _bench_redis_throughput(jobs: int, repeat: int) -> dict[str, Any]:
+    from swarmd.bench.redis import bench_redis_throughput  # noqa: PLC0415 - needs the redis extra and a server
+
+    return bench_redis_throughput(jobs, repeat)
+
+
+def _bench_redis_e2e(repeat: int) -> dict[str, Any]:
+    from swarmd.bench.redis import bench_redis_e2e  # noqa: PLC0415 - needs the redis extra and a server
+
+    return bench_redis_e2e(repeat)
+
+
+def run_scenario(
+    name: str, *, agents: Sequence[int] | None = None, jobs: int | None = None, repeat: int | None = None
+) -> dict[str, Any]:
+    """Run scenario ``name`` (one of `SCENARIOS`; a size not given takes the scenario's default)
+    and return its result with its name, target and the seconds it took."""
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "swarm": lambda: bench_swarm(agents or (50, 100, 1000), repeat or 30),
+        "e2e": lambda: bench_e2e(repeat or 20),
+        "throughput": lambda: bench_throughput(jobs or 20_000, repeat or 3),
+        "scale": lambda: bench_scale(jobs or 100_000),
+        "instrumentation": lambda: bench_instrumentation(jobs or 10_000, repeat or 6),
+        "redis-throughput": lambda: _bench_redis_throughput(jobs or 20_000, repeat or 3),
+        "redis-e2e": lambda: _bench_redis_e2e(repeat or 20),
+        "soak": lambda: bench_soak(jobs or 1_000_000),
+    }
+    started = time.perf_counter()
+    result = runners[name]()
+    return {"scenario": name, "target": TARGETS[name], **result, "seconds": time.perf_counter() - started}
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A scenario's result as a few lines for a reader; JSON for a scenario without a summary."""
+    name = result["scenario"]
+    met = "met" if result.get("met") else "NOT met"
+    if name == "swarm":
+        lines = [f"swarm ({met}: {result['target']})"]
+        for row in result["sizes"]:
+            s, f = row["swarmd_overhead_s"], row["floor_overhead_s"]
+            bare, commit, one = row["no_ledger_overhead_s"], row["commit_s"], row["commit_one_s"]
+            lines.append(
+                f"  {row['agents']:>5} agents: overhead {s['median'] * 1e3:.3f} ms "
+                f"[p10 {s['p10'] * 1e3:.3f}, p90 {s['p90'] * 1e3:.3f}] vs floor {f['median'] * 1e3:.3f} ms "
+                f"-> {_times(row['ratio'])}\n"
+                f"         made of: dispatcher without a ledger {bare['median'] * 1e3:.3f} ms "
+                f"({_times(ratio(bare['median'], f['median']))}); one durable commit of {row['agents']} entries "
+                f"alone {commit['median'] * 1e3:.3f} ms (of 1 entry {one['median'] * 1e3:.3f} ms); "
+                f"floor + commit {_times(row['commit_bound_ratio'])}"
+            )
+        return "\n".join(lines)
+    if name in ("e2e", "redis-e2e"):
+        s, f = result["swarmd_overhead_s"], result["floor_overhead_s"]
+        return (
+            f"{name} ({met}: {result['target']})\n  50-agent swarm of 10 ms agents through the queue: overhead "
+            f"{s['median'] * 1e3:.2f} ms [p10 {s['p10'] * 1e3:.2f}, p90 {s['p90'] * 1e3:.2f}]; bare TaskGroup floor "
+            f"{f['median'] * 1e3:.2f} ms; whole wall {result['wall_ratio']:.2f}x the floor's\n"
+            f"  of which the durable submit call {result['submit_s']['median'] * 1e3:.2f} ms"
+        )
+    if name in ("throughput", "redis-throughput"):
+        s, f = result["swarmd_jobs_per_s"], result["floor_jobs_per_s"]
+        line = (
+            f"{name} ({met}: {result['target']})\n  drain {result['jobs']:,} no-op jobs: "
+            f"{s['median']:,.0f} jobs/s [min {s['min']:,.0f}, max {s['max']:,.0f}] vs floor "
+            f"{f['median']:,.0f} jobs/s (floor/swarmd {_times(result['ratio'])}); the daemon used "
+            f"{result['cpu_per_job_s']['median'] * 1e6:.0f} us of CPU per job, {result['cores']['median']:.2f} cores"
+        )
+        submit = result.get("submit")
+        if submit:
+            line += (
+                f"\n  submit: single {submit['single_jobs_per_s']:,.0f} jobs/s, batched "
+                f"{submit['batched_jobs_per_s']:,.0f} jobs/s"
+            )
+        return line
+    if name == "scale":
+        return (
+            f"scale ({met}: {result['target']})\n  {result['agents']:,} concurrent 1 s sleepers: overhead "
+            f"{result['swarmd_overhead_per_agent_s'] * 1e6:.2f} us/agent vs floor "
+            f"{result['floor_overhead_per_agent_s'] * 1e6:.2f} us/agent ({_times(result['ratio'])}); "
+            f"at most {result['concurrent_peak']:,} in flight at once; RSS "
+            f"{result['swarmd_rss_per_agent_bytes'] / 1024:.2f} KiB per agent in flight vs floor "
+            f"{result['floor_rss_per_agent_bytes'] / 1024:.2f} KiB/agent"
+        )
+    if name == "soak":
+        m, h, mib = result["metrics_latency_s"], result["healthz_latency_s"], 1024 * 1024
+        return (
+            f"soak ({met}: {result['target']})\n  {result['jobs']:,} no-op jobs in {result['wall_s']:.0f} s "
+            f"({result['jobs_per_s']:,.0f} jobs/s), {result['samples']} samples: RSS "
+            f"{result['rss_warm_bytes'] / mib:.1f} MiB after warm-up, {result['rss_mid_bytes'] / mib:.1f} MiB "
+            f"mid-run, {result['rss_end_bytes'] / mib:.1f} MiB at the end "
+            f"({result['rss_growth_after_warmup']:+.1%}; max {result['rss_max_after_warmup_bytes'] / mib:.1f} MiB)\n"
+            f"  /metrics max {m['max'] * 1e3:.1f} ms (median {m['median'] * 1e3:.1f}), /healthz max "
+            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200"
+        )
+    if name == "instrumentation":
+        per, share = result["per_job_s"], result["instrumentation_share"]
+        return (
+            f"instrumentation ({met}: {result['target']})\n"
+            f"  per job (median of {result['rounds']} rounds): none {per['none'] * 1e6:.1f} us; metrics + logs + "
+            f"tracing without exporter {per['default'] * 1e6:.1f} us; with a sampled exporter (1 in 10) "
+            f"{per['sampled'] * 1e6:.1f} us; every job traced {per['full'] * 1e6:.1f} us\n"
+            f"  share of the per-job cost, paired within each round (median): without exporter "
+            f"{share['default']:.0%}, sampled {share['sampled']:.0%}, every job traced {share['full']:.0%} (reference)"
+        )
+    return msgspec.json.encode(result).decode()
+
+
+def run_bench(
+    scenario: str,
+    *,
+    as_json: bool = False,
+    agents: Sequence[int] | None = None,
+    jobs: int | None = None,
+    repeat: int | None = None,
+) -> int:
+    """`swarmd bench`: run ``scenario`` (or "all" of them), print each result; the exit code:
+    0, 1 if a scenario could not run, 2 for an unknown scenario."""
+    names = SCENARIOS if scenario == "all" else (scenario,)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        print(
+            f"swarmd: error: unknown scenario {unknown[0]!r} (choose from {', '.join(SCENARIOS)}, all)", file=sys.stderr
+        )
+        return 2
+    description = machine()
+    if not as_json:
+        print(
+            f"swarmd bench on {description['cpus']} CPUs ({description['cpu'] or 'unknown model'}), Python "
+            f"{description['python']}, SQLite {description['sqlite']}, {description['date']}; a 1,000,000-step Python "
+            f"loop takes {description['python_loop_s'] * 1e3:.0f} ms here"
+        )
+    failed = False
+    for name in names:
+        try:
+            result = run_scenario(name, agents=agents, jobs=jobs, repeat=repeat)
+        except Exception as exc:
+            result = {"scenario": name, "error": f"{type(exc).__name__}: {exc}", "met": False}
+            failed = True
+        result["machine"] = description
+        if as_json:
+            print(msgspec.json.encode(result).decode(), flush=True)
+        elif "error" in result:
+            print(f"{name}: could not run: {result['error']}", flush=True)
+        else:
+            print(summary(result), flush=True)
+    return 1 if failed else 0

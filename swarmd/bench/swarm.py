@@ -1,0 +1,98 @@
+"""The `swarm` scenario: the in-process dispatcher with its durable ledger against a bare
+TaskGroup of the same sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from swarmd.bench.helpers import AGENT_SECONDS, BenchError, floor_swarm, ratio, run_uvloop, spread
+from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
+from swarmd.ledger.durable import DurableLedger
+
+
+async def _swarmd_swarm(n: int, ledger: DurableLedger | None) -> float:
+    dispatcher = AsyncSwarmDispatcher(max_concurrent=n, fail_fast=True, ledger=ledger)
+    tasks = [AgentTask(gid=f"GID-{i}", fn=_sleep_agent) for i in range(n)]
+    started = time.perf_counter()
+    results = await dispatcher.dispatch(tasks)
+    wall = time.perf_counter() - started
+    if len(results) != n or not all(r.ok and (ledger is None or r.ledger_index is not None) for r in results):
+        raise BenchError("swarm: not every task succeeded with a ledger entry")
+    if dispatcher.metrics.concurrent_peak != n:
+        raise BenchError(f"swarm: concurrent peak {dispatcher.metrics.concurrent_peak}, expected {n}")
+    return wall
+
+
+async def _commit_alone(n: int, ledger: DurableLedger) -> float:
+    """One group commit of ``n`` entries like a swarm's, with nothing else running: appended
+    together, timed until the last index comes back (the hand-off to the SQLite thread, the
+    chain, the insert and the fsync'd COMMIT)."""
+    entries = [{"agent_gid": f"GID-{i}", "task": f"commit-{i}", "outcome": "succeeded"} for i in range(n)]
+    started = time.perf_counter()
+    committed = [ledger.append_soon(entry) for entry in entries]
+    indices = [await future for future in committed]  # as the dispatcher awaits them
+    wall = time.perf_counter() - started
+    if len(set(indices)) != n:
+        raise BenchError(f"swarm: a commit of {n} entries returned {len(set(indices))} indices")
+    return wall
+
+
+async def _sleep_agent() -> None:
+    await asyncio.sleep(AGENT_SECONDS)
+
+
+def bench_swarm(agents: Sequence[int] = (50, 100, 1000), repeat: int = 30) -> dict[str, Any]:
+    """The dispatcher with its durable ledger against a bare TaskGroup, in alternating rounds.
+
+    Each round also measures what the overhead is made of: the same dispatcher without a
+    ledger, and one durable commit of as many entries with nothing else running. A dispatch
+    returns ledger indices only once they are committed, and the last task's entry exists only
+    once it has ended, so ``floor + commit`` is a bound no design with an fsync'd ledger goes
+    below (``commit_bound_ratio``; its one-entry form, ``commit_one_s``, is the strict one)."""
+
+    async def run() -> dict[str, Any]:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+            ledger = DurableLedger(Path(tmp) / "ledger.db")
+            for n in agents:
+                reps = repeat if n <= 100 else max(5, repeat // 5)
+                for _ in range(3):  # warm-up, of every series
+                    await floor_swarm(n)
+                    await _swarmd_swarm(n, ledger)
+                    await _swarmd_swarm(n, None)
+                    await _commit_alone(n, ledger)
+                floor, ours, bare, commit, commit_one = [], [], [], [], []
+                for _ in range(reps):
+                    floor.append(await floor_swarm(n) - AGENT_SECONDS)
+                    ours.append(await _swarmd_swarm(n, ledger) - AGENT_SECONDS)
+                    bare.append(await _swarmd_swarm(n, None) - AGENT_SECONDS)
+                    commit.append(await _commit_alone(n, ledger))
+                    commit_one.append(await _commit_alone(1, ledger))
+                f, s, c = spread(floor), spread(ours), spread(commit)
+                rows.append(
+                    {
+                        "agents": n,
+                        "swarmd_overhead_s": s,
+                        "floor_overhead_s": f,
+                        "ratio": ratio(s["median"], f["median"]),
+                        "no_ledger_overhead_s": spread(bare),
+                        "commit_s": c,
+                        "commit_one_s": spread(commit_one),
+                        "commit_bound_ratio": ratio(f["median"] + c["median"], f["median"]),
+                    }
+                )
+            report = await ledger.verify()
+            await ledger.close()
+            if not report.ok:
+                raise BenchError(f"swarm: ledger broken: {report.summary()}")
+        return {"sizes": rows, "ledger_entries": report.entries}
+
+    result = run_uvloop(run())
+    headline = next((row for row in result["sizes"] if row["agents"] == 50), result["sizes"][0])
+    result["met"] = headline["ratio"] is not None and headline["ratio"] <= 2.0
+    return result
