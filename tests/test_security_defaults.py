@@ -146,7 +146,7 @@ FORBIDDEN_ATTRIBUTES = {
 CODE_LOADERS = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml"}
 #: (file, finding) -> why it is not on the job path, or why it is safe there.
 ALLOWED = {
-    ("bench/main.py", "import subprocess"): "`swarmd bench` runs the bare-asyncio floor in a child Python "
+    ("bench/scale.py", "import subprocess"): "`swarmd bench scale` runs the bare-asyncio floor in a child Python "
     "(sys.executable -c, a constant script) with a fixed argv; no job data reaches it",
     ("testing/daemon.py", "import subprocess"): "starts `swarmd serve` for `swarmd demo` and `swarmd bench` "
     "with an argv list of its own (no shell)",
