@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from swarmd.config import Settings, resolve_state_dir
+from swarmd.errors import ConfigError
 from swarmd.queue.base import QueueBackend
 
 
@@ -12,8 +13,14 @@ def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking:
     """The backend a settings object names (not yet opened). ``blocking``: for a loop with
     nothing else to run, SQLite statements run on the loop's own thread (no hand-off)."""
     if settings.backend == "redis":
-        from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - the redis extra is optional
-
+        try:
+            from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - the redis extra is optional
+        except ModuleNotFoundError as exc:
+            if exc.name != "redis" and not (exc.name or "").startswith("redis."):
+                raise
+            raise ConfigError(
+                "backend", "redis needs the redis extra, which is not installed: pip install 'swarmd[redis]'"
+            ) from None
         return RedisBackend(settings.redis_url, prefix=settings.redis_prefix, queue=settings.queue)
     from swarmd.queue.sqlite.backend import SqliteBackend  # noqa: PLC0415
     from swarmd.storage.files import check_directory  # noqa: PLC0415
