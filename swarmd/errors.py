@@ -118,3 +118,18 @@ class StateVersionError(SwarmdError):
             f"{where} has state schema version {found}, newer than this swarmd knows (up to {known}): "
             f"run a swarmd release that knows version {found}, or restore a backup made with this one"
         )
+
+
+class StateCorrupt(SwarmdError):
+    """The state database is damaged (SQLite finds it malformed, or not a database at all).
+
+    ``path`` names the file and ``reason`` what SQLite said. Nothing more is written to it.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"state database {path} is damaged ({reason}): stop every daemon using it, keep a copy, then "
+            f"restore it from a backup, or salvage what is readable with: sqlite3 {path} .recover"
+        )

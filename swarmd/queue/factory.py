@@ -9,9 +9,12 @@ from swarmd.errors import ConfigError
 from swarmd.queue.base import QueueBackend
 
 
-def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking: bool = False) -> QueueBackend:
+def open_backend(
+    settings: Settings, state_dir: Path | None = None, *, blocking: bool = False, check_integrity: bool = False
+) -> QueueBackend:
     """The backend a settings object names (not yet opened). ``blocking``: for a loop with
-    nothing else to run, SQLite statements run on the loop's own thread (no hand-off)."""
+    nothing else to run, SQLite statements run on the loop's own thread (no hand-off).
+    ``check_integrity``: the SQLite file is checked page by page when opened (a daemon's start)."""
     if settings.backend == "redis":
         try:
             from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - the redis extra is optional
@@ -30,4 +33,4 @@ def open_backend(settings: Settings, state_dir: Path | None = None, *, blocking:
     if not directory.is_dir():
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     check_directory(directory)  # a producer trusts the state dir no more than the daemon does
-    return SqliteBackend(directory, Durability(settings.durability), inline=blocking)
+    return SqliteBackend(directory, Durability(settings.durability), inline=blocking, check_integrity=check_integrity)

@@ -121,7 +121,7 @@ class Daemon:
         settings = self.settings
         tracing = Tracing.from_env(self.environ)
         tracing.install_global()
-        backend = self.backend = open_backend(settings, state_dir)
+        backend = self.backend = open_backend(settings, state_dir, check_integrity=True)
         await backend.open()
         try:
             recovered = await backend.recover(all_leases=True)

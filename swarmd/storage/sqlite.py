@@ -161,6 +161,13 @@ def prepare_schema(conn: sqlite3.Connection, path: Path) -> None:
         )
 
 
+def quick_check(conn: sqlite3.Connection, limit: int = 10) -> list[str]:
+    """SQLite's ``PRAGMA quick_check``: the problems it finds in the file (none: an empty list).
+    It reads every page (O(size), no index cross-check), so it is run at a daemon's start only."""
+    rows = [str(row[0]) for row in conn.execute(f"PRAGMA quick_check({int(limit)})")]
+    return [] if rows == ["ok"] else rows
+
+
 class transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception).
 

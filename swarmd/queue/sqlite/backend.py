@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
+from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError, StateCorrupt
 from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
 from swarmd.ledger.records import job_record
 from swarmd.ledger.sqlite import (
@@ -40,7 +40,7 @@ from swarmd.ledger.sqlite import (
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
 from swarmd.queue.sqlite.wake import WakeListener, wake
-from swarmd.storage.sqlite import Durability, SqliteThread, connect, transaction
+from swarmd.storage.sqlite import Durability, SqliteThread, connect, quick_check, transaction
 
 T = TypeVar("T")
 
@@ -51,6 +51,8 @@ _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swa
 _UNAVAILABLE: Final = frozenset(
     {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
 )
+#: Primary SQLite result codes that say the file itself is damaged, or no database at all.
+_DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 def _info(row: Sequence[Any], now: float) -> JobInfo:
@@ -89,8 +91,11 @@ class SqliteBackend:
         owner: str | None = None,
         *,
         inline: bool = False,
+        check_integrity: bool = False,
     ) -> None:
         self.state_dir = state_dir
+        #: Run SQLite's quick_check at open (the daemon's start): a damaged file is refused.
+        self.check_integrity = check_integrity
         self.path = state_dir / DB_NAME
         self.durability = durability
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -101,7 +106,11 @@ class SqliteBackend:
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
-        self._conn = await self._thread.run(functools.partial(connect, self.path, self.durability))
+        self._conn = await self._run(connect, self.path, self.durability)
+        if self.check_integrity:
+            problems = await self._run(quick_check, self.conn)
+            if problems:
+                raise StateCorrupt(str(self.path), "quick_check: " + "; ".join(problems[:3]))
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -126,6 +135,10 @@ class SqliteBackend:
             # long) is the protocol's "unavailable right now": the worker pauses and says why.
             if exc.sqlite_errorcode & 0xFF in _UNAVAILABLE:
                 raise BackendUnavailable(f"state database {self.path}: {exc} ({exc.sqlite_errorname})") from exc
+            raise
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED:
+                raise StateCorrupt(str(self.path), str(exc)) from exc
             raise
 
     # -- producers -------------------------------------------------------------------------
