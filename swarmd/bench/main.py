@@ -25,6 +25,7 @@ import uvloop
 
 from swarmd.client import Client
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher
+from swarmd.errors import BenchError as BenchError  # noqa: PLC0414 - re-exported: bench.BenchError
 from swarmd.ledger.durable import DurableLedger
 from swarmd.testing.daemon import LocalDaemon, wait_for
 
@@ -41,10 +42,6 @@ TARGETS: Final = {
     "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
     "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout",
 }
-
-
-class BenchError(RuntimeError):
-    """A scenario did not do the work it measures (a missing ledger entry, a broken chain)."""
 
 
 def spread(samples: Sequence[float]) -> dict[str, float]:

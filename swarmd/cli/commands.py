@@ -18,18 +18,19 @@ import msgspec
 
 from swarmd.client import Client, JobInfo
 from swarmd.config import Settings, load_settings
+from swarmd.errors import CliError as CliError  # noqa: PLC0414 - re-exported: commands.CliError
 from swarmd.errors import (
     ConfigError,
     DaemonAlreadyRunning,
     JobNotFound,
     JobValidationError,
+    ListenError,
     StateDirError,
     SwarmdError,
+    TracingConfigError,
 )
 from swarmd.ledger.records import export_row
 from swarmd.model import ID_PATTERN, MAX_PAYLOAD_BYTES, decode_payload
-from swarmd.runtime.httpserver import ListenError
-from swarmd.telemetry.tracing import TracingConfigError
 from swarmd.version import __version__
 
 _json = msgspec.json.Encoder()
@@ -40,10 +41,6 @@ _ID = re.compile(ID_PATTERN)
 MAX_SUBMIT_COUNT = 100_000
 #: Largest --limit / -n (SQLite integers are 64-bit; anything near that is a typo anyway).
 MAX_LIMIT = 1_000_000_000
-
-
-class CliError(SwarmdError):
-    """A command-line argument is wrong (exit 2)."""
 
 
 def parse_duration(text: str) -> float:
