@@ -5,9 +5,10 @@ The public surface is what this module exports (`__all__`); everything else is i
 
 from __future__ import annotations
 
-from swarmd.client import AsyncClient, Client, Submitted
+from swarmd.client import AsyncClient, Client, JobInfo, Submitted
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
 from swarmd.errors import (
+    BackendUnavailable,
     ConfigError,
     DaemonAlreadyRunning,
     JobNotFound,
@@ -17,13 +18,14 @@ from swarmd.errors import (
     Permanent,
     StateDirError,
     SwarmdError,
+    TracingConfigError,
     UnknownAgentError,
 )
 from swarmd.identity import get_gid
-from swarmd.ledger.chain import Ledger, VerifyReport
+from swarmd.ledger.chain import Ledger, StoredEntry, VerifyReport
 from swarmd.ledger.durable import DurableLedger
 from swarmd.ledger.memory import SharedLedger
-from swarmd.model import Job, Outcome
+from swarmd.model import Job, JobState, Outcome
 from swarmd.registry import JobContext, agent
 from swarmd.version import __version__
 
@@ -31,6 +33,7 @@ __all__ = [
     "AgentTask",
     "AsyncClient",
     "AsyncSwarmDispatcher",
+    "BackendUnavailable",
     "Client",
     "ConfigError",
     "DaemonAlreadyRunning",
@@ -38,7 +41,9 @@ __all__ = [
     "DurableLedger",
     "Job",
     "JobContext",
+    "JobInfo",
     "JobNotFound",
+    "JobState",
     "JobValidationError",
     "Ledger",
     "LedgerEntryError",
@@ -47,9 +52,11 @@ __all__ = [
     "Permanent",
     "SharedLedger",
     "StateDirError",
+    "StoredEntry",
     "Submitted",
     "SwarmdError",
     "TaskResult",
+    "TracingConfigError",
     "UnknownAgentError",
     "VerifyReport",
     "__version__",

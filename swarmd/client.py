@@ -10,25 +10,30 @@
 A submit is durable when it returns, and wakes an idle daemon at once. Jobs are checked here,
 before anything is written: a malformed job, an unknown agent or an oversized payload raises
 `JobValidationError` naming the field.
+
+Operators get the rest of what the ``swarmd`` command line shows and does, which is built on
+this API alone: `status`, `list_jobs`, `counts`, `cancel`, the ledger (`ledger`,
+`ledger_tail`, `iter_ledger`, `verify`) and the dead letters (`dead_letters`, `requeue`,
+`purge_dead`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import uvloop
 
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
-from swarmd.model import MAX_PAYLOAD_BYTES, Job, draft_job, new_job_id, new_job_ids, seal
-from swarmd.queue.base import JobInfo, QueueBackend
+from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
+from swarmd.queue.base import JobInfo
 from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
@@ -50,8 +55,15 @@ _JOB_KEYS = frozenset(
 )
 
 
+#: Ledger entries `iter_ledger` reads per query.
+LEDGER_BATCH: Final = 5000
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
+    """What `submit_many` stored: the jobs' ids, in the order given, and the swarm's id (None
+    unless ``swarm=True``)."""
+
     job_ids: list[str]
     swarm_id: str | None
 
@@ -73,8 +85,10 @@ class AsyncClient:
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
         # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
         # need not hop to a thread and back.
-        self.backend = open_backend(self.settings, directory, blocking=blocking_io)
+        self._backend = open_backend(self.settings, directory, blocking=blocking_io)
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
+        #: Set it to check submits against other names (the CLI: those a daemon with its config
+        #: would serve, see `swarmd.registry.build_registry`, and those published).
         self.known_agents = set(agents) if agents is not None else None
         # Given: the caller's to shut down. Else built from the OTEL_* environment at the first
         # submit (disabled, and next to free, when none is set) and shut down by close().
@@ -85,10 +99,10 @@ class AsyncClient:
 
     async def open(self) -> Self:
         if not self._opened:
-            await self.backend.open()
+            await self._backend.open()
             self._opened = True
             if self.known_agents is None:
-                published = await self.backend.published_agents()
+                published = await self._backend.published_agents()
                 self.known_agents = set(published) if published is not None else None
         return self
 
@@ -104,7 +118,7 @@ class AsyncClient:
         try:
             if self._opened:
                 self._opened = False
-                await self.backend.close()
+                await self._backend.close()
         finally:
             if self._owns_tracing and self._tracing is not None:
                 tracing, self._tracing = self._tracing, None
@@ -188,23 +202,72 @@ class AsyncClient:
                 for spec, job_id in zip(specs, ids, strict=True)
             ]
             jobs = seal(drafts, max_payload_bytes=self.max_payload_bytes)
-            ids = await self.backend.submit(jobs)
+            ids = await self._backend.submit(jobs)
         return Submitted(ids, swarm_id)
 
+    async def published_agents(self) -> list[str] | None:
+        """The agent names running daemons published (None: no daemon has published any yet)."""
+        return await self._backend.published_agents()
+
+    # -- jobs ------------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
-        return await self.backend.status(job_id)
+        """Where a job is: queued (its state) or finished (its ledger entry); raises `JobNotFound`."""
+        return await self._backend.status(job_id)
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
-        return await self.backend.swarm_status(swarm_id)
+        """Where each member of a swarm is; raises `JobNotFound`."""
+        return await self._backend.swarm_status(swarm_id)
+
+    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
+        """Up to ``limit`` queued jobs (of one state, or all), highest priority first."""
+        return await self._backend.list_jobs(state, limit)
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs the queue holds, by state: ready, delayed, leased, dead."""
+        return await self._backend.counts()
 
     async def cancel(self, job_id: str | None = None, *, swarm_id: str | None = None) -> list[str]:
-        return await self.backend.cancel(job_id, swarm_id)
+        """Cancel a job, or every member of a swarm: queued ones now, running ones by asking the
+        daemon; return the ids affected (none: already finished)."""
+        return await self._backend.cancel(job_id, swarm_id)
 
+    # -- the ledger ------------------------------------------------------------------------
     async def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
-        return await self.backend.ledger_entries(start, limit)
+        """Ledger entries from index ``start`` on, at most ``limit`` of them."""
+        return await self._backend.ledger_entries(start, limit)
+
+    async def ledger_tail(self, n: int = 10) -> list[StoredEntry]:
+        """The last ``n`` ledger entries, oldest first."""
+        return await self._backend.ledger_tail(n)
+
+    async def iter_ledger(self, start: int = 0, *, batch_size: int = LEDGER_BATCH) -> AsyncIterator[StoredEntry]:
+        """Every ledger entry from index ``start`` on, in order, read ``batch_size`` at a time
+        (so that a long ledger is never held in memory at once)."""
+        while True:
+            entries = await self._backend.ledger_entries(start, batch_size)
+            for entry in entries:
+                yield entry
+            if len(entries) < batch_size:
+                return
+            start = entries[-1].index + 1
 
     async def verify(self) -> VerifyReport:
-        return await self.backend.verify()
+        """Walk the whole chain: no gap, no duplicate, no edited entry."""
+        return await self._backend.verify()
+
+    # -- dead letters ----------------------------------------------------------------------
+    async def dead_letters(self, limit: int = 100) -> list[JobInfo]:
+        """Up to ``limit`` dead-lettered jobs, each with the reason it died (``error``)."""
+        return await self._backend.dead_letters(limit)
+
+    async def requeue(self, job_id: str | None = None, *, all_dead: bool = False) -> list[tuple[str, str]]:
+        """Run a dead letter (or, with ``all_dead``, every one) again as a new job; return
+        (dead job id, new job id) pairs."""
+        return await self._backend.requeue(job_id, all_dead=all_dead)
+
+    async def purge_dead(self, older_than: float) -> int:
+        """Delete the dead letters that died more than ``older_than`` seconds ago; return how many."""
+        return await self._backend.purge_dead(older_than)
 
 
 class Client:
@@ -224,8 +287,13 @@ class Client:
             raise
 
     @property
-    def backend(self) -> QueueBackend:
-        return self._async.backend
+    def known_agents(self) -> set[str] | None:
+        """Agent names jobs may name (None: unchecked); see `AsyncClient.known_agents`."""
+        return self._async.known_agents
+
+    @known_agents.setter
+    def known_agents(self, names: Iterable[str] | None) -> None:
+        self._async.known_agents = set(names) if names is not None else None
 
     def close(self) -> None:
         if self._loop.is_closed():
@@ -255,11 +323,20 @@ class Client:
     ) -> Submitted:
         return self._run(self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast))
 
+    def published_agents(self) -> list[str] | None:
+        return self._run(self._async.published_agents())
+
     def status(self, job_id: str) -> JobInfo:
         return self._run(self._async.status(job_id))
 
     def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return self._run(self._async.swarm_status(swarm_id))
+
+    def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
+        return self._run(self._async.list_jobs(state, limit))
+
+    def counts(self) -> dict[str, int]:
+        return self._run(self._async.counts())
 
     def cancel(self, job_id: str | None = None, *, swarm_id: str | None = None) -> list[str]:
         return self._run(self._async.cancel(job_id, swarm_id=swarm_id))
@@ -267,9 +344,26 @@ class Client:
     def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
         return self._run(self._async.ledger(start, limit))
 
+    def ledger_tail(self, n: int = 10) -> list[StoredEntry]:
+        return self._run(self._async.ledger_tail(n))
+
+    def iter_ledger(self, start: int = 0, *, batch_size: int = LEDGER_BATCH) -> Iterator[StoredEntry]:
+        """`AsyncClient.iter_ledger`, one batch per step of this client's loop."""
+        while True:
+            entries = self.ledger(start, batch_size)
+            yield from entries
+            if len(entries) < batch_size:
+                return
+            start = entries[-1].index + 1
+
     def verify(self) -> VerifyReport:
         return self._run(self._async.verify())
 
-    def run(self, coro: Any) -> Any:
-        """Run one of the backend's coroutines on this client's loop (CLI helpers)."""
-        return self._run(coro)
+    def dead_letters(self, limit: int = 100) -> list[JobInfo]:
+        return self._run(self._async.dead_letters(limit))
+
+    def requeue(self, job_id: str | None = None, *, all_dead: bool = False) -> list[tuple[str, str]]:
+        return self._run(self._async.requeue(job_id, all_dead=all_dead))
+
+    def purge_dead(self, older_than: float) -> int:
+        return self._run(self._async.purge_dead(older_than))

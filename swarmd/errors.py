@@ -2,7 +2,29 @@
 
 Each exception carries the data a caller needs to act on it (which field, which value, which
 pid), so that the CLI can print a precise message and a program can branch on attributes
-rather than parse text.
+rather than parse text. Each also keeps the built-in base a caller may already catch
+(``ValueError``, ``LookupError``, ``OSError``, ``RuntimeError``)::
+
+    SwarmdError
+    ├── JobValidationError (ValueError)       a job, or a request to make one, is malformed
+    │   └── UnknownAgentError                 ... because it names an agent nobody registered
+    ├── LedgerError                           a ledger entry was refused, or its store failed
+    │   └── LedgerEntryError (ValueError)     ... because the entry is malformed
+    ├── ConfigError (ValueError)              a configuration value is wrong
+    ├── TracingConfigError (ValueError)       an OTEL_* variable asks for what this build cannot do
+    ├── StateDirError                         the state directory cannot be used (or is not safe)
+    ├── StateVersionError                     the stored state was written by a newer swarmd
+    ├── StateCorrupt                          the state database is damaged
+    ├── DaemonAlreadyRunning                  another daemon holds the state directory
+    ├── JobNotFound (LookupError)             no such job or swarm
+    ├── BackendUnavailable                    the queue backend cannot take work right now
+    ├── ListenError (OSError)                 the HTTP listener cannot bind its address
+    ├── CliError                              a command-line argument is wrong
+    └── BenchError (RuntimeError)             a benchmark did not do the work it measures
+
+`Permanent` is not among them: it is not an error of swarmd but a handler's way of saying
+"do not retry this job", and it stays outside the tree so that ``except SwarmdError`` never
+swallows it.
 """
 
 from __future__ import annotations
@@ -92,6 +114,43 @@ class JobNotFound(SwarmdError, LookupError):
 
 class BackendUnavailable(SwarmdError):
     """The queue backend cannot be reached or refuses work right now (retryable)."""
+
+
+class TracingConfigError(SwarmdError, ValueError):
+    """An ``OTEL_*`` variable asks for something this build cannot do.
+
+    ``variable`` names the variable, ``value`` is its value and ``reason`` what is wrong.
+    """
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{variable}={value!r}: {reason}")
+
+
+class ListenError(SwarmdError, OSError):
+    """The HTTP listener cannot bind its address (in use, not available, not permitted).
+
+    ``host``, ``port`` and ``reason`` say which address and why; ``errno`` is the
+    underlying error number when there is one.
+    """
+
+    def __init__(self, host: str, port: int, reason: str, errno: int | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.errno = errno
+
+
+class CliError(SwarmdError):
+    """A command-line argument is wrong (the CLI exits 2)."""
+
+
+class BenchError(SwarmdError, RuntimeError):
+    """A benchmark scenario did not do the work it measures (a missing ledger entry, a broken chain)."""
 
 
 class Permanent(Exception):

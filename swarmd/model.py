@@ -77,6 +77,26 @@ class JobState(enum.StrEnum):
     DONE = "done"
 
 
+class CircuitState(enum.StrEnum):
+    """Where an agent's circuit breaker is (``swarmd.policies.breaker``): ``closed`` runs its
+    jobs, ``open`` holds them back, ``half_open`` lets one trial through."""
+
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+
+class RejectReason(enum.StrEnum):
+    """Why the daemon refused a job before running it (``swarmd_rejected_jobs_total``)."""
+
+    #: The stored job cannot be decoded into a valid `Job`.
+    MALFORMED = "malformed"
+    #: No registered agent has the job's agent name.
+    UNKNOWN_AGENT = "unknown_agent"
+    #: The job's payload is over the size limit.
+    OVERSIZED = "oversized"
+
+
 class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One unit of work for one agent, speaking for one identity (GID)."""
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from swarmd.builtin_agents import register_builtins
 from swarmd.errors import ConfigError, UnknownAgentError
 from swarmd.model import AGENT_PATTERN, Job
 
@@ -147,3 +148,13 @@ def load_agent_modules(modules: list[str], key: str = "agents") -> None:
             importlib.import_module(module)
         except Exception as exc:
             raise ConfigError(key, f"cannot import agent module {module!r}: {exc}") from exc
+
+
+def build_registry(agent_modules: Sequence[str]) -> Registry:
+    """The agents a daemon serves: the built-ins, then every `@agent` of ``agent_modules``
+    (the config's ``agents``). The daemon runs them; the CLI refuses a submit naming another."""
+    load_agent_modules(list(agent_modules))
+    registry = Registry()
+    register_builtins(registry)
+    registry.update(default_registry)
+    return registry

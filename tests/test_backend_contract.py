@@ -26,7 +26,7 @@ from _services import require_redis, require_tool
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, new_job
-from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
+from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 
 LEASE = 30.0
@@ -606,16 +606,16 @@ async def test_wait_for_work_wakes_at_once_on_submit_and_on_cancel_requests(case
         waiting = asyncio.create_task(worker.wait_for_work(10.0))
         await asyncio.sleep(0.05)
         await producer.submit([job()])
-        assert b"w" in await asyncio.wait_for(waiting, 2.0)
+        assert WakeReason.WORK in await asyncio.wait_for(waiting, 2.0)
         assert time.monotonic() - started < 1.0
         # a submit between an empty reserve and the wait is not lost
         [running] = await worker.reserve(5, lease=LEASE)
         await producer.submit([job()])
-        assert b"w" in await asyncio.wait_for(worker.wait_for_work(10.0), 1.0)
-        # a cancel request for a running job wakes the worker with reason b"c"
+        assert WakeReason.WORK in await asyncio.wait_for(worker.wait_for_work(10.0), 1.0)
+        # a cancel request for a running job wakes the worker with reason CANCEL
         await producer.cancel(running.job_id)
-        reasons: set[bytes] = set()
-        while b"c" not in reasons:
+        reasons: set[WakeReason] = set()
+        while WakeReason.CANCEL not in reasons:
             reasons |= await asyncio.wait_for(worker.wait_for_work(10.0), 2.0)
         assert await worker.cancel_requested() == [running.job_id]
         # nothing pending: it waits out its timeout and says so with no reason

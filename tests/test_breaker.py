@@ -8,6 +8,7 @@ import pytest
 from _clock import FakeClock
 
 from swarmd.policies.breaker import CircuitBreaker, CircuitState
+from swarmd.telemetry.metrics import CIRCUIT_STATES
 
 CLOSED, HALF_OPEN, OPEN = CircuitState.CLOSED, CircuitState.HALF_OPEN, CircuitState.OPEN
 Transitions = list[tuple[CircuitState, CircuitState]]
@@ -30,7 +31,7 @@ def make(clock: FakeClock, transitions: Transitions, **kwargs: Any) -> CircuitBr
 
 
 def test_state_values_are_the_exported_metric_values() -> None:
-    assert [int(s) for s in (CLOSED, HALF_OPEN, OPEN)] == [0, 1, 2]
+    assert [CIRCUIT_STATES[s] for s in (CLOSED, HALF_OPEN, OPEN)] == [0, 1, 2]
 
 
 def test_full_cycle_fires_each_transition_exactly_once(clock: FakeClock, transitions: Transitions) -> None:

@@ -282,7 +282,7 @@ def test_redis_killed_under_load_and_restarted_loses_nothing_acknowledged(tmp_pa
         with producer_client(dep) as checker:
             quiet = {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
             wait_until(
-                lambda: ledger.length() >= len(acked) and checker.run(checker.backend.counts()) == quiet,
+                lambda: ledger.length() >= len(acked) and checker.counts() == quiet,
                 timeout=60,
                 what="every acknowledged job recorded and nothing left queued",
                 step=0.1,

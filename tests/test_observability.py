@@ -7,6 +7,7 @@ OTLP/HTTP receiver running in the test. No assertion only checks that a series e
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import os
@@ -48,7 +49,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.client import Client
-from swarmd.model import new_job
+from swarmd.config import Settings
+from swarmd.model import Job, new_job
+from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
 pytestmark = pytest.mark.slow
@@ -364,6 +367,16 @@ def _value(value: AnyValue) -> Any:
     return getattr(value, kind) if kind else None
 
 
+async def submit_to_the_queue(state: Path, jobs: list[Job]) -> None:
+    """Store jobs as they are, past the client's checks, as a foreign producer could."""
+    backend = open_backend(Settings(), state)
+    await backend.open()
+    try:
+        await backend.submit(jobs)
+    finally:
+        await backend.close()
+
+
 def test_spans_follow_each_job_from_producer_to_handler_and_into_the_logs(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with OtlpReceiver() as receiver:
@@ -393,10 +406,9 @@ def test_spans_follow_each_job_from_producer_to_handler_and_into_the_logs(tmp_pa
             liar = traced_submit("liar", "GID-liar")
             # Written straight to the queue, as a foreign producer would: a traceparent that
             # is not one, and one that is well formed but all zeros (invalid by the W3C spec).
-            with Client(state, tracing=Tracing(None)) as client:
-                malformed = ["garbage", f"00-{'0' * 32}-{'0' * 16}-01"]
-                bad = [new_job(agent="echo", gid=f"GID-bad{i}", traceparent=tp) for i, tp in enumerate(malformed)]
-                client.run(client.backend.submit(bad))
+            malformed = ["garbage", f"00-{'0' * 32}-{'0' * 16}-01"]
+            bad = [new_job(agent="echo", gid=f"GID-bad{i}", traceparent=tp) for i, tp in enumerate(malformed)]
+            asyncio.run(submit_to_the_queue(state, bad))
             wait_until(lambda: ledger_count(state) == 7, what="every job")
             assert daemon.stop() == 0  # the drain flushes the daemon's spans
         finally:

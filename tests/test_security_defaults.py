@@ -27,13 +27,13 @@ import msgspec
 import pytest
 from harness import REPO, Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
 
+from swarmd import builtin_agents
+from swarmd.builtin_agents import register_builtins
 from swarmd.client import Client
 from swarmd.config import Settings, listen_address, load_settings
 from swarmd.errors import ConfigError, JobValidationError, Permanent
 from swarmd.model import MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, new_job
 from swarmd.registry import JobContext, Registry
-from swarmd.runtime import builtin_agents
-from swarmd.runtime.builtin_agents import register_builtins
 from swarmd.testing.daemon import free_port
 
 PACKAGE = REPO / "swarmd"
@@ -274,7 +274,7 @@ def test_payload_size_and_depth_are_capped_at_submit(tmp_path: Path) -> None:
             client.submit("echo", gid="G", payload={"blob": "x" * MAX_PAYLOAD_BYTES})
         with pytest.raises(JobValidationError, match="nested deeper"):
             client.submit("echo", gid="G", payload=_nested(MAX_PAYLOAD_DEPTH + 1))
-        assert client.run(client.backend.counts())["ready"] == 0
+        assert client.counts()["ready"] == 0
 
 
 def _insert_raw(state: Path, rows: list[tuple[str, str, bytes]]) -> None:

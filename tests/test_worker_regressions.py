@@ -17,13 +17,13 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
+from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.errors import JobValidationError
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import AgentPolicy, Handler, Registry
-from swarmd.runtime.builtin_agents import register_builtins
 from swarmd.runtime.worker import Worker
 from swarmd.storage.sqlite import connect, transaction
 from swarmd.telemetry.metrics import Metrics

@@ -9,13 +9,13 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, cast
 
+from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.errors import BackendUnavailable
 from swarmd.model import new_job
-from swarmd.queue.base import QueueBackend, Reserved
+from swarmd.queue.base import QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import Registry
-from swarmd.runtime.builtin_agents import register_builtins
 from swarmd.runtime.worker import Health, Worker
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -56,10 +56,10 @@ class Unavailable:
         self._fail("cancel_requested")
         return await self.inner.cancel_requested()
 
-    async def wait_for_work(self, timeout: float) -> set[bytes]:
+    async def wait_for_work(self, timeout: float) -> set[WakeReason]:
         self.waits += 1
         if self.failures < self.waits <= 2 * self.failures:
-            return {b"c"}
+            return {WakeReason.CANCEL}
         return await self.inner.wait_for_work(timeout)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 import uvloop
 
 from swarmd.client import Client
+from swarmd.errors import BenchError as BenchError  # noqa: PLC0414 - the scenarios import it from here
 from swarmd.testing.daemon import LocalDaemon
 from swarmd.testing.polling import WaitTimeout, wait_until
 
@@ -31,10 +32,6 @@ AGENT_SECONDS: Final = 0.01
 #: daemon it watches (measured: -15% SQLite drain rate against 1 ms steps).
 FINE_STEP: Final = 0.0001
 COARSE_STEP: Final = 0.001
-
-
-class BenchError(RuntimeError):
-    """A scenario did not do the work it measures (a missing ledger entry, a broken chain)."""
 
 
 def run_uvloop(coro: Coroutine[Any, Any, T]) -> T:

@@ -23,11 +23,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 
 from swarmd.bench.helpers import run_uvloop, spread
+from swarmd.builtin_agents import register_builtins
 from swarmd.config import Settings
 from swarmd.model import new_job
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.registry import Registry
-from swarmd.runtime.builtin_agents import register_builtins
 from swarmd.runtime.worker import Worker
 from swarmd.telemetry.logs import configure_logging
 from swarmd.telemetry.metrics import OUTCOMES, Metrics

@@ -128,7 +128,7 @@ def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> i
         else:
             unexpected += 1  # another job, or one recorded twice
     report = client.verify()
-    queued = client.run(client.backend.counts())
+    queued = client.counts()
     if missing or unexpected or not report.ok or report.entries != len(ids) or any(queued.values()):
         raise BenchError(
             f"soak: {len(missing)} jobs missing from the ledger, {unexpected} unexpected, "

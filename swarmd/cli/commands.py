@@ -18,18 +18,20 @@ import msgspec
 
 from swarmd.client import Client, JobInfo
 from swarmd.config import Settings, load_settings
+from swarmd.errors import CliError as CliError  # noqa: PLC0414 - re-exported: commands.CliError
 from swarmd.errors import (
     ConfigError,
     DaemonAlreadyRunning,
     JobNotFound,
     JobValidationError,
+    ListenError,
     StateDirError,
     SwarmdError,
+    TracingConfigError,
 )
 from swarmd.ledger.records import export_row
-from swarmd.model import ID_PATTERN, MAX_PAYLOAD_BYTES, decode_payload
-from swarmd.runtime.httpserver import ListenError
-from swarmd.telemetry.tracing import TracingConfigError
+from swarmd.model import ID_PATTERN, MAX_PAYLOAD_BYTES, JobState, decode_payload
+from swarmd.registry import build_registry
 from swarmd.version import __version__
 
 _json = msgspec.json.Encoder()
@@ -40,10 +42,6 @@ _ID = re.compile(ID_PATTERN)
 MAX_SUBMIT_COUNT = 100_000
 #: Largest --limit / -n (SQLite integers are 64-bit; anything near that is a typo anyway).
 MAX_LIMIT = 1_000_000_000
-
-
-class CliError(SwarmdError):
-    """A command-line argument is wrong (exit 2)."""
 
 
 def parse_duration(text: str) -> float:
@@ -73,8 +71,9 @@ def _limit(text: str) -> int:
     return value
 
 
-def _print_json(value: Any, out: TextIO = sys.stdout) -> None:
-    out.write(_json.encode(value).decode() + "\n")
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    """One JSON line on ``out`` (default: the `sys.stdout` of the moment, as `print` writes to)."""
+    (out or sys.stdout).write(_json.encode(value).decode() + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,11 +217,9 @@ def _read_payload(args: argparse.Namespace, limit: int) -> Any:
 
 
 def _known_agents(settings: Settings, client: Client) -> set[str]:
-    from swarmd.runtime.daemon import build_registry  # noqa: PLC0415
-
-    known = set(build_registry(settings).names())
-    published = client.run(client.backend.published_agents())
-    return known | set(published or ())
+    """The agents a submit may name: those a daemon with this config serves, and those any
+    running daemon published."""
+    return set(build_registry(settings.agents).names()) | set(client.published_agents() or ())
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -233,7 +230,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise CliError("--fail-fast needs --swarm")
     payload = _read_payload(args, min(settings.max_payload_bytes, MAX_PAYLOAD_BYTES))
     with _client(args, settings) as client:
-        client._async.known_agents = _known_agents(settings, client)
+        client.known_agents = _known_agents(settings, client)
         spec: dict[str, Any] = {
             "agent": args.agent,
             "gid": args.gid,
@@ -283,7 +280,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        _print_infos(client.run(client.backend.list_jobs(args.state, args.limit)), args.json)
+        state = JobState(args.state) if args.state is not None else None
+        _print_infos(client.list_jobs(state, args.limit), args.json)
     return 0
 
 
@@ -294,16 +292,10 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             print(report.summary())
             return 0 if report.ok else 1
         if args.ledger_command == "export":
-            start = 0
-            while True:
-                entries = client.ledger(start, 5000)
-                for entry in entries:
-                    _print_json(export_row(entry))
-                if len(entries) < 5000:
-                    return 0
-                start = entries[-1].index + 1
-        entries = client.run(client.backend.ledger_tail(args.n))
-        for entry in entries:
+            for entry in client.iter_ledger():
+                _print_json(export_row(entry))
+            return 0
+        for entry in client.ledger_tail(args.n):
             row = export_row(entry)
             if args.json:
                 _print_json(row)
@@ -317,20 +309,19 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        backend = client.backend
         if args.dlq_command == "list":
-            _print_infos(client.run(backend.dead_letters(args.limit)), args.json)
+            _print_infos(client.dead_letters(args.limit), args.json)
         elif args.dlq_command == "requeue":
             if (args.job_id is None) == (not args.all):
                 raise CliError("dlq requeue needs a JOB_ID or --all (not both)")
-            pairs = client.run(backend.requeue(args.job_id, all_dead=args.all))
+            pairs = client.requeue(args.job_id, all_dead=args.all)
             if args.json:
                 _print_json([{"dead_job_id": old, "job_id": new} for old, new in pairs])
             else:
                 for old, new in pairs:
                     print(f"{old} -> {new}")
         else:
-            purged = client.run(backend.purge_dead(parse_duration(args.older_than)))
+            purged = client.purge_dead(parse_duration(args.older_than))
             print(f"purged {purged} dead letters")
     return 0
 

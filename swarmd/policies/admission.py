@@ -27,12 +27,6 @@ from swarmd.telemetry.metrics import Metrics
 
 log = structlog.get_logger("swarmd.admission")
 
-_CIRCUIT_NAMES = {
-    CircuitState.CLOSED: "closed",
-    CircuitState.HALF_OPEN: "half_open",
-    CircuitState.OPEN: "open",
-}
-
 
 def _load_exception(spec: str, key: str) -> type[BaseException]:
     module_name, _, name = spec.partition(":")
@@ -58,7 +52,7 @@ class AgentGate:
     bucket: TokenBucket | None
     running: int = 0
     slots: asyncio.Semaphore | None = None
-    transitions: list[tuple[str, str]] = field(default_factory=list)
+    transitions: list[tuple[CircuitState, CircuitState]] = field(default_factory=list)
 
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, (Permanent, *self.permanent))
@@ -101,11 +95,11 @@ class Admission:
         agent_metrics = self.metrics.agent(spec.name)
 
         def on_transition(old: CircuitState, new: CircuitState, name: str = spec.name) -> None:
-            agent_metrics.set_circuit(_CIRCUIT_NAMES[new])
+            agent_metrics.set_circuit(new)
             gate = self.gates.get(name)
             if gate is not None:
-                gate.transitions.append((_CIRCUIT_NAMES[old], _CIRCUIT_NAMES[new]))
-            log.warning("circuit_transition", agent=name, old=_CIRCUIT_NAMES[old], new=_CIRCUIT_NAMES[new])
+                gate.transitions.append((old, new))
+            log.warning("circuit_transition", agent=name, old=old, new=new)
 
         breaker = CircuitBreaker(
             failure_threshold=settings.breaker_failures,

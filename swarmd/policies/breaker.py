@@ -20,21 +20,15 @@ whether or not it came from the trial run: it is fresh evidence either way.
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 
 from swarmd.errors import ConfigError
+from swarmd.model import CircuitState
 
-
-class CircuitState(enum.IntEnum):
-    """The breaker's state; the value is what ``swarmd_circuit_state`` exports."""
-
-    CLOSED = 0
-    HALF_OPEN = 1
-    OPEN = 2
+__all__ = ["CircuitBreaker", "CircuitState"]
 
 
 class CircuitBreaker:

@@ -40,6 +40,24 @@ class Reserved:
     handle: Any = None
 
 
+class WakeReason(enum.StrEnum):
+    """Why `QueueBackend.wait_for_work` returned: what may have arrived since the last call.
+
+    On the wire (a wake-up datagram, a field of the Redis ``wake`` stream) a reason is its
+    value's one byte; `from_wire` reads it back.
+    """
+
+    #: Jobs may be ready to reserve (a submit, a requeue, a recovered lease).
+    WORK = "w"
+    #: Someone asked to cancel a job a worker may be running.
+    CANCEL = "c"
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> WakeReason:
+        """The reason a wake-up carries; an unknown byte counts as work (the worker looks again)."""
+        return cls.CANCEL if data == b"c" else cls.WORK
+
+
 class Disposition(enum.Enum):
     """What `finish` does with a job."""
 
@@ -86,7 +104,7 @@ class JobInfo:
     """Where a job is: in the queue (state) or finished (its ledger entry)."""
 
     job_id: str
-    state: str
+    state: JobState
     agent: str
     gid: str
     attempt: int
@@ -104,7 +122,7 @@ class JobInfo:
         error = record.get("error")
         return cls(
             job_id=str(entry.job_id),
-            state=JobState.DONE.value,
+            state=JobState.DONE,
             agent=str(record.get("agent", "")),
             gid=str(record.get("agent_gid", "")),
             attempt=int(record.get("attempt", 0)),
@@ -154,9 +172,9 @@ class QueueBackend(Protocol):
         """Start receiving wake-ups (submits, cancel requests): the daemon calls this once."""
         ...
 
-    async def wait_for_work(self, timeout: float) -> set[bytes]:  # noqa: ASYNC109 - a bound, in seconds
-        """Block until work may have arrived, or ``timeout`` seconds pass; return why:
-        b"w" (work) and/or b"c" (a cancel request). Cheap to cancel."""
+    async def wait_for_work(self, timeout: float) -> set[WakeReason]:  # noqa: ASYNC109 - a bound, in seconds
+        """Block until work may have arrived, or ``timeout`` seconds pass; return why (empty:
+        the time ran out). Cheap to cancel."""
         ...
 
     async def check_persistence(self) -> str | None:

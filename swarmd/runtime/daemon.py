@@ -26,8 +26,7 @@ import uvloop
 from swarmd.config import Settings, listen_address, load_settings, resolve_state_dir
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
-from swarmd.registry import Registry, default_registry, load_agent_modules
-from swarmd.runtime.builtin_agents import register_builtins
+from swarmd.registry import Registry, build_registry
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.statedir import StateLock, prepare
@@ -43,15 +42,6 @@ log = structlog.get_logger("swarmd.daemon")
 STALL_SECONDS: Final = 2.0
 SWITCH_INTERVAL: Final = 0.0005
 GC_THRESHOLD: Final = (100_000, 50, 100)
-
-
-def build_registry(settings: Settings) -> Registry:
-    """Built-ins, plus every @agent of the modules the config names."""
-    load_agent_modules(settings.agents)
-    registry = Registry()
-    register_builtins(registry)
-    registry.update(default_registry)
-    return registry
 
 
 class Daemon:
@@ -104,7 +94,7 @@ class Daemon:
         if lock is not None:
             lock.acquire()
         try:
-            registry = build_registry(settings)
+            registry = build_registry(settings.agents)
             metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
             host, port = listen_address(settings)
             http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)

@@ -14,7 +14,7 @@ background thread, exactly as ``prometheus_client.start_http_server`` does, and
 values the loop has cached (a bool and a string), never await, lock or do I/O. A callback
 that raises answers 503 with the exception's text.
 
-This module imports nothing from swarmd: telemetry sits below the dispatcher.
+Of swarmd this module imports only its errors (`ListenError` is defined there).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector
 
+from swarmd.errors import ListenError
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -40,21 +42,6 @@ HealthCheck: TypeAlias = Callable[[], tuple[bool, str]]
 
 # Each response gets a fresh header list: wsgiref adds Content-Length to the list it is given.
 _TEXT: Final = ("Content-Type", "text/plain; charset=utf-8")
-
-
-class ListenError(OSError):
-    """The listener cannot bind its address (in use, not available, not permitted).
-
-    ``host``, ``port`` and ``reason`` say which address and why; ``errno`` is the
-    underlying error number when there is one.
-    """
-
-    def __init__(self, host: str, port: int, reason: str, errno: int | None = None) -> None:
-        self.host = host
-        self.port = port
-        self.reason = reason
-        super().__init__(f"cannot listen on {_format_address(host, port)}: {reason}")
-        self.errno = errno
 
 
 class _SilentHandler(WSGIRequestHandler):

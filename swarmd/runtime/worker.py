@@ -40,7 +40,7 @@ from swarmd.errors import BackendUnavailable
 from swarmd.model import Outcome
 from swarmd.policies.admission import Admission
 from swarmd.policies.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
-from swarmd.queue.base import Disposition, QueueBackend, Reserved
+from swarmd.queue.base import Disposition, QueueBackend, Reserved, WakeReason
 from swarmd.registry import Registry
 from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
 from swarmd.runtime.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
@@ -338,13 +338,13 @@ class Worker:
                 waiter.cancel()
         self._slot_freed.clear()
         self._requeued.clear()
-        reasons: set[bytes] = set()
+        reasons: set[WakeReason] = set()
         if work.done() and not work.cancelled():
             if isinstance(work.exception(), BackendUnavailable):
                 self.health.backend_error = str(work.exception())
             elif work.exception() is None:
                 reasons = work.result()
-        if b"c" in reasons:
+        if WakeReason.CANCEL in reasons:
             try:
                 await self._apply_cancel_requests()
             except BackendUnavailable as exc:  # housekeeping picks the requests up once it is back

@@ -2,8 +2,9 @@
 
 A :class:`Metrics` owns (or is given) a :class:`~prometheus_client.CollectorRegistry` and
 registers every ``swarmd_*`` metric on it. Label values come from bounded sets only: agent
-names from the agent registry (:meth:`Metrics.add_agent`), outcomes, queue states and
-rejection reasons from the tuples below. A job id or a GID is never a label.
+names from the agent registry (:meth:`Metrics.add_agent`), outcomes, queue states,
+rejection reasons and circuit states from the tuples below, which are the values of the
+vocabulary's enums (`swarmd.model`). A job id or a GID is never a label.
 
 The per-job path uses pre-bound children, so it costs a dict lookup and a histogram
 observation, never a ``labels()`` call::
@@ -20,7 +21,8 @@ Threading: the ``observe``/``inc``/``set`` calls of prometheus-client are thread
 :meth:`Metrics.job_started` and :meth:`Metrics.job_finished` keep plain integers for speed
 and must be called from one thread (the event loop); the scrape thread only reads them.
 
-This module imports nothing from swarmd: telemetry sits below the dispatcher.
+Of swarmd this module imports only the vocabulary (`swarmd.model`): telemetry sits below the
+dispatcher.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from swarmd.model import CircuitState, JobState, Outcome, RejectReason
+
 __all__ = [
     "CIRCUIT_STATES",
     "DURATION_BUCKETS",
@@ -55,13 +59,13 @@ __all__ = [
 ]
 
 #: Every outcome a job run can end with (the ``outcome`` label).
-OUTCOMES: Final = ("succeeded", "failed", "retried", "timed_out", "dead_lettered", "cancelled")
-#: The states of ``swarmd_queue_jobs``.
-QUEUE_STATES: Final = ("ready", "delayed", "leased", "dead")
+OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
+#: The states of ``swarmd_queue_jobs``: where a job waits in the queue (a done job is not in it).
+QUEUE_STATES: Final = tuple(state.value for state in JobState if state is not JobState.DONE)
 #: Why a job was refused before it ran (``swarmd_rejected_jobs_total``).
-REJECT_REASONS: Final = ("malformed", "unknown_agent", "oversized")
-#: Values of ``swarmd_circuit_state``.
-CIRCUIT_STATES: Final = {"closed": 0, "half_open": 1, "open": 2}
+REJECT_REASONS: Final = tuple(reason.value for reason in RejectReason)
+#: Values of ``swarmd_circuit_state``, by circuit state.
+CIRCUIT_STATES: Final[dict[str, int]] = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
 #: Scheduling and swarm overhead: 50 µs, 100 µs, 1 ms, 10 ms, 50 ms and 1 s are bounds.
 OVERHEAD_BUCKETS: Final = (
@@ -126,7 +130,7 @@ class AgentMetrics:
         self.jobs[outcome].inc()
 
     def set_circuit(self, state: str) -> None:
-        """Set the circuit state by name: ``closed``, ``half_open`` or ``open``."""
+        """Set the circuit state: a `CircuitState` (or its value, ``closed``, ``half_open``, ``open``)."""
         self.circuit_state.set(CIRCUIT_STATES[state])
 
 

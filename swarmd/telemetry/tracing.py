@@ -74,6 +74,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from swarmd.errors import TracingConfigError
+
 __all__ = ["Tracing", "TracingConfigError", "parse_traceparent"]
 
 #: ``messaging.system`` of every swarmd span.
@@ -88,19 +90,6 @@ _FIXED_SAMPLERS: Final[Mapping[str, Sampler]] = {
     "parentbased_always_on": DEFAULT_ON,
     "parentbased_always_off": DEFAULT_OFF,
 }
-
-
-class TracingConfigError(ValueError):
-    """An ``OTEL_*`` variable asks for something this build cannot do.
-
-    ``variable`` names the variable, ``value`` is its value and ``reason`` what is wrong.
-    """
-
-    def __init__(self, variable: str, value: str, reason: str) -> None:
-        self.variable = variable
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{variable}={value!r}: {reason}")
 
 
 def parse_traceparent(value: str) -> tuple[int, int, int] | None:

@@ -32,7 +32,7 @@ from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValid
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
 from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
@@ -90,7 +90,7 @@ def _infos(raw: Sequence[bytes | None]) -> list[tuple[int, JobInfo]]:
                 int(seq or 0),
                 JobInfo(
                     str(_s(job_id)),
-                    str(_s(state)),
+                    JobState(str(_s(state))),
                     _s(agent) or "",
                     _s(gid) or "",
                     int(attempt or 0),
@@ -156,7 +156,7 @@ class RedisBackend:
         self._contended = False
         self._held: set[str] = set()
         self._wake_seen: bytes | None = None
-        self._wake_reasons: set[bytes] = set()
+        self._wake_reasons: set[WakeReason] = set()
         self._wake_event = asyncio.Event()
         self._wake_reader: asyncio.Task[None] | None = None
         self._next_prune = 0.0
@@ -327,12 +327,12 @@ class RedisBackend:
             if found:
                 entries = found[0][1]
                 self._wake_seen = entries[-1][0]
-                self._wake_reasons.update(fields.get(b"r", b"w") for _, fields in entries)
+                self._wake_reasons.update(WakeReason.from_wire(fields.get(b"r", b"w")) for _, fields in entries)
                 self._wake_event.set()
 
-    async def wait_for_work(self, timeout: float) -> set[bytes]:  # noqa: ASYNC109 - the protocol's bound, in seconds
+    async def wait_for_work(self, timeout: float) -> set[WakeReason]:  # noqa: ASYNC109 - the protocol's bound, in seconds
         """Block until work may have arrived (a submit, a retry, a recovery, a cancel request)
-        since the last call, or ``timeout`` seconds pass; return why (b"w" work, b"c" cancel).
+        since the last call, or ``timeout`` seconds pass; return why (`WakeReason`).
 
         Every idle daemon wakes (the wake stream is a broadcast, unlike BLPOP), and nothing
         submitted in between is missed. Delayed jobs do not wake anyone: the caller bounds

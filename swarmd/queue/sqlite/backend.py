@@ -38,7 +38,7 @@ from swarmd.ledger.sqlite import (
     read_entries,
 )
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
 from swarmd.queue.sqlite.wake import WakeListener, wake
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, quick_check, transaction
 
@@ -61,7 +61,7 @@ def _info(row: Sequence[Any], now: float) -> JobInfo:
         state = JobState.READY.value  # due, not yet promoted by a reserve
     return JobInfo(
         str(job_id),
-        str(state),
+        JobState(state),
         str(agent),
         str(gid),
         int(attempt),
@@ -360,7 +360,7 @@ class SqliteBackend:
         else:  # a state directory path too long for AF_UNIX: the poll interval bounds the delay
             log.warning("wake_socket_unavailable", path=str(listener.path), fallback="poll_interval")
 
-    async def wait_for_work(self, timeout: float) -> set[bytes]:  # noqa: ASYNC109
+    async def wait_for_work(self, timeout: float) -> set[WakeReason]:  # noqa: ASYNC109
         if self._listener is None:
             await asyncio.sleep(timeout)
             return set()
@@ -487,7 +487,7 @@ class SqliteBackend:
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         ids = await self._run(self._cancel, job_id, swarm_id)
-        wake(self.state_dir, b"c")
+        wake(self.state_dir, WakeReason.CANCEL)
         return ids
 
     def _cancel(self, job_id: str | None, swarm_id: str | None) -> list[str]:

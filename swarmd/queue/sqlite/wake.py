@@ -13,12 +13,14 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from swarmd.queue.base import WakeReason
+
 SOCKET_NAME: Final = "wake.sock"
 #: Longest path an AF_UNIX socket address may have on Linux.
 _MAX_PATH: Final = 107
 
 
-def wake(state_dir: Path, reason: bytes = b"w") -> bool:
+def wake(state_dir: Path, reason: WakeReason = WakeReason.WORK) -> bool:
     """Tell the daemon of ``state_dir`` to look at the queue now. Never raises."""
     path = state_dir / SOCKET_NAME
     if len(os.fsencode(path)) > _MAX_PATH:
@@ -26,7 +28,7 @@ def wake(state_dir: Path, reason: bytes = b"w") -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         try:
-            sock.sendto(reason, os.fsencode(path))
+            sock.sendto(reason.value.encode(), os.fsencode(path))
         except OSError:
             return False  # no daemon listening, or its buffer is full: it will wake anyway
     return True
@@ -38,7 +40,7 @@ class WakeListener:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / SOCKET_NAME
         self.event = asyncio.Event()
-        self.reasons: set[bytes] = set()
+        self.reasons: set[WakeReason] = set()
         self._sock: socket.socket | None = None
 
     def start(self) -> bool:
@@ -62,10 +64,10 @@ class WakeListener:
                 data = self._sock.recv(64)
             except (BlockingIOError, InterruptedError):
                 break
-            self.reasons.add(data[:1])
+            self.reasons.add(WakeReason.from_wire(data[:1]))
         self.event.set()
 
-    def take(self) -> set[bytes]:
+    def take(self) -> set[WakeReason]:
         """The reasons received since the last call, clearing the event."""
         reasons, self.reasons = self.reasons, set()
         self.event.clear()

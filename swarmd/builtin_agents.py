@@ -1,16 +1,19 @@
 """The agents every daemon has: ``sleep``, ``echo`` and ``fail``.
 
 They exist for demos, benchmarks, tests and smoke checks of a deployment. None of them can
-run a command, open a file or reach the network.
+run a command, open a file or reach the network. `swarmd.registry.build_registry` puts them in
+every daemon's registry (and the CLI checks submits against the same names).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swarmd.errors import JobValidationError, Permanent
-from swarmd.registry import JobContext, Registry
+
+if TYPE_CHECKING:  # swarmd.registry imports this module to build a daemon's registry
+    from swarmd.registry import JobContext, Registry
 
 MAX_SLEEP_SECONDS = 3600.0
 
