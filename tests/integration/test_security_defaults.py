@@ -25,7 +25,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import REPO, Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
+from support.harness import Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
+from support.paths import REPO
 
 from swarmd.client import Client
 from swarmd.config import Settings, listen_address, load_settings

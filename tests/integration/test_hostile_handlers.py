@@ -1,4 +1,4 @@
-"""Poison and hostile handlers (tests/testagents.py) against a real daemon.
+"""Poison and hostile handlers (tests/support/agents.py) against a real daemon.
 
 A handler that loops forever, one that returns something that is not JSON data, one that
 raises a BaseException subclass, and one that blocks the event loop for seconds: each ends in
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _notify import notify_socket
-from harness import Daemon, assert_exactly_once, ledger, ledger_count, submit, swarmd, wait_until
+from support.harness import Daemon, assert_exactly_once, ledger, ledger_count, submit, swarmd, wait_until
+from support.notify import notify_socket
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_hostile_handlers_end_in_the_ledger_and_the_daemon_keeps_serving(tmp_pat
     state = tmp_path / "state"
     with notify_socket() as systemd:
         env = {"NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-        daemon = Daemon(state, "--agents", "testagents", "--max-concurrent", "64", env=env)
+        daemon = Daemon(state, "--agents", "support.agents", "--max-concurrent", "64", env=env)
         try:
             daemon.start()
             # -- poison: each is dead-lettered with its reason, while 500 other jobs go through --

@@ -8,8 +8,8 @@ import subprocess
 
 import prometheus_client
 import pytest
-from _services import require_tool
 from prometheus_client import CollectorRegistry
+from support.services import require_tool
 
 from swarmd.telemetry.metrics import OUTCOMES, QUEUE_STATES, REJECT_REASONS, Metrics
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import (
+from support.harness import (
     Daemon,
     assert_exactly_once,
     ledger,

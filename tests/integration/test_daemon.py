@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from harness import (
+from support.harness import (
     Daemon,
     assert_exactly_once,
     base_env,

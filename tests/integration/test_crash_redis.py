@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _services import require_tool
-from harness import wait_until
-from test_redis_daemon import Deployment, assert_clean, readiness, start_all, wait_readiness
+from integration.test_redis_daemon import Deployment, assert_clean, readiness, start_all, wait_readiness
+from support.harness import wait_until
+from support.services import require_tool
 
 from swarmd.client import Client
 from swarmd.config import Settings

@@ -22,8 +22,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from _services import require_redis, require_tool
-from harness import Daemon, assert_exactly_once, swarmd, wait_until
+from support.harness import Daemon, assert_exactly_once, swarmd, wait_until
+from support.services import require_redis, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -182,7 +182,7 @@ def test_three_daemons_one_killed_mid_run_every_job_recorded_exactly_once(shared
 
 def test_a_job_longer_than_its_lease_on_a_live_daemon_runs_once(shared: Deployment, tmp_path: Path) -> None:
     env = {"SWARMD_LEASE_SECONDS": "1"}
-    daemons = [shared.daemon("--allow-volatile-redis", "--agents", "testagents", env=env) for _ in range(2)]
+    daemons = [shared.daemon("--allow-volatile-redis", "--agents", "support.agents", env=env) for _ in range(2)]
     start_all(daemons)
     marker = tmp_path / "starts.txt"
     [job_id] = shared.submit("record_start", "GID-long", payload={"marker": str(marker), "seconds": 4})
@@ -251,7 +251,7 @@ def test_a_redis_without_aof_is_refused_unless_allowed(tmp_path: Path) -> None:
 
 # -- the operator's CLI ------------------------------------------------------------------------
 def test_the_cli_works_against_redis(shared: Deployment) -> None:
-    shared.daemon("--allow-volatile-redis", "--agents", "testagents").start()
+    shared.daemon("--allow-volatile-redis", "--agents", "support.agents").start()
 
     [ok] = shared.submit("echo", "GID-cli", payload={"n": 1})
     wait_until(lambda: shared.cli_json("status", ok).get("outcome") == "succeeded", what="echo done")

@@ -25,9 +25,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from _services import require_tool
-from harness import (
-    REPO,
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from prometheus_client.parser import text_string_to_metric_families
+from support.harness import (
     Daemon,
     base_env,
     free_port,
@@ -39,13 +44,8 @@ from harness import (
     swarmd,
     wait_until,
 )
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from prometheus_client.parser import text_string_to_metric_families
+from support.paths import REPO
+from support.services import require_tool
 
 from swarmd.client import Client
 from swarmd.model import new_job
@@ -126,7 +126,7 @@ PEAK = 12
 def test_metrics_count_what_the_ledger_records(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {"SWARMD_BACKOFF_BASE": "0.01"}
-    with running(state, "--agents", "testagents", "--max-concurrent", "32", env=env) as daemon:
+    with running(state, "--agents", "support.agents", "--max-concurrent", "32", env=env) as daemon:
         # The barrier opens only once PEAK jobs run at once: the peak is at least PEAK...
         barrier = submit(state, "barrier", "GID-peak", payload={"parties": PEAK, "key": "peak"}, count=PEAK)
         wait_until(lambda: ledger_count(state) == PEAK, what="the barrier jobs")
@@ -259,7 +259,7 @@ def test_swarm_overhead_is_what_the_ledger_and_an_external_clock_say(tmp_path: P
 def test_promtool_check_metrics_on_a_live_scrape_reports_nothing(tmp_path: Path) -> None:
     promtool = require_tool("promtool")
     state = tmp_path / "state"
-    with running(state, "--agents", "testagents") as daemon:
+    with running(state, "--agents", "support.agents") as daemon:
         submit(state, "echo", "GID-a", count=3)
         submit(state, "fail", "GID-b", "--max-attempts", "1")
         submit(state, "liar", "GID-c")
@@ -384,7 +384,7 @@ def test_spans_follow_each_job_from_producer_to_handler_and_into_the_logs(tmp_pa
             return str(msgspec.json.decode(swarmd(*args, env=otel).stdout)["job_ids"][0])
 
         # Debug: a success logs `job_succeeded` only at debug, and every job must log a line.
-        daemon = Daemon(state, "--agents", "testagents", "--log-level", "debug", env=env).start()
+        daemon = Daemon(state, "--agents", "support.agents", "--log-level", "debug", env=env).start()
         try:
             traced = traced_submit("traced", "GID-traced")
             echo = traced_submit("echo", "GID-echo", payload={"n": 1})

@@ -11,7 +11,7 @@ import pytest
 from swarmd.config import AgentSettings, Settings, load_settings, resolve_state_dir
 from swarmd.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "swarmd.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "swarmd.toml"
 
 
 def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ from typing import Any, Final
 
 import pytest
 import yaml
-from _promql import ALERT_RULES, PROMETHEUS_DIR, RECORDING_RULES, ROOT, load_yaml, recording_rule_names, rules
-from _services import require_tool
-from harness import Daemon, free_port, running, wait_until
+from support.harness import Daemon, free_port, running, wait_until
+from support.promql import ALERT_RULES, PROMETHEUS_DIR, RECORDING_RULES, ROOT, load_yaml, recording_rule_names, rules
+from support.services import require_tool
 
 from swarmd.client import Client
 
@@ -217,7 +217,7 @@ class Workload:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    with running(tmp_path / "state", "--agents", "testagents") as started:
+    with running(tmp_path / "state", "--agents", "support.agents") as started:
         yield started  # killed by `running` at the end, pass or fail
 
 

@@ -1,4 +1,4 @@
-"""Agents for integration tests, loaded by a real daemon with ``--agents testagents``.
+"""Agents for integration tests, loaded by a real daemon with ``--agents support.agents``.
 
 The harness puts ``tests/`` on the daemon's PYTHONPATH. Each agent exists to force one
 behaviour deterministically (a barrier, a lie about identity, a failure on chosen attempts).

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from _services import require_redis
+from support.services import require_redis
 
 from swarmd.bench import main as bench
 from swarmd.bench.instrumentation import drain

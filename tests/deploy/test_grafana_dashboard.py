@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _promql import (
+from support.promql import (
     RECORDING_RULES,
     ROOT,
     load_yaml,

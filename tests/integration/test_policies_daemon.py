@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
+from support.harness import Daemon, ledger, ledger_count, running, submit, swarmd, wait_until
 
 from swarmd import Client
 
@@ -140,7 +140,7 @@ def test_a_failing_job_runs_max_attempts_times_then_is_dead_lettered_requeued_an
 def test_a_timed_out_job_is_cancelled_retried_then_dead_lettered(tmp_path: Path) -> None:
     state = tmp_path / "state"
     marker = tmp_path / "cancelled.txt"
-    with running(state, "--agents", "testagents", env=FAST_RETRY) as daemon:
+    with running(state, "--agents", "support.agents", env=FAST_RETRY) as daemon:
         [job] = submit(
             state,
             "cancellable",
@@ -166,7 +166,7 @@ def test_a_timed_out_job_is_cancelled_retried_then_dead_lettered(tmp_path: Path)
 def test_an_open_breaker_defers_the_agents_jobs_without_spending_attempts(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**FAST_RETRY, "SWARMD_BREAKER_FAILURES": "2", "SWARMD_BREAKER_COOLDOWN": "600"}
-    with running(state, "--agents", "testagents", env=env) as daemon:
+    with running(state, "--agents", "support.agents", env=env) as daemon:
         assert circuit(daemon, "flaky") == 0
         submit(state, "flaky", "GID-b", "--max-attempts", "1", payload={"fail_times": 99}, count=2)
         wait_until(lambda: ledger_count(state) == 2, what="two failures")
@@ -190,7 +190,7 @@ def test_a_breaker_half_opens_after_its_cooldown_and_a_successful_trial_closes_i
     state = tmp_path / "state"
     cooldown = 1.0
     env = {**FAST_RETRY, "SWARMD_BREAKER_FAILURES": "2", "SWARMD_BREAKER_COOLDOWN": str(cooldown)}
-    with running(state, "--agents", "testagents", env=env) as daemon:
+    with running(state, "--agents", "support.agents", env=env) as daemon:
         submit(state, "flaky", "GID-h", "--max-attempts", "1", payload={"fail_times": 99}, count=2)
         wait_until(lambda: circuit(daemon, "flaky") == 2, what="the circuit to open")
         deferred = submit(state, "flaky", "GID-h", payload={"fail_times": 0}, count=3)
@@ -208,7 +208,7 @@ def test_a_breaker_half_opens_after_its_cooldown_and_a_successful_trial_closes_i
 # -- priorities and delays -------------------------------------------------------------------
 def test_higher_priority_jobs_submitted_later_start_first_fifo_within_a_priority(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    with running(state, "--agents", "testagents", "--max-concurrent", "1", env=NO_TIMERS) as daemon:
+    with running(state, "--agents", "support.agents", "--max-concurrent", "1", env=NO_TIMERS) as daemon:
         [blocker] = submit(state, "slow", "GID-p", payload={"seconds": 3600})
         wait_until(lambda: in_flight(daemon) == 1, what="the daemon to be saturated")
         low = submit(state, "echo", "GID-low", "--priority", "0", count=5)
@@ -245,7 +245,7 @@ def test_cancel_a_queued_job_a_running_job_and_a_swarm_from_the_cli_and_the_clie
     state = tmp_path / "state"
     marker = tmp_path / "cancelled.txt"
     forever = {"seconds": 3600, "marker": str(marker)}
-    with running(state, "--agents", "testagents", "--max-concurrent", "2", env=NO_TIMERS) as daemon:
+    with running(state, "--agents", "support.agents", "--max-concurrent", "2", env=NO_TIMERS) as daemon:
         # The CLI: a running job (the handler sees CancelledError) and a queued one.
         [running_job] = submit(state, "cancellable", "GID-c", payload=forever)
         wait_until(lambda: in_flight(daemon) == 1, what="the job to run")
@@ -295,7 +295,7 @@ def test_a_fail_fast_swarm_cancels_its_siblings_on_a_permanent_failure_and_nothi
     specs: list[dict[str, Any]] = [dict(member) for _ in range(19)]
     specs.insert(3, {"agent": "permanent", "gid": "GID-swarm"})
     with (
-        running(state, "--agents", "testagents", "--max-concurrent", "10", env=NO_TIMERS) as daemon,
+        running(state, "--agents", "support.agents", "--max-concurrent", "10", env=NO_TIMERS) as daemon,
         Client(state) as client,
     ):
         # 3 unrelated jobs + 7 members fill the 10 slots (the permanent one among them); 12 wait.
@@ -326,7 +326,7 @@ def test_a_fail_fast_swarm_cancels_its_siblings_on_a_permanent_failure_and_nothi
 # -- concurrency -----------------------------------------------------------------------------
 def test_a_per_agent_concurrency_limit_holds_while_other_agents_run_more(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    config = write_config(tmp_path, 'agents = ["testagents"]\nmax_concurrent = 10\n[agent.slow]\nconcurrency = 2\n')
+    config = write_config(tmp_path, 'agents = ["support.agents"]\nmax_concurrent = 10\n[agent.slow]\nconcurrency = 2\n')
     with running(state, "--config", str(config), env=NO_TIMERS) as daemon:
         limited = submit(state, "slow", "GID-l", payload={"seconds": 0.5}, count=2)
         wait_until(lambda: in_flight(daemon) == 2, what="the agent at its limit")
@@ -357,7 +357,7 @@ def test_a_per_agent_rate_limit_spaces_the_starts(tmp_path: Path) -> None:
 def test_the_adaptive_limit_drops_after_failures_and_stays_within_its_bounds(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {**FAST_RETRY, "SWARMD_CONCURRENCY": "adaptive", "SWARMD_MIN_CONCURRENT": "6", **NO_BREAKER}
-    with running(state, "--agents", "testagents", "--max-concurrent", "8", env=env) as daemon:
+    with running(state, "--agents", "support.agents", "--max-concurrent", "8", env=env) as daemon:
         seen = [daemon.metrics()["swarmd_concurrency_limit"]]
         assert seen == [8]
         submit(state, "flaky", "GID-a", "--max-attempts", "2", payload={"fail_times": 1}, count=150)
@@ -384,7 +384,7 @@ def test_kill_9_between_retries_loses_no_job_and_spends_no_extra_attempt(tmp_pat
         "SWARMD_BREAKER_FAILURES": "1",
         "SWARMD_BREAKER_COOLDOWN": "3600",
     }
-    daemon = Daemon(state, "--agents", "testagents", env=env).start()
+    daemon = Daemon(state, "--agents", "support.agents", env=env).start()
     try:
         [job] = submit(state, "flaky", "GID-k9", payload={"fail_times": 1})
 

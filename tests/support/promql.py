@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
-from _services import require_tool
 
-ROOT: Final = Path(__file__).resolve().parent.parent
+from support.services import require_tool
+
+ROOT: Final = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR: Final = ROOT / "deploy" / "prometheus"
 RECORDING_RULES: Final = PROMETHEUS_DIR / "recording_rules.yml"
 ALERT_RULES: Final = PROMETHEUS_DIR / "alerts.yml"

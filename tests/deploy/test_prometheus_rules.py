@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from _promql import (
+from support.promql import (
     ALERT_RULES,
     PROCESS_SERIES,
     PROMETHEUS_DIR,

@@ -28,13 +28,13 @@ from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
 
 import pytest
-from _services import require_tool
+from support.services import require_tool
 
 from swarmd.config import Settings
 
 pytestmark = pytest.mark.systemd
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "systemd" / "swarmd.service"
 SHIPPED_EXEC = "/usr/local/bin/swarmd"
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from _notify import notify_socket
-from harness import (
+from support.harness import (
     Daemon,
     assert_exactly_once,
     ledger,
@@ -28,6 +27,7 @@ from harness import (
     swarmd,
     wait_until,
 )
+from support.notify import notify_socket
 
 pytestmark = pytest.mark.slow
 

@@ -31,7 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from harness import Daemon, assert_exactly_once, ledger, ledger_count, queue_states, swarmd, wait_until
+from support.harness import Daemon, assert_exactly_once, ledger, ledger_count, queue_states, swarmd, wait_until
 
 from swarmd import Client
 

@@ -6,9 +6,9 @@ import doctest
 from typing import Any
 
 import pytest
-from _clock import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
+from support.clock import FakeClock
 
 from swarmd.policies import ratelimit
 from swarmd.policies.ratelimit import TokenBucket

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import assert_exactly_once, ledger, swarmd
+from support.harness import assert_exactly_once, ledger, swarmd
 
 from swarmd.bench import main as bench
 from swarmd.bench import soak as soak_bench

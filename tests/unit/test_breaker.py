@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _clock import FakeClock
+from support.clock import FakeClock
 
 from swarmd.policies.breaker import CircuitBreaker, CircuitState
 
