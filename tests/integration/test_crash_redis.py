@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.test_redis_daemon import Deployment, assert_clean, readiness, start_all, wait_readiness
 from support.harness import wait_until
+from support.redis_deployment import Deployment, assert_clean, readiness, start_all, wait_readiness
 from support.services import require_tool
 
 from swarmd.client import Client

@@ -16,70 +16,15 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import pytest
-from support.harness import Daemon, assert_exactly_once, swarmd, wait_until
+from support.harness import assert_exactly_once, wait_until
+from support.redis_deployment import Deployment, assert_clean, fresh_prefix, readiness, start_all, wait_readiness
 from support.services import require_redis, require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
-
-
-@dataclass
-class Deployment:
-    """Daemons and CLI calls sharing one Redis under one key prefix."""
-
-    url: str
-    prefix: str
-    root: Path
-    daemons: list[Daemon] = field(default_factory=list)
-
-    @property
-    def args(self) -> list[str]:
-        return ["--backend", "redis", "--redis-url", self.url, "--redis-prefix", self.prefix]
-
-    def daemon(self, *extra: str, env: dict[str, str] | None = None) -> Daemon:
-        """A daemon (not started) with a state directory of its own."""
-        state = self.root / f"d{len(self.daemons)}"
-        daemon = Daemon(state, *self.args, *extra, env=env)
-        self.daemons.append(daemon)
-        return daemon
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return swarmd(*args, *self.args, check=check)
-
-    def cli_json(self, *args: str) -> Any:
-        return msgspec.json.decode(self.cli(*args, "--json").stdout)
-
-    def submit(self, agent: str, gid: str, *extra: str, payload: Any = None, count: int = 1) -> list[str]:
-        args = ["submit", "--agent", agent, "--gid", gid, "--count", str(count), *extra]
-        if payload is not None:
-            args += ["--payload", msgspec.json.encode(payload).decode()]
-        return list(self.cli_json(*args)["job_ids"])
-
-    def ledger(self) -> list[dict[str, Any]]:
-        return [msgspec.json.decode(line) for line in self.cli("ledger", "export").stdout.splitlines() if line]
-
-    def ledger_len(self) -> int:
-        """Entries committed so far: the length of the ``ledger`` list (cheap enough to poll)."""
-        import redis  # noqa: PLC0415
-
-        with redis.Redis.from_url(self.url, socket_timeout=5) as client:
-            return int(client.llen(f"{{{self.prefix}}}:ledger"))
-
-    def wait_ledger(self, n: int, timeout: float = 60.0) -> None:
-        wait_until(lambda: self.ledger_len() >= n, timeout=timeout, what=f"{n} ledger entries", step=0.1)
-
-    def kill_all(self) -> None:
-        for daemon in self.daemons:
-            daemon.ensure_dead()
-
-
-def _prefix() -> str:
-    return f"swarmd-test-{os.urandom(5).hex()}"
 
 
 @pytest.fixture
@@ -88,7 +33,7 @@ def shared(tmp_path: Path) -> Iterator[Deployment]:
     import redis  # noqa: PLC0415
 
     url = require_redis()
-    deployment = Deployment(url, _prefix(), tmp_path)
+    deployment = Deployment(url, fresh_prefix(), tmp_path)
     try:
         yield deployment
     finally:
@@ -111,7 +56,7 @@ def private_redis(tmp_path: Path, *options: str) -> Iterator[tuple[Deployment, s
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deployment = Deployment(f"unix://{sock}", _prefix(), tmp_path)
+    deployment = Deployment(f"unix://{sock}", fresh_prefix(), tmp_path)
     try:
         wait_until(lambda: sock.exists() or proc.poll() is not None, timeout=10, what="redis-server to start")
         assert proc.poll() is None, f"redis-server exited {proc.returncode}"
@@ -124,38 +69,12 @@ def private_redis(tmp_path: Path, *options: str) -> Iterator[tuple[Deployment, s
         proc.wait(timeout=10)
 
 
-def start_all(daemons: list[Daemon]) -> None:
-    """Start every daemon, then wait for each to be ready (their start-ups overlap)."""
-    for daemon in daemons:
-        daemon.start(wait_ready=False)
-    for daemon in daemons:
-        daemon.wait_ready()
-
-
-def readiness(daemon: Daemon) -> tuple[int, str]:
-    return daemon.get("/readyz", timeout=2.0)
-
-
-def wait_readiness(daemon: Daemon, code: int, timeout: float) -> None:
-    wait_until(lambda: readiness(daemon)[0] == code, timeout=timeout, what=f"/readyz {code}")
-
-
 def stays(predicate: Callable[[], bool], seconds: float, what: str) -> None:
     """``predicate`` holds throughout ``seconds`` (a check that something does NOT happen)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert predicate(), what
         time.sleep(0.1)
-
-
-def assert_clean(deployment: Deployment, job_ids: list[str]) -> list[dict[str, Any]]:
-    """Every job once in a gap-free, verified ledger, and nothing left queued, leased or dead."""
-    entries = deployment.ledger()
-    assert_exactly_once(entries, job_ids)
-    verify = deployment.cli("ledger", "verify")
-    assert verify.stdout.startswith(f"ledger ok: {len(job_ids)} entries"), verify.stdout
-    assert deployment.cli_json("jobs") == []
-    return entries
 
 
 # -- several daemons, one queue ----------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from unit.test_worker_regressions import job, ledger, until, worker
+from support.worker import job, ledger, until, worker
 
 from swarmd.config import Settings
 from swarmd.queue.base import Reserved
