@@ -1,6 +1,6 @@
 """What the shipped rules and dashboard may query, and a small PromQL name extractor.
 
-Shared by tests/test_prometheus_rules.py and tests/test_grafana_dashboard.py.
+Shared by tests/deploy/test_prometheus_rules.py and tests/deploy/test_grafana_dashboard.py.
 """
 
 from __future__ import annotations
