@@ -70,19 +70,20 @@ FORBIDDEN_ATTRIBUTES = {
 }  # fmt: skip
 #: ``load``/``loads`` are only forbidden on these (json, msgspec, tomllib are data-only).
 CODE_LOADERS = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml"}
-#: (file, finding) -> why it is not on the job path, or why it is safe there.
+#: (file under swarmd/, finding) -> why it is not on the job path, or why it is safe there.
 ALLOWED = {
-    ("bench.py", "import subprocess"): "`swarmd bench` runs the bare-asyncio floor in a child Python "
+    ("bench/main.py", "import subprocess"): "`swarmd bench` runs the bare-asyncio floor in a child Python "
     "(sys.executable -c, a constant script) with a fixed argv; no job data reaches it",
-    ("localdaemon.py", "import subprocess"): "starts `swarmd serve` for `swarmd demo` and `swarmd bench` "
+    ("testing/daemon.py", "import subprocess"): "starts `swarmd serve` for `swarmd demo` and `swarmd bench` "
     "with an argv list of its own (no shell)",
     ("registry.py", "importlib.import_module"): "imports the agent modules the config names "
     "(settings.agents), at start-up; a job's agent is only a key in the registry",
-    ("admission.py", "importlib.import_module"): "imports the exception types the config names in "
+    ("policies/admission.py", "importlib.import_module"): "imports the exception types the config names in "
     "[agent.NAME].permanent, at start-up",
 }
-#: Modules that may use what ALLOWED lets them, and must stay off the daemon's import graph.
-TOOLS = {"bench", "localdaemon", "demo", "redis_bench", "soak_bench", "instrumentation_bench"}
+#: Modules (and packages, with everything in them) that may use what ALLOWED lets them, and must
+#: stay off the daemon's import graph.
+TOOLS = ("swarmd.bench", "swarmd.testing", "swarmd.cli.demo")
 
 
 def _findings(path: Path) -> Iterator[tuple[int, str]]:
@@ -110,7 +111,11 @@ def _findings(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def test_no_pickle_eval_exec_or_shell_in_the_package() -> None:
-    found = {(path.name, what): line for path in sorted(PACKAGE.glob("*.py")) for line, what in _findings(path)}
+    found = {
+        (path.relative_to(PACKAGE).as_posix(), what): line
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, what in _findings(path)
+    }
     unexplained = {
         f"swarmd/{name}:{line}: {what}" for (name, what), line in found.items() if (name, what) not in ALLOWED
     }
@@ -133,30 +138,45 @@ def test_the_scan_sees_what_it_forbids(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def _module_file(module: str) -> Path | None:
+    """The source of the swarmd module or package ``module`` (dotted), if there is one."""
+    where = PACKAGE.joinpath(*module.split(".")[1:])
+    for candidate in (where / "__init__.py", where.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _imports(module: str) -> set[str]:
-    """The swarmd modules ``module`` imports (at any depth of its source, lazily or not)."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    """The swarmd modules ``module`` imports (at any depth of its source, lazily or not), with the
+    packages above them, whose ``__init__`` an import runs too."""
+    path = _module_file(module)
+    assert path is not None, module
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("swarmd"):
-            if node.module == "swarmd":
-                found.update(alias.name for alias in node.names if (PACKAGE / f"{alias.name}.py").exists())
-            else:
-                found.add(node.module.split(".")[1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "swarmd":
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}"))
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("swarmd."))
-    return found
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "swarmd")
+    parts = [name.split(".") for name in found]
+    return {".".join(names[:depth]) for names in parts for depth in range(1, len(names) + 1)}
+
+
+def _is_tool(module: str) -> bool:
+    return any(module == tool or module.startswith(f"{tool}.") for tool in TOOLS)
 
 
 def test_the_daemon_never_imports_the_tools_that_spawn_processes() -> None:
-    seen, todo = set(), ["daemon", "__init__"]
+    seen, todo = set(), ["swarmd.runtime.daemon", "swarmd"]
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo.extend(_imports(module))
-    assert {"worker", "execution", "sqlite_queue", "model"} <= seen  # the walk follows the job path
-    assert not seen & TOOLS, sorted(seen & TOOLS)
+    # the walk follows the job path
+    assert {"swarmd.runtime.worker", "swarmd.runtime.execution", "swarmd.queue.sqlite.backend", "swarmd.model"} <= seen
+    assert not {module for module in seen if _is_tool(module)}, sorted(module for module in seen if _is_tool(module))
 
 
 # -- payload caps ----------------------------------------------------------------------------
