@@ -91,7 +91,7 @@ async def traced(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Opens a span of its own and logs a line, to check parentage and log correlation."""
     from opentelemetry import trace  # noqa: PLC0415
 
-    with trace.get_tracer("testagents").start_as_current_span("handler-work"):
+    with trace.get_tracer(__name__).start_as_current_span("handler-work"):
         ctx.log.info("handler_line", note="from the handler")
     return {"agent_gid": ctx.gid}
 
