@@ -22,5 +22,6 @@ def anyio_backend() -> tuple[str, dict[str, Any]]:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
     """Mark each coroutine test function for anyio's plugin before the plugin looks at it."""
-    if collector.istestfunction(obj, name) and inspect.iscoroutinefunction(obj):
+    test = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)  # a @given test wraps the coroutine
+    if collector.istestfunction(obj, name) and inspect.iscoroutinefunction(test):
         pytest.mark.anyio(obj)
