@@ -288,10 +288,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import swarmd
 out = {"modules": []}
-for info in pkgutil.iter_modules(swarmd.__path__):
-    if info.name == "__main__":
+for info in pkgutil.walk_packages(swarmd.__path__, "swarmd."):
+    if info.name.endswith(".__main__"):
         continue
-    importlib.import_module(f"swarmd.{info.name}")
+    importlib.import_module(info.name)
     out["modules"].append(info.name)
 
 
@@ -410,7 +410,7 @@ def test_runtime_dependencies_work_under_the_units_seccomp_filters(
     assert out["wx_mmap"] == "EPERM"
     assert out["sched_setaffinity"] == "EPERM"
     # ... and the daemon's dependencies do their work under them.
-    assert "metrics" in out["modules"] and "dispatcher" in out["modules"]
+    assert "swarmd.telemetry.metrics" in out["modules"] and "swarmd.dispatcher" in out["modules"]
     assert out["uvloop"] == repr((b"ping\n", True))
     assert out["msgspec"] == {"gid": "g-1", "n": [1, 2]}
     assert out["hiredis"] == repr(b"OK")
