@@ -1,8 +1,11 @@
-"""Shared test plumbing: `async def` tests run on a fresh uvloop event loop each."""
+"""Shared test plumbing: every `async def` test runs on a fresh uvloop event loop.
+
+anyio's pytest plugin runs them: `anyio_backend` names asyncio with uvloop's loop, and every
+coroutine test function is marked for the plugin as it is collected, so tests need no marker.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any
 
@@ -10,12 +13,15 @@ import pytest
 import uvloop
 
 
+@pytest.fixture
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    """The loop coroutine tests run on: asyncio's, made by uvloop, one per test."""
+    return ("asyncio", {"loop_factory": uvloop.new_event_loop})
+
+
 @pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run coroutine test functions to completion on uvloop."""
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(pyfuncitem.obj(**kwargs))
-    return True
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
+    """Mark each coroutine test function for anyio's plugin before the plugin looks at it."""
+    test = getattr(getattr(obj, "hypothesis", None), "inner_test", obj)  # a @given test wraps the coroutine
+    if collector.istestfunction(obj, name) and inspect.iscoroutinefunction(test):
+        pytest.mark.anyio(obj)

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness import free_port, swarmd
+from support.harness import free_port, swarmd
 
 from swarmd import Client, DurableLedger
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import base_env
+from support.harness import base_env
 
 NO_REDIS = "import sys; sys.modules['redis'] = None; from swarmd.cli import main; sys.exit(main(sys.argv[1:]))"
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _services import require_tool
-from harness import base_env, free_port, running, submit, swarmd
+from support.harness import base_env, free_port, running, submit, swarmd
+from support.services import require_tool
 
 from swarmd import Client, StateDirError
 

@@ -1,0 +1,28 @@
+"""promtool check metrics: the exposition of swarmd's metrics is one Prometheus accepts without a word.
+
+promtool is found with :func:`require_tool`: without it the test skips, and under
+``SWARMD_TEST_STRICT=1`` it fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import prometheus_client
+from support.services import require_tool
+
+from swarmd.telemetry.metrics import Metrics
+
+AGENTS = ("echo", "sleep")
+
+
+def test_promtool_check_metrics_is_silent() -> None:
+    promtool = require_tool("promtool")
+    m = Metrics(agents=AGENTS, version="1.2.3", loop="uvloop")
+    am = m.agent("sleep")
+    am.scheduling_overhead.observe(1e-4)
+    am.record("timed_out", 2.0)
+    m.set_queue_depths({"ready": 1})
+    exposition = prometheus_client.generate_latest(m.registry)
+    proc = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")

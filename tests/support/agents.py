@@ -1,0 +1,122 @@
+"""Agents for integration tests, loaded by a real daemon with ``--agents support.agents``.
+
+The harness puts ``tests/`` on the daemon's PYTHONPATH. Each agent exists to force one
+behaviour deterministically (a barrier, a lie about identity, a failure on chosen attempts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from swarmd import JobContext, Permanent, agent
+from swarmd.identity import current_gid
+
+_barriers: dict[str, asyncio.Barrier] = {}
+
+
+@agent("barrier")
+async def barrier(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Wait until ``parties`` jobs with the same ``key`` are all running, then return."""
+    key = str(payload.get("key", "default"))
+    gate = _barriers.setdefault(key, asyncio.Barrier(int(payload["parties"])))
+    await gate.wait()
+    await asyncio.sleep(float(payload.get("then_sleep", 0)))
+    return {"agent_gid": ctx.gid}
+
+
+@agent("liar")
+async def liar(ctx: JobContext, payload: Any) -> dict[str, Any]:
+    """An identity violation: the result names another GID."""
+    return {"agent_gid": "SOMEONE-ELSE"}
+
+
+@agent("hijacker")
+async def hijacker(ctx: JobContext, payload: Any) -> None:
+    """An identity violation: the handler rebinds the GID contextvar."""
+    current_gid.set("HIJACKED")
+
+
+@agent("flaky")
+async def flaky(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Fail on the first ``fail_times`` attempts, then succeed."""
+    if ctx.attempt <= int(payload.get("fail_times", 1)):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"agent_gid": ctx.gid, "attempt": ctx.attempt}
+
+
+@agent("slow")
+async def slow(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``seconds`` (a long job, for timeouts and leases)."""
+    await asyncio.sleep(float(payload.get("seconds", 3600)))
+    return {"agent_gid": ctx.gid}
+
+
+@agent("permanent")
+async def permanent(ctx: JobContext, payload: Any) -> None:
+    raise Permanent("permanent failure on purpose")
+
+
+@agent("unencodable")
+async def unencodable(ctx: JobContext, payload: Any) -> object:
+    """Returns something that is not JSON data."""
+    return object()
+
+
+class Hostile(BaseException):
+    """Not an Exception: a handler must still not take the daemon down with it."""
+
+
+@agent("base_exception")
+async def base_exception(ctx: JobContext, payload: Any) -> None:
+    raise Hostile("a BaseException subclass")
+
+
+@agent("forever")
+async def forever(ctx: JobContext, payload: Any) -> None:
+    """Loops forever (yielding); only its timeout ends it."""
+    while True:
+        await asyncio.sleep(0.01)
+
+
+@agent("blocker")
+async def blocker(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Blocks the event loop for ``seconds`` (a handler that calls blocking code)."""
+    time.sleep(float(payload.get("seconds", 3)))
+
+
+@agent("traced")
+async def traced(ctx: JobContext, payload: Any) -> dict[str, Any]:
+    """Opens a span of its own and logs a line, to check parentage and log correlation."""
+    from opentelemetry import trace  # noqa: PLC0415
+
+    with trace.get_tracer(__name__).start_as_current_span("handler-work"):
+        ctx.log.info("handler_line", note="from the handler")
+    return {"agent_gid": ctx.gid}
+
+
+def _append_line(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+
+
+@agent("cancellable")
+async def cancellable(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``seconds``; on CancelledError (cancel, timeout, fail-fast) append
+    ``cancelled attempt N`` to the file ``marker``, then re-raise."""
+    try:
+        await asyncio.sleep(float(payload.get("seconds", 3600)))
+    except asyncio.CancelledError:
+        _append_line(str(payload["marker"]), f"cancelled attempt {ctx.attempt}")
+        raise
+    return {"agent_gid": ctx.gid}
+
+
+@agent("record_start")
+async def record_start(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Append ``start attempt N`` to the file ``marker`` each time it starts (so a test can
+    count the runs of one job, on whichever daemon), then sleep ``seconds``."""
+    _append_line(str(payload["marker"]), f"start attempt {ctx.attempt}")
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    return {"agent_gid": ctx.gid}
