@@ -182,9 +182,15 @@ def check_payload(value: Any, *, max_depth: int = MAX_PAYLOAD_DEPTH) -> None:
 
 def decode_payload(text: str | bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
     """Decode a JSON payload given as text (``--payload``), with the size and depth limits."""
-    raw = text.encode() if isinstance(text, str) else text
+    if isinstance(text, str):
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError as exc:  # argv that was not UTF-8 arrives surrogate-escaped
+            raise JobValidationError("payload", f"not valid UTF-8 (at character {exc.start})") from None
+    else:
+        raw = text
     if len(raw) > max_bytes:
-        raise JobValidationError("payload", f"{len(raw)} bytes is over the limit of {max_bytes}")
+        raise JobValidationError("payload", f"over the limit of {max_bytes} bytes")
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:

@@ -8,6 +8,7 @@ Errors print one line, ``swarmd: error: ...``, that says what was wrong and wher
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -207,6 +208,11 @@ def _read_payload(args: argparse.Namespace, limit: int) -> Any:
                 raw = sys.stdin.buffer.read(limit + 1)
             else:
                 with open(args.payload_file, "rb") as handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    if size > limit:  # a regular file says how large it is: name its real size
+                        raise JobValidationError(
+                            "payload", f"{args.payload_file} is {size} bytes, over the limit of {limit}"
+                        )
                     raw = handle.read(limit + 1)
         except OSError as exc:
             raise JobValidationError("payload", f"cannot read {args.payload_file}: {exc.strerror}") from None
