@@ -80,12 +80,14 @@ class AsyncClient:
         tracing: Tracing | None = None,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         blocking_io: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.settings = settings or Settings()
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
         # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
-        # need not hop to a thread and back.
-        self._backend = open_backend(self.settings, directory, blocking=blocking_io)
+        # need not hop to a thread and back. read_only: for reading an existing state (status,
+        # jobs, the ledger), also a read-only copy of one; submits and cancels then fail.
+        self._backend = open_backend(self.settings, directory, blocking=blocking_io, read_only=read_only)
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
         #: Set it to check submits against other names (the CLI: those a daemon with its config
         #: would serve, see `swarmd.registry.build_registry`, and those published).

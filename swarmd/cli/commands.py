@@ -271,7 +271,7 @@ def _print_infos(infos: list[JobInfo], as_json: bool) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     if (args.job_id is None) == (args.swarm is None):
         raise CliError("status needs a JOB_ID or --swarm SWARM_ID (not both)")
-    with _client(args) as client:
+    with _client(args, read_only=True) as client:
         if args.swarm is not None:
             infos = client.swarm_status(args.swarm)
             _print_infos(infos, args.json)
@@ -285,14 +285,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, read_only=True) as client:
         state = JobState(args.state) if args.state is not None else None
         _print_infos(client.list_jobs(state, args.limit), args.json)
     return 0
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, read_only=True) as client:
         if args.ledger_command == "verify":
             report = client.verify()
             print(report.summary())
@@ -314,7 +314,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args, read_only=args.dlq_command == "list") as client:
         if args.dlq_command == "list":
             _print_infos(client.dead_letters(args.limit), args.json)
         elif args.dlq_command == "requeue":
@@ -328,7 +328,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                     print(f"{old} -> {new}")
         else:
             purged = client.purge_dead(parse_duration(args.older_than))
-            print(f"purged {purged} dead letters")
+            print(f"purged {purged} dead letter{'' if purged == 1 else 's'}")
     return 0
 
 

@@ -17,6 +17,7 @@ import asyncio
 import enum
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Final, TypeVar
 
 import structlog
 
-from swarmd.errors import LedgerError, StateVersionError
+from swarmd.errors import LedgerError, StateDirError, StateVersionError
 from swarmd.storage import migrations
 from swarmd.storage.files import check_sqlite_files, open_private
 
@@ -108,6 +109,41 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
         prepare_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """Open an existing state database for reading only: it writes nothing, creates nothing (no
+    -wal, no -shm where it may not), and works on a read-only file or directory, such as an
+    auditor's copy. Raises `StateDirError` when there is no database, `StateVersionError` for
+    a newer one."""
+    if not path.is_file():
+        raise StateDirError(str(path.parent), f"holds no swarmd state ({path.name} not found): is the state dir right?")
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL database whose -shm cannot be created here (a read-only directory): read it
+            # as an immutable snapshot, which is what an auditor's copy is. Immutable reads
+            # ignore a write-ahead log, so one with frames in it would be silently missed.
+            conn.close()
+            wal = path.with_name(path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StateDirError(
+                    str(path.parent),
+                    f"{wal.name} holds recent writes that cannot be read without write access here; "
+                    f"copy the state with: sqlite3 {path} '.backup COPY.db'",
+                ) from None
+            conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if schema_version(conn, path) is None:
+            raise StateDirError(str(path.parent), f"{path.name} is not a swarmd state database (no schema version)")
     except BaseException:
         conn.close()
         raise

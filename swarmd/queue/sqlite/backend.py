@@ -26,7 +26,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 import structlog
 
-from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError, StateCorrupt
+from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError, StateCorrupt, StateDirError
 from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
 from swarmd.ledger.records import job_record
 from swarmd.ledger.sqlite import (
@@ -40,7 +40,7 @@ from swarmd.ledger.sqlite import (
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
 from swarmd.queue.sqlite.wake import WakeListener, wake
-from swarmd.storage.sqlite import Durability, SqliteThread, connect, quick_check, transaction
+from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
 T = TypeVar("T")
 
@@ -92,10 +92,13 @@ class SqliteBackend:
         *,
         inline: bool = False,
         check_integrity: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.state_dir = state_dir
         #: Run SQLite's quick_check at open (the daemon's start): a damaged file is refused.
         self.check_integrity = check_integrity
+        #: Open the file read-only (operators' reading commands): nothing is created or written.
+        self.read_only = read_only
         self.path = state_dir / DB_NAME
         self.durability = durability
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -106,6 +109,9 @@ class SqliteBackend:
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
+        if self.read_only:
+            self._conn = await self._run(connect_readonly, self.path)
+            return
         self._conn = await self._run(connect, self.path, self.durability)
         if self.check_integrity:
             problems = await self._run(quick_check, self.conn)
@@ -133,6 +139,8 @@ class SqliteBackend:
         except sqlite3.OperationalError as exc:
             # What the machine does to the file (a full disk, an I/O error, a lock held too
             # long) is the protocol's "unavailable right now": the worker pauses and says why.
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_READONLY:
+                raise StateDirError(str(self.state_dir), f"cannot write {self.path.name}: {exc}") from exc
             if exc.sqlite_errorcode & 0xFF in _UNAVAILABLE:
                 raise BackendUnavailable(f"state database {self.path}: {exc} ({exc.sqlite_errorname})") from exc
             raise
