@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Outcome
 
 CASES: dict[str, tuple[dict[str, Any], bytes]] = {
@@ -151,4 +151,4 @@ CASES: dict[str, tuple[dict[str, Any], bytes]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_job_record_has_exactly_the_canonical_bytes_of_earlier_versions(case: str) -> None:
     fields, expected = CASES[case]
-    assert job_record(**fields) == expected
+    assert OutcomeRecord(**fields).encode() == expected

@@ -20,7 +20,7 @@ import msgspec
 import structlog
 
 from swarmd.identity import current_gid, identity_violation
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, Outcome
 from swarmd.policies.admission import Admission, AgentGate
 from swarmd.queue.base import Disposition, Finish, Reserved
@@ -112,7 +112,7 @@ class JobRunner:
             "at": now,
         }
         job = reserved.job
-        record = job_record(
+        record = OutcomeRecord(
             job_id=reserved.job_id,
             gid=(job.gid if job else reserved.gid) or "unknown",
             agent=(job.agent if job else reserved.agent) or "unknown",
@@ -122,7 +122,7 @@ class JobRunner:
             swarm_id=job.swarm_id if job else None,
             error=error,
             reserved_at=reserved_wall,
-        )
+        ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
@@ -455,7 +455,7 @@ class JobRunner:
         """The Attempt of a job's final outcome (``run_outcome``: how the run itself ended, if
         not the same). Its Finish carries the ledger record, and a dead letter if ``dead`` (a
         fail-fast swarm's member dead-lettered also cancels its siblings)."""
-        record = job_record(
+        record = OutcomeRecord(
             job_id=job.id,
             gid=job.gid,
             agent=job.agent,
@@ -469,7 +469,7 @@ class JobRunner:
             duration_s=duration,
             reserved_at=reserved_wall,
             started_at=started_wall,
-        )
+        ).encode()
         if not dead:
             finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
         else:

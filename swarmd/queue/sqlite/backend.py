@@ -28,7 +28,7 @@ import structlog
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.ledger.sqlite import append_records, append_unrecorded, existing_indices, ledger_tail, read_entries
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved
@@ -281,7 +281,7 @@ class SqliteBackend:
         records = [
             (
                 job_id,
-                job_record(
+                OutcomeRecord(
                     job_id=job_id,
                     gid=gid,
                     agent=agent,
@@ -290,7 +290,7 @@ class SqliteBackend:
                     finished_at=now,
                     swarm_id=swarm_id,
                     error={"type": "Cancelled", "message": reason},
-                ),
+                ).encode(),
             )
             for job_id, gid, agent, attempt, swarm_id, _ in queued
         ]
