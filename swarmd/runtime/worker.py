@@ -64,6 +64,8 @@ _REQUEUED: Final = frozenset({Disposition.RETRY, Disposition.RELEASE})
 
 
 def make_limit(settings: Settings) -> ConcurrencyLimit:
+    """The concurrency limit the settings ask for: fixed at max_concurrent, or adaptive (AIMD)
+    between min_concurrent and max_concurrent."""
     if settings.concurrency == "adaptive":
         return AimdLimit(minimum=settings.min_concurrent, maximum=settings.max_concurrent)
     return FixedLimit(settings.max_concurrent)
@@ -179,6 +181,7 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
+        """Pull, run and commit jobs until stopped; return once the drain is committed."""
         self.health.started = True
         # Job tasks copy the context they are created in: the puller's (this task's), or, for one
         # started by a freed slot, its done callback's (this copy of it, taken as the run begins).
@@ -276,6 +279,7 @@ class Worker:
             running.add(task, reserved)
 
     async def _more_due(self) -> bool:
+        """Whether the queue still holds jobs to come due (burst mode stops only without)."""
         try:
             due = await self.backend.next_due()
         except BackendUnavailable as exc:  # not known to be empty: keep going
@@ -284,6 +288,8 @@ class Worker:
         return due is not None
 
     async def _idle_timeout(self) -> float:
+        """How long an idle puller may sleep: until the next delayed job comes due or a
+        blocked agent may be admitted again, at most poll_interval."""
         timeout = self.settings.poll_interval
         try:
             due = await self.backend.next_due()
@@ -409,6 +415,9 @@ class Worker:
             expected = now + LAG_TICK
 
     async def _housekeeping(self) -> None:
+        """Every LAG_TICK: give back jobs that waited ahead too long; every third of a lease:
+        renew the leases held here and pick up cancel requests, take back other daemons'
+        expired leases; every COUNTS_EVERY: queue depths and stale swarms."""
         renew_every = self.settings.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
         next_recover = time.monotonic() + renew_every
@@ -440,12 +449,15 @@ class Worker:
                 log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _apply_cancel_requests(self) -> None:
+        """Cancel the jobs held here that a client asked to cancel."""
         for job_id in await self.backend.cancel_requested():
             if self.cancel_job(job_id):
                 log.info("cancel_requested", job_id=job_id)
 
     # -- draining -------------------------------------------------------------------------
     async def _drain(self) -> None:
+        """Give back the jobs reserved ahead, let running jobs finish within the grace period
+        (or until `stop` is called again), then cancel the rest."""
         self._give_back_ahead()
         running = self.running
         if running.runs():
