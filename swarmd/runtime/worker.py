@@ -48,7 +48,7 @@ from swarmd.runtime.committer import Committer
 from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
 from swarmd.runtime.health import Health
 from swarmd.runtime.outcome_metrics import OutcomeMetrics
-from swarmd.runtime.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
+from swarmd.runtime.reserve_ahead import MAX_WAIT, AheadPacing, ReservedAhead
 from swarmd.runtime.running import RunningJobs
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -100,16 +100,10 @@ class Worker:
         self.in_flight = 0
         #: Jobs reserved ahead of a free slot (see swarmd.runtime.reserve_ahead).
         self._ahead = ReservedAhead()
-        #: How many the next reservation may take beyond the free slots, and the policy that
-        #: sets it after each reservation (replaceable: tests fix it).
-        self._ahead_allowance = 0
-        self.ahead_allowance: Callable[[int, float, float, int], int] = ahead_allowance
-        #: Job tasks ended so far, and since when (perf_counter) and from which count the pace
-        #: the allowance follows is measured: from the previous reservation, or a give-back.
+        #: How many the next reservation may take beyond the free slots.
+        self.pacing = AheadPacing()
+        #: Job tasks ended so far (the pace the allowance follows).
         self._ended = 0
-        self._window_start, self._window_ended = time.perf_counter(), 0
-        #: Times jobs waiting ahead were given back (a reservation that spans one is discounted).
-        self._give_backs = 0
         self._group: asyncio.TaskGroup | None = None
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
@@ -201,12 +195,12 @@ class Worker:
     async def _pull_loop(self) -> None:
         while not self._stopping.is_set():
             self._start_ahead()
-            room = self.limit.limit - self.in_flight + self._ahead_allowance - len(self._ahead)
+            room = self.limit.limit - self.in_flight + self.pacing.allowance - len(self._ahead)
             if room <= 0 or self.health.commit_error is not None:
                 # Wait for a slot; a cancel request for a running job is acted on meanwhile.
                 await self._idle(self.settings.poll_interval, slots=True)
                 continue
-            asked, give_backs = time.perf_counter(), self._give_backs
+            self.pacing.asking()
             try:
                 batch = await self.backend.reserve(
                     min(room, self.settings.reserve_batch),
@@ -219,13 +213,8 @@ class Worker:
                 log.warning("reserve_failed", error=str(exc))
                 await self._idle(1.0, slots=False)
                 continue
-            answered = time.perf_counter()
-            stale = self._give_backs != give_backs  # asked for at a pace that has since dropped
-            if not stale:
-                ended, window = self._ended - self._window_ended, answered - self._window_start
-                cap = self.settings.reserve_ahead
-                self._ahead_allowance = self.ahead_allowance(ended, window, answered - asked, cap)
-                self._window_start, self._window_ended = asked, self._ended
+            # Stale: asked for at a pace that has since dropped (jobs waiting ahead went back).
+            stale = self.pacing.answered(self._ended, self.settings.reserve_ahead)
             if not batch:
                 if (
                     self.burst
@@ -378,9 +367,7 @@ class Worker:
         waited = self._ahead.longest_wait()
         if waited >= MAX_WAIT:
             log.info("reserved_ahead_given_back", jobs=len(self._ahead), waited_s=round(waited, 3))
-            self._ahead_allowance = 0
-            self._give_backs += 1
-            self._window_start, self._window_ended = time.perf_counter(), self._ended
+            self.pacing.gave_back(self._ended)
             self._give_back_ahead()
 
     # -- after a commit --------------------------------------------------------------------
