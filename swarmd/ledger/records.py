@@ -2,52 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
+
+import msgspec
 
 from swarmd.ledger.chain import CANONICAL_ENCODER, StoredEntry
 
 
-def job_record(
-    *,
-    job_id: str,
-    gid: str,
-    agent: str,
-    outcome: str,
-    attempt: int,
-    finished_at: float,
-    swarm_id: str | None = None,
-    error: Mapping[str, Any] | None = None,
-    identity_violation: str | None = None,
-    result: Any = None,
-    duration_s: float | None = None,
-    reserved_at: float | None = None,
-    started_at: float | None = None,
-) -> bytes:
-    """The canonical ledger record of a job's final outcome (what every backend writes)."""
-    entry: dict[str, Any] = {
-        "agent_gid": gid,
-        "job_id": job_id,
-        "agent": agent,
-        "outcome": outcome,
-        "attempt": attempt,
-        "finished_at": finished_at,
-    }
-    if swarm_id is not None:
-        entry["swarm_id"] = swarm_id
-    if error is not None:
-        entry["error"] = dict(error)
-    if identity_violation is not None:
-        entry["identity_violation"] = identity_violation
-    if result is not None:
-        entry["result"] = result
-    if duration_s is not None:
-        entry["duration_s"] = duration_s
-    if reserved_at is not None:
-        entry["reserved_at"] = reserved_at
-    if started_at is not None:
-        entry["started_at"] = started_at
-    return CANONICAL_ENCODER.encode(entry)
+class OutcomeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename={"gid": "agent_gid"}):
+    """The ledger record of a job's final outcome, as every backend writes it.
+
+    Built once per outcome; `encode` gives its canonical bytes (sorted keys, compact JSON),
+    which the chain hashes. Fields left None are not written at all, so a record's bytes are
+    exactly those earlier versions wrote for the same outcome.
+    """
+
+    job_id: str
+    #: The identity the job spoke for (written as ``agent_gid``).
+    gid: str
+    agent: str
+    #: A final outcome: succeeded, dead_lettered or cancelled.
+    outcome: str
+    attempt: int
+    #: Unix time the outcome was reached.
+    finished_at: float
+    swarm_id: str | None = None
+    #: Why the job failed or was cancelled: type, message and, for failures, attempt,
+    #: permanent and at.
+    error: dict[str, Any] | None = None
+    identity_violation: str | None = None
+    #: What the handler returned (JSON data), unless too large to keep.
+    result: Any = None
+    #: Seconds the handler ran; reserved_at and started_at are Unix times.
+    duration_s: float | None = None
+    reserved_at: float | None = None
+    started_at: float | None = None
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this record: what the ledger stores and hashes."""
+        return CANONICAL_ENCODER.encode(self)
 
 
 def export_row(entry: StoredEntry) -> dict[str, Any]:

@@ -4,7 +4,7 @@ One place holds the per-agent policy state of a running daemon: the circuit brea
 per-agent concurrency limit, the token bucket and the retry policy, resolved from (highest
 first) the job, the ``[agent.NAME]`` config table, the agent's ``@agent(...)`` declaration
 and the daemon's defaults. The worker asks `blocked_agents` before reserving (so work that
-cannot start is not taken at all) and `admit` before running a job it holds.
+cannot start is not taken at all) and a job it holds waits for its agent's turn (`AgentGate.wait_turn`) before it runs.
 """
 
 from __future__ import annotations
@@ -56,6 +56,21 @@ class AgentGate:
 
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, (Permanent, *self.permanent))
+
+    async def wait_turn(self) -> None:
+        """Wait for one of the agent's own slots (its concurrency limit) and a token of its
+        rate, in that order. Cancelled while waiting, it holds no slot; the caller releases
+        the slot it got (``slots.release()``) once the job ends."""
+        if self.slots is not None:
+            await self.slots.acquire()
+        try:
+            # Tokens refill with time, not with an event: sleeping until the next one is the wait.
+            while self.bucket is not None and not self.bucket.try_take():  # noqa: ASYNC110
+                await asyncio.sleep(self.bucket.wait_time())
+        except BaseException:
+            if self.slots is not None:
+                self.slots.release()
+            raise
 
 
 class Admission:

@@ -20,10 +20,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import structlog
 import uvloop
 
-from swarmd.config import Settings, listen_address, load_settings, resolve_state_dir
+from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, resolve_state_dir
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
@@ -186,9 +187,11 @@ class Daemon:
         notify("RELOADING=1")
         try:
             fresh = load_settings(config_path=self.config_path, flags=self.flags, environ=self.environ)
-            set_level(fresh.log_level)
-            worker.reload(fresh)
-            self.settings.log_level = fresh.log_level
+            # A new snapshot with what can change live; the one in use is never changed in place.
+            live = msgspec.structs.replace(self.settings, **{key: getattr(fresh, key) for key in RELOADABLE})
+            set_level(live.log_level)
+            worker.reload(live)
+            self.settings = live
             log.info("reloaded", max_concurrent=fresh.max_concurrent, log_level=fresh.log_level.value)
         except Exception as exc:
             log.error("reload_failed", error=str(exc))

@@ -14,13 +14,13 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import structlog
 
 from swarmd.identity import current_gid, identity_violation
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, Outcome
 from swarmd.policies.admission import Admission, AgentGate
 from swarmd.queue.base import Disposition, Finish, Reserved
@@ -29,6 +29,9 @@ from swarmd.runtime.deadlines import Deadlines
 from swarmd.telemetry.logs import debug_enabled, job_context
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from swarmd.runtime.running import RunningJobs
 
 #: Results larger than this (encoded) are not kept in the ledger entry.
 MAX_RESULT_BYTES: Final = 64 * 1024
@@ -68,6 +71,23 @@ class Attempt:
     finished_at: float = 0.0
 
 
+class HandlerRun(msgspec.Struct, frozen=True):
+    """One run of a job's handler, as its outcome records it: built once when the handler
+    ends (or when the job ends without running), it carries what every outcome of the run
+    needs."""
+
+    reserved: Reserved
+    job: Job
+    #: The CONSUMER span of the run (None when the handler never ran).
+    span: Any = None
+    #: Wall-clock time the job was reserved (None: not recorded).
+    reserved_wall: float | None = None
+    #: Wall-clock time the handler started (None: it never started).
+    started_wall: float | None = None
+    #: Seconds the handler ran (None: not recorded).
+    duration: float | None = None
+
+
 def _error(exc: BaseException, attempt: int, *, permanent: bool, kind: str | None = None) -> dict[str, Any]:
     return {
         "type": kind or type(exc).__name__,
@@ -79,7 +99,7 @@ def _error(exc: BaseException, attempt: int, *, permanent: bool, kind: str | Non
 
 
 class JobRunner:
-    """Runs reserved jobs; `cancel` asks a running one to stop with a recorded reason."""
+    """Runs reserved jobs to their `Attempt`; a job's timeout cancels it through ``running``."""
 
     def __init__(
         self,
@@ -87,17 +107,16 @@ class JobRunner:
         metrics: Metrics,
         tracing: Tracing,
         queue: str,
+        running: RunningJobs,
         rng: random.Random | None = None,
     ) -> None:
         self.admission = admission
         self.metrics = metrics
         self.tracing = tracing
         self.queue = queue
+        #: The jobs running now (kept by the worker): cancelled through it, with a reason.
+        self.running = running
         self.rng = rng or random.Random()
-        #: job id -> why it is being cancelled (set before Task.cancel()).
-        self.cancel_reasons: dict[str, str] = {}
-        #: job id -> (its task, its reservation), for every job running now (kept by the worker).
-        self.running: dict[str, tuple[asyncio.Task[Attempt], Reserved]] = {}
         self.deadlines = Deadlines(self.expire)
 
     # -- refusals -------------------------------------------------------------------------
@@ -112,7 +131,7 @@ class JobRunner:
             "at": now,
         }
         job = reserved.job
-        record = job_record(
+        record = OutcomeRecord(
             job_id=reserved.job_id,
             gid=(job.gid if job else reserved.gid) or "unknown",
             agent=(job.agent if job else reserved.agent) or "unknown",
@@ -122,7 +141,7 @@ class JobRunner:
             swarm_id=job.swarm_id if job else None,
             error=error,
             reserved_at=reserved_wall,
-        )
+        ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
@@ -141,7 +160,7 @@ class JobRunner:
         if reason == CANCEL_REQUESTED and job is not None:
             now = time.time()
             cancelled = {"type": "Cancelled", "message": "cancelled before it started"}
-            return self._final(reserved, job, Outcome.CANCELLED, now, error=cancelled)
+            return self._final(HandlerRun(reserved, job), Outcome.CANCELLED, now, error=cancelled)
         return self.release(reserved, reserved.agent or (job.agent if job else ""), 0.0)
 
     def release(self, reserved: Reserved, agent: str, not_before: float) -> Attempt:
@@ -203,16 +222,14 @@ class JobRunner:
                             finally:
                                 self.deadlines.cancel(job.id)
                                 self.metrics.job_finished()
-                                duration = time.perf_counter() - started
+                                run = HandlerRun(
+                                    reserved, job, span, reserved_wall, started_wall, time.perf_counter() - started
+                                )
                         except asyncio.CancelledError as exc:
-                            return self._interrupted(
-                                reserved, job, gate, exc, timeout, reserved_wall, started_wall, duration, span
-                            )
+                            return self._interrupted(run, gate, exc, timeout)
                         except BaseException as exc:
-                            return self._failed(
-                                reserved, job, gate, exc, Outcome.FAILED, reserved_wall, started_wall, duration, span
-                            )
-                        return self._succeeded(reserved, job, gate, result, reserved_wall, started_wall, duration, span)
+                            return self._failed(run, gate, exc, Outcome.FAILED)
+                        return self._succeeded(run, gate, result)
                 finally:
                     if gate.slots is not None:
                         gate.slots.release()
@@ -224,44 +241,24 @@ class JobRunner:
     async def _admit(self, reserved: Reserved, job: Job, gate: AgentGate, reserved_wall: float) -> Attempt | None:
         """Wait for the agent's own slot and rate; an Attempt if cancelled meanwhile (None: go)."""
         try:
-            if gate.slots is not None:
-                await gate.slots.acquire()
-            try:
-                # Tokens refill with time, not with an event: sleeping until the next one is the wait.
-                while gate.bucket is not None and not gate.bucket.try_take():  # noqa: ASYNC110
-                    await asyncio.sleep(gate.bucket.wait_time())
-            except BaseException:
-                if gate.slots is not None:
-                    gate.slots.release()
-                raise
+            await gate.wait_turn()
         except asyncio.CancelledError:
             # Cancelled while waiting for its agent's slot or tokens: it never ran.
-            reason = self.cancel_reasons.pop(job.id, None)
+            reason = self.running.take_reason(job.id)
             if reason is None:
                 raise
             _uncancel()
             gate.breaker.release_trial()
             if reason == CANCEL_DRAIN:
                 return self.release(reserved, job.agent, 0.0)
-            return self._cancelled(reserved, job, gate, reserved_wall, 0.0, 0.0)
+            return self._cancelled(HandlerRun(reserved, job, None, reserved_wall, None, 0.0))
         return None
 
-    def _interrupted(
-        self,
-        reserved: Reserved,
-        job: Job,
-        gate: AgentGate,
-        exc: asyncio.CancelledError,
-        timeout: float,
-        reserved_wall: float,
-        started_wall: float,
-        duration: float,
-        span: Any,
-    ) -> Attempt:
+    def _interrupted(self, run: HandlerRun, gate: AgentGate, exc: asyncio.CancelledError, timeout: float) -> Attempt:
         """The handler ended with CancelledError: a timeout, a drain or a cancel request (the
         reason recorded before Task.cancel()), or a stray one from inside the handler. Re-raises
         ``exc`` when this task really is being cancelled by no one who gave a reason."""
-        reason = self.cancel_reasons.pop(job.id, None)
+        reason = self.running.take_reason(run.job.id)
         if reason is None:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -269,62 +266,37 @@ class JobRunner:
             # A CancelledError from inside the handler (it awaited a future someone else
             # cancelled): the handler failed, like any exception; the task was not cancelled.
             stray = HandlerCancelled(f"the handler raised CancelledError without being cancelled {exc}".strip())
-            return self._failed(reserved, job, gate, stray, Outcome.FAILED, reserved_wall, started_wall, duration, span)
+            return self._failed(run, gate, stray, Outcome.FAILED)
         _uncancel()
         if reason == CANCEL_TIMEOUT:
-            expired = TimeoutError(f"timed out after {timeout:g}s")
-            return self._failed(
-                reserved, job, gate, expired, Outcome.TIMED_OUT, reserved_wall, started_wall, duration, span
-            )
+            return self._failed(run, gate, TimeoutError(f"timed out after {timeout:g}s"), Outcome.TIMED_OUT)
         gate.breaker.release_trial()
-        self.tracing.set_outcome(span, Outcome.CANCELLED)
+        self.tracing.set_outcome(run.span, Outcome.CANCELLED)
         if reason == CANCEL_DRAIN:
             log.info("job_released", reason="drain")
-            return self.release(reserved, job.agent, 0.0)
-        return self._cancelled(reserved, job, gate, reserved_wall, started_wall, duration)
+            return self.release(run.reserved, run.job.agent, 0.0)
+        return self._cancelled(run)
 
     def expire(self, job_id: str) -> None:
-        """A job's timeout ran out: cancel its task (unless it is being cancelled already)."""
-        entry = self.running.get(job_id)
-        if entry is not None and not entry[0].done():
-            self.cancel_reasons.setdefault(job_id, CANCEL_TIMEOUT)
-            entry[0].cancel()
+        """A job's timeout ran out: cancel its task (unless it has ended, or is being
+        cancelled for another reason already)."""
+        self.running.cancel(job_id, CANCEL_TIMEOUT, unless_done=True)
 
     # -- outcomes -------------------------------------------------------------------------
-    def _succeeded(
-        self,
-        reserved: Reserved,
-        job: Job,
-        gate: AgentGate,
-        result: Any,
-        reserved_wall: float,
-        started_wall: float,
-        duration: float,
-        span: Any,
-    ) -> Attempt:
+    def _succeeded(self, run: HandlerRun, gate: AgentGate, result: Any) -> Attempt:
+        job = run.job
         violation = identity_violation(job.gid, result)
         if result is not None:
             try:
                 size = len(_encode(result))
             except (TypeError, msgspec.EncodeError) as exc:
                 bad = TypeError(f"handler returned {type(result).__name__}, which is not JSON data: {exc}")
-                return self._failed(
-                    reserved,
-                    job,
-                    gate,
-                    bad,
-                    Outcome.FAILED,
-                    reserved_wall,
-                    started_wall,
-                    duration,
-                    span,
-                    permanent=True,
-                    violation=violation,
-                )
+                return self._failed(run, gate, bad, Outcome.FAILED, permanent=True, violation=violation)
             if size > MAX_RESULT_BYTES:
                 log.warning("result_not_kept", bytes=size, limit=MAX_RESULT_BYTES)
                 result = None
         gate.breaker.record_success()
+        span = run.span
         self._trace_transitions(gate, span)
         now = time.time()
         if violation is not None:
@@ -332,42 +304,28 @@ class JobRunner:
             self.tracing.event(span, "swarmd.identity_violation", {"reason": violation})
         self.tracing.set_outcome(span, Outcome.SUCCEEDED)
         if debug_enabled():
-            log.debug("job_succeeded", attempt=job.attempt, duration_s=duration)
-        return self._final(
-            reserved,
-            job,
-            Outcome.SUCCEEDED,
-            now,
-            violation=violation,
-            result=result,
-            duration=duration,
-            reserved_wall=reserved_wall,
-            started_wall=started_wall,
-        )
+            log.debug("job_succeeded", attempt=job.attempt, duration_s=run.duration)
+        return self._final(run, Outcome.SUCCEEDED, now, violation=violation, result=result)
 
     def _failed(
         self,
-        reserved: Reserved,
-        job: Job,
+        run: HandlerRun,
         gate: AgentGate,
         exc: BaseException,
         run_outcome: Outcome,
-        reserved_wall: float,
-        started_wall: float,
-        duration: float,
-        span: Any,
         *,
         permanent: bool = False,
         violation: str | None = None,
     ) -> Attempt:
+        job = run.job
         permanent = (
             permanent or (run_outcome is Outcome.FAILED and gate.is_permanent(exc)) or not isinstance(exc, Exception)
         )
         gate.breaker.record_failure()
-        self._trace_transitions(gate, span)
+        self._trace_transitions(gate, run.span)
         kind = "Timeout" if run_outcome is Outcome.TIMED_OUT else None
         error = _error(exc, job.attempt, permanent=permanent, kind=kind)
-        self.tracing.set_outcome(span, run_outcome, error["type"])
+        self.tracing.set_outcome(run.span, run_outcome, error["type"])
         max_attempts = job.max_attempts or gate.retry.max_attempts
         now = time.time()
         if not permanent and job.attempt < max_attempts:
@@ -380,14 +338,14 @@ class JobRunner:
                 error=error["type"],
                 message=error["message"],
             )
-            finish = Finish(job.id, Disposition.RETRY, not_before=now + delay, handle=reserved.handle)
+            finish = Finish(job.id, Disposition.RETRY, not_before=now + delay, handle=run.reserved.handle)
             return Attempt(
-                reserved,
+                run.reserved,
                 finish,
                 job.agent,
                 run_outcome,
                 Outcome.RETRIED,
-                duration,
+                run.duration or 0.0,
                 violation,
                 job=job,
                 finished_at=now,
@@ -401,45 +359,17 @@ class JobRunner:
             permanent=permanent,
         )
         return self._final(
-            reserved,
-            job,
-            Outcome.DEAD_LETTERED,
-            now,
-            run_outcome=run_outcome,
-            dead=True,
-            error=error,
-            violation=violation,
-            duration=duration,
-            reserved_wall=reserved_wall,
-            started_wall=started_wall,
+            run, Outcome.DEAD_LETTERED, now, run_outcome=run_outcome, dead=True, error=error, violation=violation
         )
 
-    def _cancelled(
-        self,
-        reserved: Reserved,
-        job: Job,
-        gate: AgentGate,
-        reserved_wall: float,
-        started_wall: float,
-        duration: float,
-    ) -> Attempt:
-        now = time.time()
-        log.info("job_cancelled", attempt=job.attempt)
-        return self._final(
-            reserved,
-            job,
-            Outcome.CANCELLED,
-            now,
-            error={"type": "Cancelled", "message": "cancelled while running"},
-            duration=duration,
-            reserved_wall=reserved_wall,
-            started_wall=started_wall or None,
-        )
+    def _cancelled(self, run: HandlerRun) -> Attempt:
+        log.info("job_cancelled", attempt=run.job.attempt)
+        cancelled = {"type": "Cancelled", "message": "cancelled while running"}
+        return self._final(run, Outcome.CANCELLED, time.time(), error=cancelled)
 
     def _final(
         self,
-        reserved: Reserved,
-        job: Job,
+        run: HandlerRun,
         outcome: Outcome,
         now: float,
         *,
@@ -448,14 +378,12 @@ class JobRunner:
         error: dict[str, Any] | None = None,
         violation: str | None = None,
         result: Any = None,
-        duration: float | None = None,
-        reserved_wall: float | None = None,
-        started_wall: float | None = None,
     ) -> Attempt:
         """The Attempt of a job's final outcome (``run_outcome``: how the run itself ended, if
         not the same). Its Finish carries the ledger record, and a dead letter if ``dead`` (a
         fail-fast swarm's member dead-lettered also cancels its siblings)."""
-        record = job_record(
+        job = run.job
+        record = OutcomeRecord(
             job_id=job.id,
             gid=job.gid,
             agent=job.agent,
@@ -466,21 +394,22 @@ class JobRunner:
             error=error,
             identity_violation=violation,
             result=result,
-            duration_s=duration,
-            reserved_at=reserved_wall,
-            started_at=started_wall,
-        )
+            duration_s=run.duration,
+            reserved_at=run.reserved_wall,
+            started_at=run.started_wall,
+        ).encode()
+        handle = run.reserved.handle
         if not dead:
-            finish = Finish(job.id, Disposition.DONE, record=record, handle=reserved.handle)
+            finish = Finish(job.id, Disposition.DONE, record=record, handle=handle)
         else:
-            finish = _dead_letter(job.id, reserved.handle, record, error, job.swarm_id if job.fail_fast else None)
+            finish = _dead_letter(job.id, handle, record, error, job.swarm_id if job.fail_fast else None)
         return Attempt(
-            reserved,
+            run.reserved,
             finish,
             job.agent,
             run_outcome or outcome,
             outcome,
-            duration or 0.0,
+            run.duration or 0.0,
             violation,
             job=job,
             finished_at=now,

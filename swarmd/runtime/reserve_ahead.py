@@ -8,11 +8,11 @@ on its way.
 A job reserved ahead holds a lease and waits here instead of in the queue, where a job of
 higher priority submitted meanwhile cannot overtake it. So the worker reserves ahead only as
 many jobs as it would start during about two reservation round trips at its current pace
-(`ahead_allowance`): jobs that end every few milliseconds keep a deep pipeline; long-running
-jobs, which free a slot rarely, get none, and their queue keeps its priority order. Should the
-pace drop while jobs wait here (fast jobs followed by slow ones), a job that has waited
-`MAX_WAIT` seconds sends them all back to the queue, and nothing is reserved ahead again until
-the pace is measured anew.
+(`ahead_allowance`, kept up to date by `AheadPacing`): jobs that end every few milliseconds
+keep a deep pipeline; long-running jobs, which free a slot rarely, get none, and their queue
+keeps its priority order. Should the pace drop while jobs wait here (fast jobs followed by
+slow ones), a job that has waited `MAX_WAIT` seconds sends them all back to the queue, and
+nothing is reserved ahead again until the pace is measured anew.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from swarmd.queue.base import Reserved
@@ -41,6 +41,54 @@ def ahead_allowance(ended: int, window_s: float, round_trip_s: float, cap: int) 
         return 0
     # Rounded down: a pace of less than one job per allowance window reserves nothing ahead.
     return min(cap, math.floor(ended / window_s * round_trip_s * ROUND_TRIPS))
+
+
+class AheadPacing:
+    """How many jobs the next reservation may take beyond the free slots, kept in step with
+    the pace jobs end at.
+
+    The puller calls `asking` before each reservation and `answered` after it: the pace is
+    measured over the jobs ended since the previous reservation (or the last give-back), the
+    round trip over this one. A give-back (`gave_back`) while a reservation is on its way
+    makes that reservation stale: it was asked for at a pace that has since dropped, and
+    sets no allowance.
+    """
+
+    __slots__ = ("_asked", "_asked_give_backs", "_give_backs", "_window_ended", "_window_start", "allowance", "policy")
+
+    def __init__(self) -> None:
+        #: Jobs the next reservation may take beyond the free slots.
+        self.allowance = 0
+        #: Sets the allowance from (jobs ended, window seconds, round trip seconds, cap);
+        #: replaceable (tests fix it).
+        self.policy: Callable[[int, float, float, int], int] = ahead_allowance
+        #: Since when (perf_counter) and from which count of ended jobs the pace is measured.
+        self._window_start, self._window_ended = time.perf_counter(), 0
+        #: Times jobs waiting ahead were given back (a reservation that spans one is stale).
+        self._give_backs = 0
+        self._asked, self._asked_give_backs = 0.0, 0
+
+    def asking(self) -> None:
+        """A reservation is on its way."""
+        self._asked, self._asked_give_backs = time.perf_counter(), self._give_backs
+
+    def answered(self, ended: int, cap: int) -> bool:
+        """The reservation came back; ``ended``: jobs ended so far, ``cap``: reserve_ahead.
+        Sets the allowance from the pace, unless the reservation is stale (returns True)."""
+        if self._give_backs != self._asked_give_backs:
+            return True
+        answered, asked = time.perf_counter(), self._asked
+        window = answered - self._window_start
+        self.allowance = self.policy(ended - self._window_ended, window, answered - asked, cap)
+        self._window_start, self._window_ended = asked, ended
+        return False
+
+    def gave_back(self, ended: int) -> None:
+        """The jobs waiting ahead went back to the queue: reserve nothing ahead until the pace
+        is measured again, from now on (``ended``: jobs ended so far)."""
+        self.allowance = 0
+        self._give_backs += 1
+        self._window_start, self._window_ended = time.perf_counter(), ended
 
 
 class ReservedAhead:

@@ -1,6 +1,7 @@
-"""The daemon's dispatcher: one long-lived TaskGroup pulling, running and committing jobs.
+"""The daemon's worker: one long-lived TaskGroup pulling, running and committing jobs.
 
-Four kinds of task share the group:
+It reads top-down, one step per part: **pull** (`_pull_loop`) → **run** (`JobRunner.run`, one
+task per job) → **commit** (`Committer`). Four kinds of task share the group:
 
 - the **puller** reserves, in one round trip, as many ready jobs as there are free slots plus
   up to ``reserve_ahead`` more, and starts a task per job as slots allow; the jobs reserved
@@ -9,10 +10,11 @@ Four kinds of task share the group:
   instead of taking turns). With nothing to do it sleeps until woken (a submit, a freed slot,
   a delayed job coming due) — never a busy poll;
 - one **job task** per reserved job (`JobRunner.run`), which frees its slot the moment the
-  handler ends and hands its `Attempt` to the committer;
-- the **committer** writes every attempt gathered since its last commit in ONE backend call
-  (ledger entries and lease removals together); metrics count an outcome only once it is
-  committed, and a failed commit is retried, with reservations paused, until it succeeds;
+  handler ends and hands its `Attempt` to the committer; `RunningJobs` keeps the running ones;
+- the **committer** (`swarmd.runtime.committer`) writes every attempt gathered since its last
+  commit in ONE backend call; metrics count an outcome only once it is committed
+  (`OutcomeMetrics`), and a failed commit is retried, with reservations paused, until it
+  succeeds;
 - **housekeeping** renews leases, takes back expired ones, picks up cancel requests and reads
   queue depths for the metrics; the **heartbeat** alone measures event-loop lag and marks the
   loop alive, so that a backend call that hangs never looks like a stalled loop.
@@ -30,9 +32,9 @@ import contextvars
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
+import msgspec
 import structlog
 
 from swarmd.config import Settings
@@ -40,50 +42,30 @@ from swarmd.errors import BackendUnavailable
 from swarmd.model import Outcome
 from swarmd.policies.admission import Admission
 from swarmd.policies.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
-from swarmd.queue.base import Disposition, QueueBackend, Reserved, WakeReason
+from swarmd.queue.base import Disposition, FinishReport, QueueBackend, WakeReason
 from swarmd.registry import Registry
+from swarmd.runtime.committer import Committer
 from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
-from swarmd.runtime.reserve_ahead import MAX_WAIT, ReservedAhead, ahead_allowance
+from swarmd.runtime.health import Health
+from swarmd.runtime.outcome_metrics import OutcomeMetrics
+from swarmd.runtime.reserve_ahead import MAX_WAIT, AheadPacing, ReservedAhead
+from swarmd.runtime.running import RunningJobs
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
+
+__all__ = ["Health", "Worker", "make_limit"]
 
 log = structlog.get_logger("swarmd.worker")
 
 LAG_TICK: Final = 0.25
 COUNTS_EVERY: Final = 2.0
-COMMIT_RETRY_MAX: Final = 2.0
-#: A swarm not complete this long after its first reservation is no longer tracked.
-SWARM_TRACK_SECONDS: Final = 3600.0
-#: Longest a commit waits for still-running handlers to join it (see Worker._linger).
-COMMIT_LINGER: Final = 0.0005
 #: Dispositions that put a job back in the queue with a not_before the puller must look at.
 _REQUEUED: Final = frozenset({Disposition.RETRY, Disposition.RELEASE})
 
 
-@dataclass(slots=True)
-class _SwarmTrack:
-    """What the worker saw of one swarm, to measure its overhead when its last member ends."""
-
-    size: int
-    #: Wall-clock times, the same the ledger entries record (reserved_at, finished_at).
-    first_reserved: float
-    last_finished: float = 0.0
-    longest: float = 0.0
-    done: int = 0
-
-
-@dataclass(slots=True)
-class Health:
-    """Read by the HTTP thread: plain values the loop updates."""
-
-    last_tick: float = field(default_factory=time.monotonic)
-    commit_error: str | None = None
-    backend_error: str | None = None
-    draining: bool = False
-    started: bool = False
-
-
 def make_limit(settings: Settings) -> ConcurrencyLimit:
+    """The concurrency limit the settings ask for: fixed at max_concurrent, or adaptive (AIMD)
+    between min_concurrent and max_concurrent."""
     if settings.concurrency == "adaptive":
         return AimdLimit(minimum=settings.min_concurrent, maximum=settings.max_concurrent)
     return FixedLimit(settings.max_concurrent)
@@ -104,47 +86,47 @@ class Worker:
         burst: bool = False,
     ) -> None:
         self.backend = backend
+        #: The settings in force: a reload replaces the snapshot, never changes it in place.
         self.settings = settings
         self.metrics = metrics
         self.tracing = tracing
         self.burst = burst  # return once the queue is empty (tests, benchmarks)
         self.admission = Admission(registry, settings, metrics)
-        self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, rng)
+        #: The jobs running now, shared with the runner (which cancels a job at its timeout).
+        self.running = RunningJobs()
+        self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, self.running, rng)
         self.limit = make_limit(settings)
         self.health = Health()
         self.in_flight = 0
-        self.running = self.runner.running
-        #: Older runs of jobs that were reserved again while they ran (see _start_ahead).
-        self._displaced: dict[asyncio.Task[Attempt], Reserved] = {}
-        #: Jobs reserved ahead of a free slot (see swarmd.reserve_ahead).
+        #: Jobs reserved ahead of a free slot (see swarmd.runtime.reserve_ahead).
         self._ahead = ReservedAhead()
-        #: How many the next reservation may take beyond the free slots, and the policy that
-        #: sets it after each reservation (replaceable: tests fix it).
-        self._ahead_allowance = 0
-        self.ahead_allowance: Callable[[int, float, float, int], int] = ahead_allowance
-        #: Job tasks ended so far, and since when (perf_counter) and from which count the pace
-        #: the allowance follows is measured: from the previous reservation, or a give-back.
+        #: How many the next reservation may take beyond the free slots.
+        self.pacing = AheadPacing()
+        #: Job tasks ended so far (the pace the allowance follows).
         self._ended = 0
-        self._window_start, self._window_ended = time.perf_counter(), 0
-        #: Times jobs waiting ahead were given back (a reservation that spans one is discounted).
-        self._give_backs = 0
         self._group: asyncio.TaskGroup | None = None
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
-        self._pending: list[Attempt] = []
-        self._uncommitted = 0  # attempts handed to the committer and not yet committed
-        self._have_pending = asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self.committer = Committer(
+            backend,
+            metrics,
+            self.health,
+            batch_size=settings.reserve_batch,
+            in_flight=lambda: self.in_flight,
+            committed=self._committed,
+            recovered=self._commit_recovered,
+        )
+        self._hand_over = self.committer.hand_over  # bound once: called per job
         #: Set whenever a job task ends; only the committer's linger waits on it.
-        self._job_ended = asyncio.Event()
+        self._job_ended = self.committer.job_ended
+        self.outcome_metrics = OutcomeMetrics(metrics)
+        self._slot_freed = asyncio.Event()
         #: Set when this worker itself puts jobs back (retry, release): an idle puller looks again.
         self._requeued = asyncio.Event()
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._closed = asyncio.Event()
         self._grace = settings.grace_seconds
-        self._swarms: dict[str, _SwarmTrack] = {}
         metrics.set_concurrency_limit(self.limit.limit)
 
     # -- control --------------------------------------------------------------------------
@@ -164,14 +146,18 @@ class Worker:
         await self._stopping.wait()
 
     def reload(self, settings: Settings) -> None:
-        """Apply what can change live: the concurrency bounds."""
+        """Apply what can change live, the concurrency bounds, from settings read anew: the
+        worker takes a new snapshot of its settings with them (the rest take a restart)."""
         if settings.concurrency != self.settings.concurrency:
             self.limit = make_limit(settings)
-            self.settings.concurrency = settings.concurrency
         else:
             self.limit.set_bounds(settings.min_concurrent, settings.max_concurrent)
-        self.settings.max_concurrent = settings.max_concurrent
-        self.settings.min_concurrent = settings.min_concurrent
+        self.settings = msgspec.structs.replace(
+            self.settings,
+            concurrency=settings.concurrency,
+            max_concurrent=settings.max_concurrent,
+            min_concurrent=settings.min_concurrent,
+        )
         self.metrics.set_concurrency_limit(self.limit.limit)
         # A higher limit takes jobs reserved ahead at once (in the context job tasks start in),
         # not when a job ends or the puller next looks.
@@ -180,31 +166,28 @@ class Worker:
         self._slot_freed.set()
 
     def cancel_job(self, job_id: str, reason: str = CANCEL_REQUESTED) -> bool:
+        """Cancel a job held here, waiting ahead (it ends as it would have at its first step)
+        or running (also both, if it was reserved again while it ran). False: not held here."""
         waiting = self._ahead.pop(job_id)
-        if waiting is not None:  # reserved here, never started: it ends as it would have at its first step
+        if waiting is not None:
             self._hand_over(self.runner.unstarted(waiting, reason))
-        entry = self.running.get(job_id)  # (also running, if it was reserved again while it ran)
-        if entry is None:
-            return waiting is not None
-        self.runner.cancel_reasons.setdefault(job_id, reason)
-        entry[0].cancel()
-        return True
+        return self.running.cancel(job_id, reason) or waiting is not None
 
     # -- the loop -------------------------------------------------------------------------
     async def run(self) -> None:
+        """Pull, run and commit jobs until stopped; return once the drain is committed."""
         self.health.started = True
         # Job tasks copy the context they are created in: the puller's (this task's), or, for one
         # started by a freed slot, its done callback's (this copy of it, taken as the run begins).
         self._context = contextvars.copy_context()
         async with asyncio.TaskGroup() as group:
             self._group = group
-            committer = group.create_task(self._commit_loop(), name="swarmd-committer")
+            committer = group.create_task(self.committer.run(), name="swarmd-committer")
             housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
             heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
             await self._pull_loop()
             await self._drain()
-            self._closed.set()
-            self._have_pending.set()
+            self.committer.close()
             await committer
             housekeeping.cancel()
             heartbeat.cancel()
@@ -212,12 +195,12 @@ class Worker:
     async def _pull_loop(self) -> None:
         while not self._stopping.is_set():
             self._start_ahead()
-            room = self.limit.limit - self.in_flight + self._ahead_allowance - len(self._ahead)
+            room = self.limit.limit - self.in_flight + self.pacing.allowance - len(self._ahead)
             if room <= 0 or self.health.commit_error is not None:
                 # Wait for a slot; a cancel request for a running job is acted on meanwhile.
                 await self._idle(self.settings.poll_interval, slots=True)
                 continue
-            asked, give_backs = time.perf_counter(), self._give_backs
+            self.pacing.asking()
             try:
                 batch = await self.backend.reserve(
                     min(room, self.settings.reserve_batch),
@@ -230,19 +213,14 @@ class Worker:
                 log.warning("reserve_failed", error=str(exc))
                 await self._idle(1.0, slots=False)
                 continue
-            answered = time.perf_counter()
-            stale = self._give_backs != give_backs  # asked for at a pace that has since dropped
-            if not stale:
-                ended, window = self._ended - self._window_ended, answered - self._window_start
-                cap = self.settings.reserve_ahead
-                self._ahead_allowance = self.ahead_allowance(ended, window, answered - asked, cap)
-                self._window_start, self._window_ended = asked, self._ended
+            # Stale: asked for at a pace that has since dropped (jobs waiting ahead went back).
+            stale = self.pacing.answered(self._ended, self.settings.reserve_ahead)
             if not batch:
                 if (
                     self.burst
                     and self.in_flight == 0
                     and not self._ahead
-                    and not self._uncommitted
+                    and not self.committer.uncommitted
                     and not await self._more_due()
                 ):
                     self.stop()
@@ -251,11 +229,10 @@ class Worker:
                 await self._idle(await self._idle_timeout(), slots=self.burst or self.admission.waiting_for_slot())
                 continue
             reserved_wall = time.time()
+            ahead = self._ahead
             for reserved in batch:
-                self._ahead.add(reserved, reserved_wall)
-                job = reserved.job
-                if job is not None and job.swarm_id is not None and job.swarm_size:
-                    self._swarms.setdefault(job.swarm_id, _SwarmTrack(job.swarm_size, reserved_wall))
+                ahead.add(reserved, reserved_wall)
+            self.outcome_metrics.reserved(batch, reserved_wall)
             if stale:  # what fits in the free slots runs; the rest goes back rather than wait
                 self._start_ahead()
                 self._give_back_ahead()
@@ -273,7 +250,7 @@ class Worker:
         # Scheduling overhead counts from here: time spent waiting for a slot is the
         # concurrency limit at work, which queue wait shows, not swarmd's own overhead.
         dequeued = time.perf_counter()
-        ahead = self._ahead
+        ahead, running = self._ahead, self.running
         for _ in range(min(free, len(ahead))):
             reserved, reserved_wall = ahead.oldest()
             run = self.runner.run(reserved, reserved_wall, dequeued)
@@ -288,16 +265,10 @@ class Worker:
             ahead.pop_oldest()
             self.in_flight += 1
             task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
-            previous = self.running.get(reserved.job_id)
-            if previous is not None:
-                # Our own lease came back to us while the job still runs here (renewals failed
-                # past its expiry): it runs again, at least once as everywhere, and the ledger
-                # keeps one outcome. The older run is tracked here until it ends.
-                log.warning("running_again", job_id=reserved.job_id)
-                self._displaced[previous[0]] = previous[1]
-            self.running[reserved.job_id] = (task, reserved)
+            running.add(task, reserved)
 
     async def _more_due(self) -> bool:
+        """Whether the queue still holds jobs to come due (burst mode stops only without)."""
         try:
             due = await self.backend.next_due()
         except BackendUnavailable as exc:  # not known to be empty: keep going
@@ -306,6 +277,8 @@ class Worker:
         return due is not None
 
     async def _idle_timeout(self) -> float:
+        """How long an idle puller may sleep: until the next delayed job comes due or a
+        blocked agent may be admitted again, at most poll_interval."""
         timeout = self.settings.poll_interval
         try:
             due = await self.backend.next_due()
@@ -350,20 +323,21 @@ class Worker:
             except BackendUnavailable as exc:  # housekeeping picks the requests up once it is back
                 self.health.backend_error = str(exc)
 
+    # -- a job ends -----------------------------------------------------------------------
     def _job_done(self, task: asyncio.Task[Attempt]) -> None:
         """A job task ended: free its slot and hand its attempt to the committer. (A done callback,
         not a wrapping coroutine: one frame less per job in flight.)"""
         outcome = task.result() if not task.cancelled() and task.exception() is None else None
         # Its Attempt says which job it ran; without one (cancelled, or a bug), the task's name.
-        reserved = self._forget(task, outcome.reserved.job_id if outcome is not None else task.get_name())
-        job_id = reserved.job_id
+        # Whatever cancel reason is left (a handler that swallowed its cancel, a cancel that came
+        # as the task finished) belongs to this run only: never to the job's next attempt.
+        reserved, reason = self.running.forget(
+            task, outcome.reserved.job_id if outcome is not None else task.get_name()
+        )
         self.in_flight -= 1
         self._ended += 1
         self._slot_freed.set()
         self._job_ended.set()
-        # Whatever reason is left (a handler that swallowed its cancel, a cancel that came as the
-        # task finished) belongs to this run only: never to the job's next attempt.
-        reason = self.runner.cancel_reasons.pop(job_id, None)
         # Cancelled before its first step, the runner never saw it: settle it here, or its lease
         # would be renewed forever with no outcome.
         if outcome is not None:
@@ -379,12 +353,6 @@ class Worker:
         if self._ahead:  # the freed slot takes the next job reserved ahead now, not when the puller wakes
             self._start_ahead()
 
-    def _hand_over(self, attempt: Attempt) -> None:
-        """Give an attempt to the committer."""
-        self._pending.append(attempt)
-        self._uncommitted += 1
-        self._have_pending.set()
-
     def _give_back_ahead(self) -> None:
         """Jobs reserved ahead go back to the queue unrun, their attempt unspent (draining, or
         waiting too long)."""
@@ -399,120 +367,26 @@ class Worker:
         waited = self._ahead.longest_wait()
         if waited >= MAX_WAIT:
             log.info("reserved_ahead_given_back", jobs=len(self._ahead), waited_s=round(waited, 3))
-            self._ahead_allowance = 0
-            self._give_backs += 1
-            self._window_start, self._window_ended = time.perf_counter(), self._ended
+            self.pacing.gave_back(self._ended)
             self._give_back_ahead()
 
-    def _forget(self, task: asyncio.Task[Attempt], job_id: str) -> Reserved:
-        """Stop tracking an ended job task; return its reservation."""
-        displaced = self._displaced.pop(task, None)
-        if displaced is not None:
-            return displaced
-        entry = self.running.get(job_id)
-        if entry is None or entry[0] is not task:  # its handler renamed the task: look it up
-            job_id = next(key for key, (other, _) in self.running.items() if other is task)
-        return self.running.pop(job_id)[1]
+    # -- after a commit --------------------------------------------------------------------
+    def _committed(self, batch: list[Attempt], report: FinishReport) -> None:
+        """What a commit causes here: metrics, siblings of a failed swarm cancelled, listeners
+        told, an idle puller woken where the commit put jobs back or emptied a burst."""
+        if any(attempt.finish.disposition in _REQUEUED for attempt in batch):
+            self._requeued.set()  # the puller's idle wait was computed without these not_before
+        self.outcome_metrics.count(batch)
+        for cancelled in report.cancelled:
+            self.cancel_job(cancelled)
+        for listener in self.on_committed:
+            listener(batch)
+        if self.burst and not self.committer.uncommitted:
+            self._slot_freed.set()  # let a burst-mode puller notice the queue is done
 
-    # -- committing -----------------------------------------------------------------------
-    async def _commit_loop(self) -> None:
-        delay = 0.05
-        while True:
-            # Re-check before every wait (no await between the check and the wait): a wake-up
-            # set while a commit was running is never lost to a later clear().
-            if not self._pending:
-                if self._closed.is_set():
-                    return
-                self._have_pending.clear()
-                await self._have_pending.wait()
-                continue
-            await self._linger()
-            batch, self._pending = self._pending, []
-            while True:
-                started = time.perf_counter()
-                try:
-                    report = await self.backend.finish([attempt.finish for attempt in batch])
-                except Exception as exc:
-                    self.health.commit_error = f"{type(exc).__name__}: {exc}"
-                    log.error("commit_failed", error=self.health.commit_error, jobs=len(batch), retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, COMMIT_RETRY_MAX)
-                    continue
-                break
-            if self.health.commit_error is not None:
-                log.info("commit_recovered")
-                self.health.commit_error = None
-                self._slot_freed.set()
-            delay = 0.05
-            self.metrics.observe_ledger_commit(time.perf_counter() - started)
-            if report.ledger_index is not None:
-                self.metrics.set_ledger_index(report.ledger_index)
-            self._uncommitted -= len(batch)
-            if any(attempt.finish.disposition in _REQUEUED for attempt in batch):
-                self._requeued.set()  # the puller's idle wait was computed without these not_before
-            self._count(batch)
-            for cancelled in report.cancelled:
-                self.cancel_job(cancelled)
-            for listener in self.on_committed:
-                listener(batch)
-            if self.burst and not self._uncommitted:
-                self._slot_freed.set()  # let a burst-mode puller notice the queue is done
-
-    async def _linger(self) -> None:
-        """Group commit: while other handlers still run, wait up to COMMIT_LINGER for them to
-        finish too, so that jobs ending together share one commit instead of queueing behind it."""
-        if not self.in_flight or len(self._pending) >= self.settings.reserve_batch:
-            return
-        deadline = time.perf_counter() + COMMIT_LINGER
-        while self.in_flight and time.perf_counter() < deadline and len(self._pending) < self.settings.reserve_batch:
-            self._job_ended.clear()
-            try:
-                await asyncio.wait_for(self._job_ended.wait(), max(0.0, deadline - time.perf_counter()))
-            except TimeoutError:
-                return
-
-    def _count(self, batch: list[Attempt]) -> None:
-        """Metrics for committed attempts: outcomes, identity violations, swarm overhead."""
-        for attempt in batch:
-            job = attempt.job
-            if attempt.finish.cancel_swarm is not None:
-                # Its queued members end in the backend, unseen here: the swarm cannot complete.
-                self._swarms.pop(attempt.finish.cancel_swarm, None)
-            if attempt.rejected is not None:
-                self.metrics.reject(attempt.rejected)
-                if job is not None and job.swarm_id is not None:
-                    self._swarm_done(job.swarm_id, attempt)
-                continue
-            if attempt.agent is None or attempt.run_outcome is None:
-                continue  # released without running: nothing happened
-            agent_metrics = self.metrics.agent(attempt.agent)
-            agent_metrics.record(attempt.run_outcome, attempt.duration)
-            if attempt.final is not None and attempt.final is not attempt.run_outcome:
-                agent_metrics.jobs[attempt.final].inc()
-            if attempt.violation is not None:
-                agent_metrics.identity_violations.inc()
-            if job is not None and job.swarm_id is not None and attempt.final is not Outcome.RETRIED:
-                self._swarm_done(job.swarm_id, attempt)
-
-    def _forget_stale_swarms(self) -> None:
-        """Drop swarms this worker will never see complete (members run by other daemons, or
-        cancelled while queued), so that tracking them cannot grow without bound."""
-        horizon = time.time() - SWARM_TRACK_SECONDS
-        for swarm_id in [sid for sid, track in self._swarms.items() if track.first_reserved < horizon]:
-            del self._swarms[swarm_id]
-
-    def _swarm_done(self, swarm_id: str, attempt: Attempt) -> None:
-        """Swarm overhead = max(finished_at) - min(reserved_at) - max(duration) of its members,
-        observed when the last member's final outcome is committed (the ledger has all three)."""
-        track = self._swarms.get(swarm_id)
-        if track is None:
-            return
-        track.done += 1
-        track.longest = max(track.longest, attempt.duration)
-        track.last_finished = max(track.last_finished, attempt.finished_at)
-        if track.done >= track.size:
-            del self._swarms[swarm_id]
-            self.metrics.observe_swarm_overhead(max(0.0, track.last_finished - track.first_reserved - track.longest))
+    def _commit_recovered(self) -> None:
+        """Commits succeed again: a puller paused by the failure may reserve again."""
+        self._slot_freed.set()
 
     # -- housekeeping ---------------------------------------------------------------------
     async def heartbeat(self) -> None:
@@ -528,6 +402,9 @@ class Worker:
             expected = now + LAG_TICK
 
     async def _housekeeping(self) -> None:
+        """Every LAG_TICK: give back jobs that waited ahead too long; every third of a lease:
+        renew the leases held here and pick up cancel requests, take back other daemons'
+        expired leases; every COUNTS_EVERY: queue depths and stale swarms."""
         renew_every = self.settings.lease_seconds / 3
         next_renew = time.monotonic() + renew_every
         next_recover = time.monotonic() + renew_every
@@ -539,7 +416,7 @@ class Worker:
                 self._give_back_stale_ahead()
                 if now >= next_renew:
                     next_renew = now + renew_every
-                    if self.running or self._ahead or self._uncommitted:
+                    if self.running or self._ahead or self.committer.uncommitted:
                         held = [*self.running, *self._ahead]
                         await self.backend.renew(held, lease=self.settings.lease_seconds)
                     await self._apply_cancel_requests()
@@ -551,7 +428,7 @@ class Worker:
                 if now >= next_counts:
                     next_counts = now + COUNTS_EVERY
                     self.metrics.set_queue_depths(await self.backend.counts())
-                    self._forget_stale_swarms()
+                    self.outcome_metrics.forget_stale_swarms()
                 self.health.backend_error = None
             except BackendUnavailable as exc:
                 self.health.backend_error = str(exc)
@@ -559,17 +436,21 @@ class Worker:
                 log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _apply_cancel_requests(self) -> None:
+        """Cancel the jobs held here that a client asked to cancel."""
         for job_id in await self.backend.cancel_requested():
             if self.cancel_job(job_id):
                 log.info("cancel_requested", job_id=job_id)
 
     # -- draining -------------------------------------------------------------------------
     async def _drain(self) -> None:
+        """Give back the jobs reserved ahead, let running jobs finish within the grace period
+        (or until `stop` is called again), then cancel the rest."""
         self._give_back_ahead()
-        if self.running or self._displaced:
-            log.info("draining", running=len(self.running) + len(self._displaced), grace_s=self._grace)
+        running = self.running
+        if running.runs():
+            log.info("draining", running=running.runs(), grace_s=self._grace)
             deadline = time.monotonic() + self._grace
-            while (self.running or self._displaced) and not self._hurry.is_set():
+            while running.runs() and not self._hurry.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -579,12 +460,9 @@ class Worker:
                 await asyncio.wait([hurry, freed], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
                 hurry.cancel()
                 freed.cancel()
-            left = [*self.running.values(), *self._displaced.items()]
-            if left:
-                log.warning("drain_grace_over", returning_to_queue=len(left))
-            for task, reserved in left:
-                self.runner.cancel_reasons.setdefault(reserved.job_id, CANCEL_DRAIN)  # a requested cancel stays one
-                task.cancel()
-            for task, _ in left:
+            if running.runs():
+                log.warning("drain_grace_over", returning_to_queue=running.runs())
+            # A requested cancel stays one; the others give their jobs back.
+            for task in running.cancel_all(CANCEL_DRAIN):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

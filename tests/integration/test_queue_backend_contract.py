@@ -24,7 +24,7 @@ import pytest
 from support.services import require_redis, require_tool
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
@@ -107,7 +107,7 @@ def job(agent: str = "echo", gid: str = "gid-1", **fields: Any) -> Job:
 
 def done(reserved: Reserved, outcome: str = "succeeded", disposition: Disposition = Disposition.DONE) -> Finish:
     swarm_id = reserved.job.swarm_id if reserved.job is not None else None
-    record = job_record(
+    record = OutcomeRecord(
         job_id=reserved.job_id,
         gid=reserved.gid,
         agent=reserved.agent,
@@ -115,7 +115,7 @@ def done(reserved: Reserved, outcome: str = "succeeded", disposition: Dispositio
         attempt=reserved.attempt,
         finished_at=time.time(),
         swarm_id=swarm_id,
-    )
+    ).encode()
     return Finish(reserved.job_id, disposition, record=record, handle=reserved.handle)
 
 

@@ -54,7 +54,7 @@ async def test_a_swallowed_cancel_does_not_mislabel_the_next_attempt(tmp_path: P
         assert w.cancel_job(job_id)
         await until(lambda: has_entries(backend))
         [entry] = await ledger(backend)
-        assert w.runner.cancel_reasons == {}
+        assert w.running.reasons == {}
     # The old code kept attempt 1's reason and recorded attempt 2's timeout as "cancelled".
     assert (entry["outcome"], entry["attempt"], entry["error"]["type"]) == ("dead_lettered", 2, "Timeout")
 

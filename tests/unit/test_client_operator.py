@@ -13,7 +13,7 @@ import pytest
 from swarmd import AsyncClient, Client, JobInfo, JobState, StoredEntry, UnknownAgentError
 from swarmd.cli import main
 from swarmd.config import Settings
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.queue.base import Disposition, Finish
 from swarmd.queue.factory import open_backend
 
@@ -34,14 +34,14 @@ async def _dead_letter(state: Path, count: int) -> None:
         reserved = await backend.reserve(count, lease=30.0)
         finishes = []
         for item in reserved:
-            record = job_record(
+            record = OutcomeRecord(
                 job_id=item.job_id,
                 gid=item.gid,
                 agent=item.agent,
                 outcome="dead_lettered",
                 attempt=item.attempt,
                 finished_at=time.time(),
-            )
+            ).encode()
             finish = Finish(item.job_id, Disposition.DEAD, record=record, error='{"type": "Boom"}')
             finishes.append(finish)
         await backend.finish(finishes)

@@ -48,11 +48,11 @@ async def test_a_job_handed_back_while_it_runs_here_runs_again_and_both_runs_are
         side.close()
         await backend.submit([job()])  # wakes the puller, which reserves it again
         await asyncio.wait_for(second_started.wait(), 10)
-        assert w.in_flight == 2 and len(w.running) == 1 and len(w._displaced) == 1
+        assert w.in_flight == 2 and len(w.running) == 1 and w.running.displaced == 1
         release.set()
         await until(lambda: _count_entries(backend, 2))
         await until(lambda: _runs(lambda: w.in_flight, 0))
-        assert w.running == {} and w._displaced == {}
+        assert len(w.running) == 0 and w.running.displaced == 0
         entries = await ledger(backend)
     assert runs == 2
     assert sorted((e["agent"], e["outcome"]) for e in entries) == [("echo", "succeeded"), ("long", "succeeded")]
@@ -99,7 +99,7 @@ async def test_a_handler_that_renames_its_task_still_gets_its_outcome_and_frees_
         run.cancel()  # the group ends without a drain: its job tasks are cancelled with no reason
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(run, 10)
-        assert w.running == {} and w.in_flight == 0
+        assert len(w.running) == 0 and w.in_flight == 0
         assert loop_errors == []
     finally:
         if not run.done():
@@ -128,7 +128,7 @@ async def test_a_drain_ends_both_runs_of_a_job_running_twice(tmp_path: Path) -> 
         await backend.submit([job()])
         await asyncio.wait_for(second_started.wait(), 10)
     # the fixture stopped the worker with no grace: both runs were cancelled and given back
-    assert w.running == {} and w._displaced == {} and w.in_flight == 0
+    assert len(w.running) == 0 and w.running.displaced == 0 and w.in_flight == 0
     check = SqliteBackend(tmp_path)
     await check.open()
     try:

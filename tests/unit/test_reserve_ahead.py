@@ -60,7 +60,7 @@ def _fixed(n: int) -> Any:
 
 async def _saturated_with_three_ahead(w: Worker, backend: SqliteBackend, blocker_running: asyncio.Event) -> list[str]:
     """One slot, held by a blocker; three echo jobs reserved ahead of it. Returns their ids."""
-    w.ahead_allowance = _fixed(3)
+    w.pacing.policy = _fixed(3)
     await backend.submit([job("block")])
     await blocker_running.wait()
     ids = await backend.submit([job() for _ in range(3)])
@@ -177,7 +177,7 @@ async def test_jobs_that_waited_too_long_ahead_go_back_to_the_queue_and_the_allo
         waiting_since = time.monotonic() - w._ahead.longest_wait()
         await until(lambda: _leased(backend, 1), timeout=MAX_WAIT + 5)
         assert time.monotonic() - waiting_since >= MAX_WAIT  # not before their time
-        assert not w._ahead and w._ahead_allowance == 0
+        assert not w._ahead and w.pacing.allowance == 0
         rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
         assert rows == dict.fromkeys(ids, 0)
         release.set()
@@ -201,7 +201,7 @@ async def test_a_cancel_reaches_both_runs_of_a_job_reserved_again_while_it_ran(t
     cancel request ends both, and the ledger records it once, cancelled."""
     running, _release, block = _blocker()  # cancelled, never released
     async with worker(tmp_path, {"block": block}, max_concurrent=1) as (backend, w):
-        w.ahead_allowance = _fixed(3)
+        w.pacing.policy = _fixed(3)
         [job_id] = await backend.submit([job("block")])
         await running.wait()
         with sqlite3.connect(tmp_path / "swarmd.db") as side:  # as if its lease had been recovered
@@ -243,7 +243,7 @@ async def test_a_reservation_asked_for_before_a_give_back_does_not_refill_the_wa
                 answered.set()
 
         backend.reserve = reserve  # type: ignore[method-assign]
-        w.ahead_allowance = _fixed(6)
+        w.pacing.policy = _fixed(6)
         await backend.submit([job("block")])
         await running.wait()
         first = await backend.submit([job() for _ in range(3)])
@@ -258,7 +258,7 @@ async def test_a_reservation_asked_for_before_a_give_back_does_not_refill_the_wa
         # What it brought (the second three, or the first ones again if their return was
         # committed before it ran) goes back as it comes, not after a MAX_WAIT of its own.
         await until(lambda: _leased(backend, 1), timeout=MAX_WAIT / 2)
-        assert not w._ahead and w._ahead_allowance == 0
+        assert not w._ahead and w.pacing.allowance == 0
         rows = dict(backend.conn.execute("SELECT id, attempt FROM jobs WHERE state = 'ready'").fetchall())
         assert rows == dict.fromkeys([*first, *second], 0)
         release.set()

@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValidationError
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
 from swarmd.queue.redis.migrations import open_prefix
@@ -433,7 +433,7 @@ class RedisBackend:
                 group_args.extend((member.job_id, attempt))
                 append(
                     member.job_id,
-                    job_record(
+                    OutcomeRecord(
                         job_id=member.job_id,
                         gid=member.gid,
                         agent=member.agent,
@@ -442,7 +442,7 @@ class RedisBackend:
                         finished_at=now,
                         swarm_id=member.swarm_id,
                         error={"type": "Cancelled", "message": reason},
-                    ),
+                    ).encode(),
                 )
         item_args: list[Any] = []
         for item in items:

@@ -28,7 +28,7 @@ import structlog
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError, StateCorrupt, StateDirError
 from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
-from swarmd.ledger.records import job_record
+from swarmd.ledger.records import OutcomeRecord
 from swarmd.ledger.sqlite import (
     append_records,
     append_unrecorded,
@@ -309,7 +309,7 @@ class SqliteBackend:
         records = [
             (
                 job_id,
-                job_record(
+                OutcomeRecord(
                     job_id=job_id,
                     gid=gid,
                     agent=agent,
@@ -318,7 +318,7 @@ class SqliteBackend:
                     finished_at=now,
                     swarm_id=swarm_id,
                     error={"type": "Cancelled", "message": reason},
-                ),
+                ).encode(),
             )
             for job_id, gid, agent, attempt, swarm_id, _ in queued
         ]
