@@ -11,10 +11,12 @@ concurrency limits and the log level.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
+from swarmd.runtime.stall_watch import Stall, StallWatcher
 from swarmd.runtime.statedir import StateLock, prepare
 from swarmd.runtime.worker import Worker
 from swarmd.telemetry.logs import configure_logging, set_level
@@ -61,6 +64,8 @@ class Daemon:
         self.worker: Worker | None = None
         self.backend: QueueBackend | None = None
         self.not_ready_reason: str | None = "starting"
+        self._reloading: asyncio.Task[None] | None = None
+        self.registry: Registry | None = None
 
     # -- health, read by the HTTP thread ----------------------------------------------------
     def health(self) -> tuple[bool, str]:
@@ -123,7 +128,16 @@ class Daemon:
             await backend.listen()
             self.not_ready_reason = await self._durability_problem(backend)
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
+            self.registry = registry
             self._install_signals(worker)
+            self._warn_unknown_agent_tables(settings, registry)
+            stalls = StallWatcher(
+                last_turn=lambda: worker.health.last_tick,
+                loop_thread=threading.get_ident(),
+                threshold=STALL_SECONDS,
+                on_stall=functools.partial(_report_stall, metrics),
+            )
+            stalls.start()
             log.info(
                 "started",
                 version=__version__,
@@ -152,6 +166,7 @@ class Daemon:
                         heartbeat.cancel()
             finally:
                 watchdog.cancel()
+                stalls.stop()
             metrics.set_ready(False)
             log.info("stopped", pid=os.getpid())
             return 0
@@ -181,21 +196,44 @@ class Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_stop, signum)
-        loop.add_signal_handler(signal.SIGHUP, self._reload, worker)
+        loop.add_signal_handler(signal.SIGHUP, self._start_reload, worker)
 
-    def _reload(self, worker: Worker) -> None:
+    def _start_reload(self, worker: Worker) -> None:
+        """SIGHUP: reload in a task of its own (one at a time), so that reading the file never
+        runs on the event loop."""
+        if self._reloading is not None and not self._reloading.done():
+            log.info("reload_already_running")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload(worker))
+
+    async def _reload(self, worker: Worker) -> None:
         notify("RELOADING=1")
         try:
-            fresh = load_settings(config_path=self.config_path, flags=self.flags, environ=self.environ)
+            # The same load and checks as at start-up, off the loop (the file may be slow to read).
+            fresh = await asyncio.to_thread(
+                load_settings, config_path=self.config_path, flags=self.flags, environ=self.environ
+            )
             # A new snapshot with what can change live; the one in use is never changed in place.
             live = msgspec.structs.replace(self.settings, **{key: getattr(fresh, key) for key in RELOADABLE})
             set_level(live.log_level)
             worker.reload(live)
+            ignored = changed_keys(self.settings, fresh) - RELOADABLE
             self.settings = live
             log.info("reloaded", max_concurrent=fresh.max_concurrent, log_level=fresh.log_level.value)
+            if ignored:
+                log.warning("reload_needs_restart", keys=sorted(ignored), reason="these keys change only at a restart")
+            if self.registry is not None:
+                self._warn_unknown_agent_tables(fresh, self.registry)
         except Exception as exc:
             log.error("reload_failed", error=str(exc))
         notify("READY=1")
+
+    @staticmethod
+    def _warn_unknown_agent_tables(settings: Settings, registry: Registry) -> None:
+        """An [agent.NAME] table for an agent nobody registered is most likely a typo."""
+        unknown = sorted(set(settings.agent) - set(registry.names()))
+        if unknown:
+            log.warning("config_unknown_agents", agents=unknown, known=registry.names())
 
     async def _watchdog(self, worker: Worker) -> None:
         interval = watchdog_interval(self.environ)
@@ -205,6 +243,24 @@ class Daemon:
             await asyncio.sleep(interval)
             if time.monotonic() - worker.health.last_tick <= max(STALL_SECONDS, interval):
                 notify("WATCHDOG=1")
+
+
+def _report_stall(metrics: Metrics, stall: Stall) -> None:
+    """A stall of the event loop, from the watcher's thread: one log line and the counter."""
+    metrics.count_stall(stall.agent)
+    log.warning(
+        "event_loop_stalled",
+        stalled_s=round(stall.seconds, 3),
+        job_id=stall.job_id,
+        agent=stall.agent,
+        gid=stall.gid,
+        stack=stall.stack,
+    )
+
+
+def changed_keys(old: Settings, new: Settings) -> set[str]:
+    """The settings whose values differ between two snapshots."""
+    return {name for name in old.__struct_fields__ if getattr(old, name) != getattr(new, name)}
 
 
 def tune_gc() -> None:

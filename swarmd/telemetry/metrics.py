@@ -105,6 +105,7 @@ class AgentMetrics:
     __slots__ = (
         "circuit_state",
         "duration",
+        "event_loop_stalls",
         "identity_violations",
         "jobs",
         "name",
@@ -119,6 +120,7 @@ class AgentMetrics:
         self.duration: dict[str, Histogram] = {o: metrics.agent_duration.labels(name, o) for o in OUTCOMES}
         self.jobs: dict[str, Counter] = {o: metrics.jobs.labels(name, o) for o in OUTCOMES}
         self.identity_violations: Counter = metrics.identity_violations.labels(name)
+        self.event_loop_stalls: Counter = metrics.event_loop_stalls.labels(name)
         self.circuit_state: Gauge = metrics.circuit_state.labels(name)  # labels(): exists at 0
 
     def record(self, outcome: str, seconds: float) -> None:
@@ -196,6 +198,14 @@ class Metrics:
         self.concurrency_limit: Final = Gauge(
             "swarmd_concurrency_limit", "The concurrency limit in force now.", registry=r
         )
+        self.event_loop_stalls: Final = Counter(
+            "swarmd_event_loop_stalls",
+            "Times the event loop stopped turning past the stall threshold, by the agent whose handler "
+            "held it (empty: no handler was on the loop's stack).",
+            ["agent"],
+            registry=r,
+        )
+        self.event_loop_stalls.labels("")  # exists at 0 before any stall
         self.identity_violations: Final = Counter(
             "swarmd_identity_violations",
             "Jobs that broke the identity check: a result naming another GID, or the GID rebound.",
@@ -317,6 +327,11 @@ class Metrics:
             raise ValueError(f"unknown queue state(s) {sorted(unknown)!r}; expected {list(QUEUE_STATES)!r}")
         for state, child in self._queue_children.items():
             child.set(depths.get(state, 0))
+
+    def count_stall(self, agent: str | None) -> None:
+        """Count one stall of the event loop, for the agent whose handler held it (None: none
+        did). Called from the stall watcher's thread: prometheus_client counters are safe there."""
+        self.event_loop_stalls.labels(agent or "").inc()
 
     def observe_loop_lag(self, seconds: float) -> None:
         """Record how late a periodic event-loop tick ran."""

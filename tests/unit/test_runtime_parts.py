@@ -156,7 +156,7 @@ async def test_sighup_hands_the_worker_a_snapshot_of_the_reloadable_keys(tmp_pat
     settings = Settings(max_concurrent=2, poll_interval=0.05)
     daemon = Daemon(settings, config_path=config, environ={})
     worker = _worker(tmp_path, settings)
-    daemon._reload(worker)
+    await daemon._reload(worker)
     assert settings.max_concurrent == 2  # the settings the daemon started with are unchanged
     reloaded: Any = daemon.settings
     assert (reloaded.max_concurrent, reloaded.poll_interval) == (7, 0.05)  # poll_interval takes a restart
