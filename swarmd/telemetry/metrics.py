@@ -200,12 +200,10 @@ class Metrics:
         )
         self.event_loop_stalls: Final = Counter(
             "swarmd_event_loop_stalls",
-            "Times the event loop stopped turning past the stall threshold, by the agent whose handler "
-            "held it (empty: no handler was on the loop's stack).",
+            "Times a handler held the event loop past the stall threshold, by its agent.",
             ["agent"],
             registry=r,
         )
-        self.event_loop_stalls.labels("")  # exists at 0 before any stall
         self.identity_violations: Final = Counter(
             "swarmd_identity_violations",
             "Jobs that broke the identity check: a result naming another GID, or the GID rebound.",
@@ -329,9 +327,12 @@ class Metrics:
             child.set(depths.get(state, 0))
 
     def count_stall(self, agent: str | None) -> None:
-        """Count one stall of the event loop, for the agent whose handler held it (None: none
-        did). Called from the stall watcher's thread: prometheus_client counters are safe there."""
-        self.event_loop_stalls.labels(agent or "").inc()
+        """Count one stall of the event loop for the agent whose handler held it. A stall with
+        no handler on the loop's stack (None) is not counted here: the loop-lag histogram and
+        the stall's log line show it. Called from the stall watcher's thread, which
+        prometheus_client's counters allow."""
+        if agent is not None and agent in self._agents:
+            self._agents[agent].event_loop_stalls.inc()
 
     def observe_loop_lag(self, seconds: float) -> None:
         """Record how late a periodic event-loop tick ran."""

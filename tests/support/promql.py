@@ -33,6 +33,7 @@ COUNTERS: Final = (
     "swarmd_jobs",
     "swarmd_identity_violations",
     "swarmd_rejected_jobs",
+    "swarmd_event_loop_stalls",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
