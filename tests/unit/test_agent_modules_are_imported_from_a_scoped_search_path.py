@@ -96,3 +96,23 @@ def test_agents_path_is_a_setting_of_every_layer(tmp_path: Path) -> None:
     assert from_env.agents_path == ["/a", "/b"]
     flags = load_settings(config_path=config, flags={"agents_path": ["/c"]}, environ={})
     assert flags.agents_path == ["/c"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_a_working_directory_owned_by_another_user_is_skipped(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, 65534, 65534)  # nobody
+    (skipped,) = agent_search_path(cwd=theirs).skipped
+    assert skipped == (theirs, "it is owned by another user (uid 65534, not 0)")
+
+
+def test_an_entry_already_on_sys_path_stays_there(tmp_path: Path) -> None:
+    directory = module_dir(tmp_path / "already", "scoped_agents_e", "")
+    sys.path.append(str(directory))
+    try:
+        load_agent_modules(["scoped_agents_e"], search=agent_search_path([directory], cwd=tmp_path))
+        assert sys.path.count(str(directory)) == 1 and sys.path[-1] == str(directory)
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop("scoped_agents_e", None)
