@@ -67,6 +67,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     state_dir: str | None = None
     #: Modules whose @agent handlers to load (besides the built-ins sleep, echo, fail).
     agents: list[str] = msgspec.field(default_factory=list)
+    #: Directories searched for those modules first (SWARMD_AGENTS_PATH: separated by ":"). Then
+    #: the working directory, unless it is the state directory (the systemd unit's
+    #: WorkingDirectory) or writable by group, others or another user; then sys.path.
+    agents_path: list[str] = msgspec.field(default_factory=list)
     #: HTTP listener for /metrics, /healthz, /readyz.
     metrics_listen: str = "127.0.0.1:9464"
     #: Allow metrics_listen on a non-loopback address.
@@ -217,6 +221,8 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError(name, "unknown setting", "environment")
         if key == "agents":
             values[key] = [item.strip() for item in raw.split(",") if item.strip()]
+        elif key == "agents_path":  # like PYTHONPATH
+            values[key] = [item for item in raw.split(os.pathsep) if item.strip()]
         elif raw.strip().lower() in ("", "none", "null") and field.default is None:
             values[key] = None
         else:

@@ -7,11 +7,16 @@ label values come from it alone.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import os
 import re
+import stat
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from swarmd.builtin_agents import register_builtins
@@ -141,19 +146,153 @@ def agent(
     return register
 
 
-def load_agent_modules(modules: list[str], key: str = "agents") -> None:
-    """Import the modules the config names, so their `@agent` decorators run."""
-    for module in modules:
+#: Directory permission bits that let a group or others write a directory: modules found in
+#: such a directory could have been put there by someone else, so it is never searched.
+_SHARED_WRITE: Final = stat.S_IWGRP | stat.S_IWOTH
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPath:
+    """Where agent modules are looked for before ``sys.path``: the ``agents_path`` directories,
+    then the working directory when it may be trusted; ``skipped`` says which directory was
+    left out and why, for the error that names a module found nowhere."""
+
+    directories: tuple[Path, ...]
+    skipped: tuple[tuple[Path, str], ...] = ()
+
+    def describe(self) -> str:
+        """The search, in words, for an error message."""
+        searched = ", ".join(str(directory) for directory in self.directories)
+        text = f"searched {searched + ', then ' if searched else ''}sys.path"
+        for directory, reason in self.skipped:
+            text += f"; skipped the working directory {directory}: {reason}"
+        if self.skipped:
+            text += " (name a directory only you can write to in agents_path: --agents-path, SWARMD_AGENTS_PATH)"
+        return text
+
+
+def _untrusted_reason(directory: Path, state_dir: Path | None) -> str | None:
+    """Why the working directory ``directory`` must not be searched for agent modules, or None.
+
+    Refused: the state directory or a directory inside it (the systemd unit's
+    ``WorkingDirectory``: what the daemon writes there is not code), a directory a group or
+    others may write to, and one owned by a user other than this one or root (its owner could
+    put a module there). Root's directories are trusted: root can change any file anyway.
+    """
+    if state_dir is not None:
         try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise ConfigError(key, f"cannot import agent module {module!r}: {exc}") from exc
+            state = state_dir.resolve()
+        except OSError:
+            state = state_dir
+        if directory == state or state in directory.parents:
+            return "it is the state directory" if directory == state else f"it is inside the state directory {state}"
+    try:
+        info = directory.stat()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if info.st_mode & _SHARED_WRITE:
+        return f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if info.st_uid not in (os.geteuid(), 0):
+        return f"it is owned by another user (uid {info.st_uid}, not {os.geteuid()})"
+    return None
 
 
-def build_registry(agent_modules: Sequence[str]) -> Registry:
+def agent_search_path(
+    agents_path: Sequence[str | Path] = (),
+    *,
+    state_dir: Path | None = None,
+    cwd: Path | None = None,
+    key: str = "agents_path",
+) -> SearchPath:
+    """The directories to search for agent modules before ``sys.path``, in order.
+
+    First every ``agents_path`` directory (the operator named them: searched as given, relative
+    ones from the working directory, ``~`` expanded; one that is not a directory is a
+    ConfigError), then the working directory, as ``uvicorn --app-dir`` does by default, so that
+    ``swarmd serve --agents myagents`` finds ``./myagents.py`` -- unless the working directory
+    is the state directory or not this user's alone (see `_untrusted_reason`), in which case it
+    is skipped and the reason kept for the error message.
+    """
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except OSError:  # the working directory was removed: nothing to search there
+            cwd = None
+    directories: list[Path] = []
+    for entry in agents_path:
+        directory = Path(entry).expanduser()
+        if not directory.is_absolute() and cwd is not None:
+            directory = cwd / directory
+        if not directory.is_dir():
+            raise ConfigError(key, f"{entry} is not a directory")
+        directories.append(directory.resolve())
+    skipped: list[tuple[Path, str]] = []
+    if cwd is not None:
+        cwd = cwd.resolve()
+        reason = _untrusted_reason(cwd, state_dir)
+        if reason is not None:
+            skipped.append((cwd, reason))
+        elif cwd not in directories:
+            directories.append(cwd)
+    return SearchPath(tuple(directories), tuple(skipped))
+
+
+def _not_found(exc: ImportError, module: str) -> bool:
+    """True when ``exc`` says ``module`` itself (or a package on its dotted path) does not
+    exist, rather than that something the module imports is missing."""
+    return (
+        isinstance(exc, ModuleNotFoundError)
+        and exc.name is not None
+        and (module == exc.name or module.startswith(exc.name + "."))
+    )
+
+
+def load_agent_modules(modules: list[str], key: str = "agents", search: SearchPath | None = None) -> None:
+    """Import the modules the config names, so their `@agent` decorators run.
+
+    ``search`` (see `agent_search_path`) lists directories tried before ``sys.path``. They are
+    put at the front of ``sys.path`` for the imports only and taken out again afterwards: a
+    module (or package) imported from them keeps working, since its ``__file__`` and
+    ``__path__`` are absolute, and its top-level imports of modules beside it work as they do
+    in a script, but the working directory does not stay on ``sys.path`` for the daemon's life,
+    where any later import of a name could be shadowed by a file in it. (importlib's
+    ``PathFinder`` with an explicit path would find the module alone, but then a module beside
+    it that it imports would not be found: a surprise for the ``myagents.py`` of a README.)
+    """
+    search = search or SearchPath(())
+    added = [str(directory) for directory in search.directories]
+    sys.path[:0] = added
+    importlib.invalidate_caches()  # a module written since the directory was last listed
+    try:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                if _not_found(exc, module):
+                    raise ConfigError(
+                        key, f"cannot import agent module {module!r}: not found ({search.describe()})"
+                    ) from exc
+                raise ConfigError(key, f"cannot import agent module {module!r}: {exc}") from exc
+            except Exception as exc:
+                raise ConfigError(key, f"cannot import agent module {module!r}: {exc}") from exc
+    finally:
+        for entry in added:  # ours are first; an equal entry that was there before stays
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
+
+
+def build_registry(
+    agent_modules: Sequence[str],
+    *,
+    agents_path: Sequence[str | Path] = (),
+    state_dir: Path | None = None,
+) -> Registry:
     """The agents a daemon serves: the built-ins, then every `@agent` of ``agent_modules``
-    (the config's ``agents``). The daemon runs them; the CLI refuses a submit naming another."""
-    load_agent_modules(list(agent_modules))
+    (the config's ``agents``), looked for in ``agents_path``, then in the working directory
+    unless it is ``state_dir`` or not this user's alone, then on ``sys.path`` (see
+    `agent_search_path`). The daemon runs them; the CLI refuses a submit naming another."""
+    search = agent_search_path(agents_path, state_dir=state_dir)  # a bad agents_path is an error even unused
+    load_agent_modules(list(agent_modules), search=search)
     registry = Registry()
     register_builtins(registry)
     registry.update(default_registry)

@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         help="allow --metrics-listen on a non-loopback address",
     )
     serve.add_argument("--agents", nargs="+", metavar="MODULE", help="modules whose @agent handlers to load")
+    serve.add_argument("--agents-path", nargs="+", metavar="DIR", help="directories searched first for those modules")
     serve.add_argument("--max-concurrent", type=int, help="most handlers running at once")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--grace-seconds", type=float, help="drain grace period after SIGTERM")
@@ -189,6 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "metrics_listen": args.metrics_listen,
         "allow_remote_metrics": args.allow_remote_metrics,
         "agents": args.agents,
+        "agents_path": args.agents_path,
         "max_concurrent": args.max_concurrent,
         "log_level": args.log_level,
         "grace_seconds": args.grace_seconds,

@@ -100,7 +100,7 @@ class Daemon:
         if lock is not None:
             lock.acquire()
         try:
-            registry = build_registry(settings.agents)
+            registry = build_registry(settings.agents, agents_path=settings.agents_path, state_dir=state_dir)
             metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
             host, port = listen_address(settings)
             http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)

@@ -64,8 +64,9 @@ class LocalDaemon:
 
     ``args`` go on its command line after ``--log-level log_level`` (when given), ``env`` into
     its environment on top of `environment`'s; both are read at each `start`, so a restart may
-    change them. Its output goes to `log_path` beside the state directory, never into this
-    process's output; a restart appends to it.
+    change them. It runs in the working directory ``cwd`` (default: this process's). Its output
+    goes to `log_path` beside the state directory, never into this process's output; a restart
+    appends to it.
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class LocalDaemon:
         env: Mapping[str, str] | None = None,
         port: int | None = None,
         log_level: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
+        self.cwd = cwd
         self.port = port or free_port()
         self.args = list(args)
         self.env = dict(env or {})
@@ -101,7 +104,9 @@ class LocalDaemon:
         self.starts += 1
         self.state_dir.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment())
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), cwd=self.cwd
+            )
         if wait_ready:
             self.wait_ready(timeout)
         return self

@@ -39,8 +39,10 @@ __all__ = [
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SWARMD_", "OTEL_", "NOTIFY_"))}
-    # The repository (swarmd itself) and tests/ (the `support.agents` module) for the daemon.
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), env.get("PYTHONPATH", "")])
+    # The repository (swarmd itself) and tests/ (the `support.agents` module) for the daemon;
+    # no empty entry, which would put the working directory on the daemon's sys.path.
+    inherited = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), *inherited])
     env.setdefault("OTEL_TRACES_EXPORTER", "none")
     env.update(extra or {})
     return env
