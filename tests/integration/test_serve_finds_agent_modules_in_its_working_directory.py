@@ -104,3 +104,12 @@ def test_an_agents_path_that_is_no_directory_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
     log = refused(InstalledDaemon(tmp_path / "state", "--agents-path", str(missing), cwd=tmp_path))
     assert f"agents_path: {missing} is not a directory" in log
+
+
+def test_python_m_swarmd_does_not_search_an_untrusted_working_directory_either(tmp_path: Path) -> None:
+    """``python -m`` puts the working directory on sys.path before swarmd runs; swarmd takes it
+    off again, so the checks hold however the daemon was started."""
+    here = project(tmp_path / "shared", mode=0o770)
+    log = refused(Daemon(tmp_path / "state", "--agents", "myagents", cwd=here))
+    assert "cannot import agent module 'myagents': not found" in log
+    assert f"skipped the working directory {here}" in log
