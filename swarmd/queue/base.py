@@ -111,7 +111,8 @@ class JobInfo:
     priority: int = 0
     not_before: float = 0.0
     swarm_id: str | None = None
-    error: str | None = None
+    #: Why the job failed or died, as recorded (``{"type": ..., "message": ...}``); None if it did not.
+    error: dict[str, Any] | None = None
     outcome: str | None = None
     ledger_index: int | None = None
 
@@ -127,13 +128,37 @@ class JobInfo:
             gid=str(record.get("agent_gid", "")),
             attempt=int(record.get("attempt", 0)),
             swarm_id=record.get("swarm_id"),
-            error=msgspec.json.encode(error).decode() if error is not None else None,
+            error=error_object(error),
             outcome=record.get("outcome"),
             ledger_index=entry.index,
         )
 
+    def with_entry(self, entry: StoredEntry) -> JobInfo:
+        """This queued job (a dead letter) with the outcome and index of its ledger entry."""
+        self.outcome = entry.decoded().get("outcome")
+        self.ledger_index = entry.index
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def error_object(error: Any) -> dict[str, Any] | None:
+    """A recorded error as an object: stored JSON text (a dead letter's reason) is decoded; text
+    that is not a JSON object, or any other value, becomes ``{"message": ...}``."""
+    if error is None or error == "":
+        return None
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, bytes | str):
+        try:
+            decoded = msgspec.json.decode(error)
+        except msgspec.DecodeError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        return {"message": error.decode(errors="replace") if isinstance(error, bytes) else error}
+    return {"message": str(error)}
 
 
 class QueueBackend(Protocol):
@@ -199,6 +224,11 @@ class QueueBackend(Protocol):
 
     async def published_agents(self) -> list[str] | None:
         """The agent names daemons published (None: no daemon has published any yet)."""
+        ...
+
+    async def daemon_serving(self) -> bool:
+        """Whether a daemon serves this queue, as far as the store can tell (SQLite: one holds the
+        state directory's lock now; Redis: one has published its agents there)."""
         ...
 
     # -- operators -------------------------------------------------------------------------

@@ -272,7 +272,7 @@ async def test_dead_letter_then_requeue_as_a_new_reservable_job(case: Case) -> N
         report = await q.finish([dead(reserved, error='{"type": "Boom"}')])
         assert report.indices == {j.id: 0}
         [letter] = await q.dead_letters(10)
-        assert (letter.job_id, letter.state, letter.error, letter.attempt) == (j.id, "dead", '{"type": "Boom"}', 1)
+        assert (letter.job_id, letter.state, letter.error, letter.attempt) == (j.id, "dead", {"type": "Boom"}, 1)
         assert await q.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
         [(old, new)] = await q.requeue(j.id)
         assert old == j.id and new != j.id
@@ -283,6 +283,24 @@ async def test_dead_letter_then_requeue_as_a_new_reservable_job(case: Case) -> N
         with pytest.raises(JobNotFound):
             await q.requeue(j.id)
         assert await q.requeue(None, all_dead=True) == []
+
+
+async def test_a_dead_letter_shows_the_outcome_and_index_of_its_ledger_entry(case: Case) -> None:
+    async with case.opened() as q:
+        first, j = job(), job(swarm_id="swarm-dl", swarm_size=1)
+        await q.submit([first])
+        [reserved] = await q.reserve(1, lease=LEASE)
+        await q.finish([done(reserved)])
+        await q.submit([j])
+        [reserved] = await q.reserve(1, lease=LEASE)
+        await q.finish([dead(reserved, error='{"type": "Boom", "message": "no"}')])
+        expected = ("dead", "dead_lettered", 1, {"type": "Boom", "message": "no"})
+        status = await q.status(j.id)
+        [member] = await q.swarm_status("swarm-dl")
+        [letter] = await q.dead_letters(10)
+        [listed] = await q.list_jobs("dead", 10)
+        for info in (status, member, letter, listed):
+            assert (info.state, info.outcome, info.ledger_index, info.error) == expected
 
 
 async def test_purge_dead(case: Case) -> None:
@@ -345,7 +363,7 @@ async def test_fail_fast_finish_cancels_the_swarm(case: Case) -> None:
         assert len(infos) == 4  # one line per member
         states = {info.job_id: (info.state, info.outcome) for info in infos}
         assert states[sibling.job_id] == ("done", "cancelled")
-        assert states[failing.job_id] == ("dead", None)  # still a dead letter (its entry: dead_lettered)
+        assert states[failing.job_id] == ("dead", "dead_lettered")  # still a dead letter, with its entry's outcome
         assert {states[job_id] for job_id in queued} == {("done", "cancelled")}
         assert (await q.verify()).ok
         with pytest.raises(JobNotFound):
@@ -421,7 +439,7 @@ async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None
         assert (reserved.job_id, reserved.gid, reserved.agent, reserved.attempt) == (j.id, "gid-7", "summarize", 1)
         await q.finish([dead(reserved, error=reserved.error)])
         [letter] = await q.dead_letters(5)
-        assert letter.error == reserved.error
+        assert letter.error == {"message": reserved.error}  # plain text kept as a message
         assert (await q.verify()).ok
 
 

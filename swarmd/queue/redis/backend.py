@@ -32,7 +32,7 @@ from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValid
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason, error_object
 from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
@@ -97,7 +97,7 @@ def _infos(raw: Sequence[bytes | None]) -> list[tuple[int, JobInfo]]:
                     int(priority or 0),
                     float(not_before or 0.0),
                     _s(swarm_id),
-                    _s(error) or None,
+                    error_object(error),
                 ),
             )
         )
@@ -552,11 +552,16 @@ class RedisBackend:
             raw: Any = await self.client.get(self._q + "agents")
         return None if raw is None else [str(name) for name in msgspec.json.decode(raw)]
 
+    async def daemon_serving(self) -> bool:
+        """A daemon published its agents here (Redis keeps no record of when it stops: a daemon
+        that stopped for good still counts)."""
+        return await self.published_agents() is not None
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         rows = _infos(await self._eval("info", job_id))
         if rows:
-            return rows[0][1]
+            return (await self._with_entries([rows[0][1]]))[0]
         entries = await self._entries_of([job_id])
         if not entries:
             raise JobNotFound(f"job {job_id}")
@@ -587,6 +592,15 @@ class RedisBackend:
         )
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
+        return await self._with_entries(infos)
+
+    async def _with_entries(self, infos: list[JobInfo]) -> list[JobInfo]:
+        """Fill the outcome and ledger index of the dead letters among ``infos`` from the ledger
+        entry their death wrote (in the same script that buried them)."""
+        dead = {info.job_id: info for info in infos if info.state == JobState.DEAD and info.ledger_index is None}
+        for entry in await self._entries_of(list(dead)):
+            if entry.job_id is not None:
+                dead[entry.job_id].with_entry(entry)
         return infos
 
     async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
@@ -594,7 +608,7 @@ class RedisBackend:
             return []
         rows = _infos(await self._eval("list", state or "", limit))
         rows.sort(key=lambda row: (-row[1].priority, row[0]))
-        return [info for _, info in rows[:limit]]
+        return await self._with_entries([info for _, info in rows[:limit]])
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         if job_id is not None:

@@ -38,8 +38,9 @@ from swarmd.ledger.sqlite import (
     read_entries,
 )
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
+from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason, error_object
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
 T = TypeVar("T")
@@ -68,7 +69,7 @@ def _info(row: Sequence[Any], now: float) -> JobInfo:
         int(priority),
         float(not_before),
         swarm_id,
-        error,
+        error_object(error),
     )
 
 
@@ -435,6 +436,9 @@ class SqliteBackend:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'agents'").fetchone()
         return None if row is None else [str(name) for name in msgspec.json.decode(row[0])]
 
+    async def daemon_serving(self) -> bool:
+        return await self._run(daemon_holds, self.state_dir)
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         return await self._run(self._status, job_id)
@@ -442,7 +446,7 @@ class SqliteBackend:
     def _status(self, job_id: str) -> JobInfo:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is not None:
-            return _info(row, time.time())
+            return self._with_entries([_info(row, time.time())])[0]
         entry = self.conn.execute(
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id = ?", (job_id,)
         ).fetchone()
@@ -472,6 +476,19 @@ class SqliteBackend:
             infos.append(JobInfo.from_ledger(entry_from_row(row)))
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
+        return self._with_entries(infos)
+
+    def _with_entries(self, infos: list[JobInfo]) -> list[JobInfo]:
+        """Fill the outcome and ledger index of the dead letters among ``infos`` from the ledger
+        entry their death wrote (in the same transaction that buried them)."""
+        dead = {info.job_id: info for info in infos if info.state == JobState.DEAD and info.ledger_index is None}
+        if dead:
+            for row in self.conn.execute(
+                "SELECT idx, job_id, prev_hash, hash, record FROM ledger "
+                "WHERE job_id IN (SELECT value FROM json_each(?))",
+                (msgspec.json.encode(list(dead)).decode(),),
+            ):
+                dead[row[1]].with_entry(entry_from_row(row))
         return infos
 
     async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
@@ -491,7 +508,7 @@ class SqliteBackend:
             sql += " WHERE state = ?"
             args = (state,)
         sql += " ORDER BY priority DESC, seq LIMIT ?"
-        return [_info(row, now) for row in self.conn.execute(sql, (*args, limit))]
+        return self._with_entries([_info(row, now) for row in self.conn.execute(sql, (*args, limit))])
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         ids = await self._run(self._cancel, job_id, swarm_id)
