@@ -211,6 +211,11 @@ class AsyncClient:
         """The agent names running daemons published (None: no daemon has published any yet)."""
         return await self._backend.published_agents()
 
+    async def daemon_serving(self) -> bool:
+        """Whether a daemon serves this queue, as far as the store can tell (see
+        `swarmd.queue.base.QueueBackend.daemon_serving`): jobs submitted meanwhile wait for one."""
+        return await self._backend.daemon_serving()
+
     # -- jobs ------------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         """Where a job is: queued (its state) or finished (its ledger entry); raises `JobNotFound`."""
@@ -276,6 +281,15 @@ class Client:
     """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
 
     def __init__(self, state_dir: str | Path | None = None, **kwargs: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop runs in this thread: this client may run its own
+        else:
+            raise RuntimeError(
+                "swarmd.Client blocks, and cannot run inside a running event loop: "
+                "use swarmd.AsyncClient there (async with AsyncClient(...) as client: await client.submit(...))"
+            )
         # Its own loop, driven call by call with run_until_complete: asyncio.Runner.run swaps the
         # SIGINT handler in and out around every call, and the check of the old handler formats
         # the repr of the running task (~0.2 ms per call, a tenth of a 50-job submit).
@@ -327,6 +341,9 @@ class Client:
 
     def published_agents(self) -> list[str] | None:
         return self._run(self._async.published_agents())
+
+    def daemon_serving(self) -> bool:
+        return self._run(self._async.daemon_serving())
 
     def status(self, job_id: str) -> JobInfo:
         return self._run(self._async.status(job_id))
