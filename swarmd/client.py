@@ -12,7 +12,7 @@ before anything is written: a malformed job, an unknown agent or an oversized pa
 `JobValidationError` naming the field.
 
 Operators get the rest of what the ``swarmd`` command line shows and does, which is built on
-this API alone: `status`, `list_jobs`, `counts`, `cancel`, the ledger (`ledger`,
+this API alone: `status`, `list_jobs`, `count_jobs`, `counts`, `cancel`, `cancel_matching`, the ledger (`ledger`,
 `ledger_tail`, `iter_ledger`, `verify`) and the dead letters (`dead_letters`, `requeue`,
 `purge_dead`).
 """
@@ -33,7 +33,7 @@ from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
-from swarmd.queue.base import JobInfo
+from swarmd.queue.base import JobFilter, JobInfo
 from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
@@ -225,9 +225,30 @@ class AsyncClient:
         """Where each member of a swarm is; raises `JobNotFound`."""
         return await self._backend.swarm_status(swarm_id)
 
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
-        """Up to ``limit`` queued jobs (of one state, or all), highest priority first."""
-        return await self._backend.list_jobs(state, limit)
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[JobInfo]:
+        """Up to ``limit`` queued jobs (of one state, or all; of one agent, gid or swarm, if
+        given), highest priority first."""
+        where = JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id)
+        return await self._backend.list_jobs(state, limit, where)
+
+    async def count_jobs(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> int:
+        """How many queued jobs `list_jobs` would list with no limit."""
+        return await self._backend.count_jobs(JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     async def counts(self) -> dict[str, int]:
         """How many jobs the queue holds, by state: ready, delayed, leased, dead."""
@@ -237,6 +258,18 @@ class AsyncClient:
         """Cancel a job, or every member of a swarm: queued ones now, running ones by asking the
         daemon; return the ids affected (none: already finished)."""
         return await self._backend.cancel(job_id, swarm_id)
+
+    async def cancel_matching(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[str]:
+        """Cancel every queued or running job (never a dead letter) of one state, agent, gid or
+        swarm (those given; none given: all of them); return the ids affected."""
+        return await self._backend.cancel_matching(JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     # -- the ledger ------------------------------------------------------------------------
     async def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
@@ -351,8 +384,36 @@ class Client:
     def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return self._run(self._async.swarm_status(swarm_id))
 
-    def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
-        return self._run(self._async.list_jobs(state, limit))
+    def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[JobInfo]:
+        return self._run(self._async.list_jobs(state, limit, agent=agent, gid=gid, swarm_id=swarm_id))
+
+    def count_jobs(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> int:
+        return self._run(self._async.count_jobs(state, agent=agent, gid=gid, swarm_id=swarm_id))
+
+    def cancel_matching(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[str]:
+        return self._run(self._async.cancel_matching(state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     def counts(self) -> dict[str, int]:
         return self._run(self._async.counts())

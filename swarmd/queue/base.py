@@ -161,6 +161,17 @@ def error_object(error: Any) -> dict[str, Any] | None:
     return {"message": str(error)}
 
 
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which queued jobs an operator means (``swarmd jobs``, a bulk ``swarmd cancel``): every
+    field that is set must match; none set means every queued job."""
+
+    state: str | None = None
+    agent: str | None = None
+    gid: str | None = None
+    swarm_id: str | None = None
+
+
 class QueueBackend(Protocol):
     """The seam between the queue and everything above it."""
 
@@ -236,7 +247,19 @@ class QueueBackend(Protocol):
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]: ...
 
-    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]: ...
+    async def list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
+        """Up to ``limit`` queued jobs of ``state`` (or all) matching ``where``, highest priority
+        first, then oldest (``where.state``, if set, wins over ``state``)."""
+        ...
+
+    async def count_jobs(self, where: JobFilter) -> int:
+        """How many queued jobs match ``where`` (what `list_jobs` would list without a limit)."""
+        ...
+
+    async def cancel_matching(self, where: JobFilter) -> list[str]:
+        """`cancel` every queued and running job that matches ``where`` (never a dead letter);
+        return the ids affected."""
+        ...
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         """Cancel queued jobs now (ledger: cancelled) and ask the daemon to cancel running

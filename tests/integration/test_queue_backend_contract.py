@@ -26,7 +26,7 @@ from support.services import require_redis, require_tool
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.records import job_record
 from swarmd.model import Job, new_job
-from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved, WakeReason
+from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 
 LEASE = 30.0
@@ -426,6 +426,48 @@ async def test_counts_and_listings_by_state(case: Case) -> None:
         assert [i.job_id for i in everything] == [ready[0].id, ready[1].id, ready[2].id, later.id]
         assert [i.state for i in everything] == ["leased", "dead", "ready", "delayed"]
         assert len(await q.list_jobs(None, 2)) == 2
+
+
+async def test_listings_and_counts_filter_by_agent_gid_and_swarm(case: Case) -> None:
+    async with case.opened() as q:
+        a1, a2 = job("alpha", "g-1"), job("alpha", "g-2", not_before=time.time() + 60)
+        b1 = job("beta", "g-1", swarm_id="sw-f", swarm_size=2)
+        b2 = job("beta", "g-3", swarm_id="sw-f", swarm_size=2, priority=5)
+        await q.submit([a1, a2, b1, b2])
+
+        async def listed(**fields: Any) -> list[str]:
+            return [i.job_id for i in await q.list_jobs(None, 10, JobFilter(**fields))]
+
+        assert await listed(agent="alpha") == [a1.id, a2.id]
+        assert await listed(gid="g-1") == [a1.id, b1.id]
+        assert await listed(swarm_id="sw-f") == [b2.id, b1.id]
+        assert await listed(agent="alpha", state="delayed") == [a2.id]
+        assert await listed(agent="beta", gid="g-3") == [b2.id]
+        assert await listed(agent="nobody") == []
+        assert await q.count_jobs(JobFilter()) == 4
+        assert await q.count_jobs(JobFilter(agent="alpha")) == 2
+        assert await q.count_jobs(JobFilter(state="ready")) == 3
+        assert await q.count_jobs(JobFilter(state="ready", gid="g-1")) == 2
+        assert len(await q.list_jobs(None, 1, JobFilter(gid="g-1"))) == 1
+
+
+async def test_cancel_matching_cancels_queued_flags_running_and_spares_the_rest(case: Case) -> None:
+    async with case.opened() as q:
+        running, queued, later = job("alpha", priority=9), job("alpha"), job("alpha", not_before=time.time() + 60)
+        other, dying = job("beta"), job("alpha", priority=10)
+        await q.submit([running, queued, later, other, dying])
+        dead_one, leased = await q.reserve(2, lease=LEASE)
+        assert (dead_one.job_id, leased.job_id) == (dying.id, running.id)
+        await q.finish([dead(dead_one)])
+        assert await q.cancel_matching(JobFilter(agent="alpha", state="delayed")) == [later.id]
+        assert sorted(await q.cancel_matching(JobFilter(agent="alpha"))) == sorted([queued.id, running.id])
+        assert await q.cancel_requested() == [running.id]
+        assert [i.job_id for i in await q.list_jobs(None, 10)] == [dying.id, running.id, other.id]
+        cancelled = {e.job_id: e.decoded()["outcome"] for e in await q.ledger_entries() if e.job_id != dying.id}
+        assert cancelled == {later.id: "cancelled", queued.id: "cancelled"}
+        assert await q.cancel_matching(JobFilter(state="dead")) == []
+        assert await q.cancel_matching(JobFilter(agent="nobody")) == []
+        assert (await q.verify()).ok
 
 
 async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None:
