@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ import uvloop
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.ledger.chain import verify as verify_chain
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
 from swarmd.queue.base import JobFilter, JobInfo
 from swarmd.queue.factory import open_backend
@@ -436,8 +437,23 @@ class Client:
                 return
             start = entries[-1].index + 1
 
-    def verify(self) -> VerifyReport:
-        return self._run(self._async.verify())
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """`AsyncClient.verify`; with ``progress``, the chain is walked here, batch by batch,
+        and ``progress(n)`` is told of each ``n`` entries checked (a counter for a long ledger)."""
+        if progress is None:
+            return self._run(self._async.verify())
+
+        def counted() -> Iterator[StoredEntry]:
+            start = 0
+            while True:
+                entries = self.ledger(start, LEDGER_BATCH)
+                yield from entries
+                progress(len(entries))
+                if len(entries) < LEDGER_BATCH:
+                    return
+                start = entries[-1].index + 1
+
+        return verify_chain(counted())
 
     def dead_letters(self, limit: int = 100) -> list[JobInfo]:
         return self._run(self._async.dead_letters(limit))
