@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from swarmd.cli.output import Progress, note, plural, print_infos, print_json, warn
 from swarmd.cli.parser import MAX_SUBMIT_COUNT, build_parser, parse_duration
@@ -57,8 +58,10 @@ def _client(args: argparse.Namespace, settings: Settings | None = None, **kwargs
 
 def _queue_name(settings: Settings) -> str:
     """Where the queue is, for messages: the state directory, or the Redis and its prefix."""
-    if settings.backend == "redis":
-        return f"the queue at {settings.redis_url} (prefix {settings.redis_prefix})"
+    if settings.backend == "redis":  # the server without its credentials
+        url = urlsplit(settings.redis_url)
+        server = f"unix:{url.path}" if url.scheme == "unix" else f"{url.hostname}:{url.port or 6379}{url.path}"
+        return f"the queue on Redis {server} (prefix {settings.redis_prefix})"
     return str(resolve_state_dir(settings.state_dir))
 
 
@@ -179,10 +182,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         infos = client.list_jobs(state, args.limit, **where)
         more = client.count_jobs(state, **where) - len(infos) if len(infos) >= args.limit else 0
     print_infos(infos, args.json)
+    _say_more(more)
+    return 0
+
+
+def _say_more(more: int) -> None:
+    """After a listing cut by --limit: how many it left out, on stderr."""
     if more > 0:
         sys.stdout.flush()
         print(f"… and {more} more (use --limit)", file=sys.stderr)
-    return 0
 
 
 def _ledger_length(client: Client) -> int:
@@ -221,7 +229,10 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     older_than = parse_duration(args.older_than) if args.dlq_command == "purge" else 0.0
     with _client(args, read_only=args.dlq_command == "list") as client:
         if args.dlq_command == "list":
-            print_infos(client.dead_letters(args.limit), args.json)
+            letters = client.dead_letters(args.limit)
+            more = client.count_jobs(JobState.DEAD) - len(letters) if len(letters) >= args.limit else 0
+            print_infos(letters, args.json)
+            _say_more(more)
         elif args.dlq_command == "requeue":
             pairs = client.requeue(args.job_id, all_dead=args.all)
             if args.json:

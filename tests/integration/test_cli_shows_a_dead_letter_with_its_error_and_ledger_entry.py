@@ -37,3 +37,14 @@ def test_a_dead_letter_shows_its_outcome_index_and_error_object(tmp_path: Path) 
     plain = swarmd("status", *common, job_id).stdout
     assert "ledger=0" in plain and "error: Permanent: permanent failure on purpose" in plain
     assert '{"' not in plain and "\\" not in plain
+
+
+def test_dlq_list_says_how_many_more_dead_letters_there_are(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    common = ("--state-dir", str(state))
+    with running(state, "--agents", "support.agents"):
+        swarmd("submit", *common, "--agent", "permanent", "--gid", "G-1", "--count", "3")
+        wait_until(lambda: ledger_count(state) == 3, what="three dead letters")
+    result = swarmd("dlq", "list", *common, "--limit", "1")
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == "… and 2 more (use --limit)\n"
+    assert swarmd("dlq", "list", *common).stderr == ""

@@ -4,11 +4,13 @@ new, and that no daemon serves the queue yet (the job is kept all the same)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import msgspec
 import pytest
 from support.harness import queue_states, running, swarmd
+from support.services import require_redis
 
 pytestmark = pytest.mark.slow
 
@@ -54,3 +56,28 @@ def test_no_warning_while_a_daemon_serves_the_state(tmp_path: Path) -> None:
         out, err = _submit(state)
     assert len(out.splitlines()) == 1
     assert err == ""
+
+
+@pytest.mark.redis
+def test_on_redis_no_daemon_is_warned_of_without_the_urls_credentials(tmp_path: Path) -> None:
+    url = require_redis()
+    prefix = f"cli-warn-{os.getpid()}-{os.urandom(3).hex()}"
+    secret_url = url.replace("redis://", "redis://nobody:s3cret@", 1) if "@" not in url else url
+    redis_args = ("--backend", "redis", "--redis-url", url, "--redis-prefix", prefix)
+    try:
+        out, err = _submit(tmp_path / "unused", *redis_args)
+        assert len(out.splitlines()) == 1
+        assert err.startswith(f"{NO_DAEMON} the queue on Redis 127.0.0.1:6379") and f"(prefix {prefix})" in err
+        assert NEW_STATE not in err
+        result = swarmd(
+            "submit", "--agent", "echo", "--gid", "G-1", *redis_args[:2], "--redis-url", secret_url,
+            "--redis-prefix", prefix, check=False,
+        )  # fmt: skip
+        assert "s3cret" not in result.stderr
+    finally:
+        import redis  # noqa: PLC0415 - the redis extra
+
+        with redis.Redis.from_url(url) as client:
+            keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+            if keys:
+                client.unlink(*keys)

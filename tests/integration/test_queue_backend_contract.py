@@ -28,6 +28,7 @@ from swarmd.ledger.records import job_record
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
+from swarmd.runtime.statedir import StateLock
 
 LEASE = 30.0
 
@@ -521,6 +522,22 @@ async def test_published_agents(case: Case) -> None:
         assert await q.published_agents() is None
         await q.publish_agents(["sleep", "echo", "echo"])
         assert await q.published_agents() == ["echo", "sleep"]
+
+
+async def test_daemon_serving_tells_whether_a_daemon_holds_the_queue(case: Case) -> None:
+    async with case.opened() as q:
+        assert await q.daemon_serving() is False
+        if case.kind == "redis":  # a daemon publishes its agents at its start
+            await q.publish_agents(["echo"])
+            assert await q.daemon_serving() is True
+            return
+        lock = StateLock(case.tmp_path)  # a daemon holds an exclusive flock on the state dir itself
+        lock.acquire()
+        try:
+            assert await q.daemon_serving() is True
+        finally:
+            lock.release()
+        assert await q.daemon_serving() is False
 
 
 # -- Redis only --------------------------------------------------------------------------------
