@@ -112,25 +112,30 @@ def _known_agents(settings: Settings, client: Client) -> set[str]:
     return set(build_registry(settings.agents).names()) | set(client.published_agents() or ())
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _job_spec(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The job `submit` asks for (``--count`` copies of it), its payload read and checked."""
     if not 1 <= args.count <= MAX_SUBMIT_COUNT:
         raise CliError(f"--count must be between 1 and {MAX_SUBMIT_COUNT}")
     if args.fail_fast and not args.swarm:
         raise CliError("--fail-fast needs --swarm")
     if args.idempotency_key is not None and args.count > 1:
         raise CliError("--idempotency-key names one job; it cannot go with --count")
-    payload = _read_payload(args, min(settings.max_payload_bytes, MAX_PAYLOAD_BYTES))
     spec: dict[str, Any] = {
         "agent": args.agent,
         "gid": args.gid,
-        "payload": payload,
+        "payload": _read_payload(args, min(settings.max_payload_bytes, MAX_PAYLOAD_BYTES)),
         "priority": args.priority,
         "delay": args.delay,
     }
     for key in ("timeout", "max_attempts", "idempotency_key"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
+    return spec
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    spec = _job_spec(args, settings)
     # Said once the submit is done: a refused one prints its error alone.
     new_state = settings.backend == "sqlite" and not resolve_state_dir(settings.state_dir).exists()
     started = time.monotonic()
@@ -146,7 +151,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         note(f"creating a new state in {_queue_name(settings)}")
     if args.json:
         print_json({"job_ids": result.job_ids, "swarm_id": result.swarm_id})
-    else:
+    else:  # stdout: one job id a line, for scripts; the swarm id, for people, on stderr
         sys.stdout.write("".join(f"{job_id}\n" for job_id in result.job_ids))
         sys.stdout.flush()
         if result.swarm_id is not None:
