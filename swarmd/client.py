@@ -12,7 +12,7 @@ before anything is written: a malformed job, an unknown agent or an oversized pa
 `JobValidationError` naming the field.
 
 Operators get the rest of what the ``swarmd`` command line shows and does, which is built on
-this API alone: `status`, `list_jobs`, `counts`, `cancel`, the ledger (`ledger`,
+this API alone: `status`, `list_jobs`, `count_jobs`, `counts`, `cancel`, `cancel_matching`, the ledger (`ledger`,
 `ledger_tail`, `iter_ledger`, `verify`) and the dead letters (`dead_letters`, `requeue`,
 `purge_dead`).
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +32,9 @@ import uvloop
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.ledger.chain import verify as verify_chain
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
-from swarmd.queue.base import JobInfo
+from swarmd.queue.base import JobFilter, JobInfo
 from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
@@ -211,6 +212,11 @@ class AsyncClient:
         """The agent names running daemons published (None: no daemon has published any yet)."""
         return await self._backend.published_agents()
 
+    async def daemon_serving(self) -> bool:
+        """Whether a daemon serves this queue, as far as the store can tell (see
+        `swarmd.queue.base.QueueBackend.daemon_serving`): jobs submitted meanwhile wait for one."""
+        return await self._backend.daemon_serving()
+
     # -- jobs ------------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         """Where a job is: queued (its state) or finished (its ledger entry); raises `JobNotFound`."""
@@ -220,9 +226,30 @@ class AsyncClient:
         """Where each member of a swarm is; raises `JobNotFound`."""
         return await self._backend.swarm_status(swarm_id)
 
-    async def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
-        """Up to ``limit`` queued jobs (of one state, or all), highest priority first."""
-        return await self._backend.list_jobs(state, limit)
+    async def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[JobInfo]:
+        """Up to ``limit`` queued jobs (of one state, or all; of one agent, gid or swarm, if
+        given), highest priority first."""
+        where = JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id)
+        return await self._backend.list_jobs(state, limit, where)
+
+    async def count_jobs(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> int:
+        """How many queued jobs `list_jobs` would list with no limit."""
+        return await self._backend.count_jobs(JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     async def counts(self) -> dict[str, int]:
         """How many jobs the queue holds, by state: ready, delayed, leased, dead."""
@@ -232,6 +259,18 @@ class AsyncClient:
         """Cancel a job, or every member of a swarm: queued ones now, running ones by asking the
         daemon; return the ids affected (none: already finished)."""
         return await self._backend.cancel(job_id, swarm_id)
+
+    async def cancel_matching(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[str]:
+        """Cancel every queued or running job (never a dead letter) of one state, agent, gid or
+        swarm (those given; none given: all of them); return the ids affected."""
+        return await self._backend.cancel_matching(JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     # -- the ledger ------------------------------------------------------------------------
     async def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
@@ -276,6 +315,15 @@ class Client:
     """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
 
     def __init__(self, state_dir: str | Path | None = None, **kwargs: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop runs in this thread: this client may run its own
+        else:
+            raise RuntimeError(
+                "swarmd.Client blocks, and cannot run inside a running event loop: "
+                "use swarmd.AsyncClient there (async with AsyncClient(...) as client: await client.submit(...))"
+            )
         # Its own loop, driven call by call with run_until_complete: asyncio.Runner.run swaps the
         # SIGINT handler in and out around every call, and the check of the old handler formats
         # the repr of the running task (~0.2 ms per call, a tenth of a 50-job submit).
@@ -328,14 +376,45 @@ class Client:
     def published_agents(self) -> list[str] | None:
         return self._run(self._async.published_agents())
 
+    def daemon_serving(self) -> bool:
+        return self._run(self._async.daemon_serving())
+
     def status(self, job_id: str) -> JobInfo:
         return self._run(self._async.status(job_id))
 
     def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return self._run(self._async.swarm_status(swarm_id))
 
-    def list_jobs(self, state: JobState | None = None, limit: int = 100) -> list[JobInfo]:
-        return self._run(self._async.list_jobs(state, limit))
+    def list_jobs(
+        self,
+        state: JobState | None = None,
+        limit: int = 100,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[JobInfo]:
+        return self._run(self._async.list_jobs(state, limit, agent=agent, gid=gid, swarm_id=swarm_id))
+
+    def count_jobs(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> int:
+        return self._run(self._async.count_jobs(state, agent=agent, gid=gid, swarm_id=swarm_id))
+
+    def cancel_matching(
+        self,
+        state: JobState | None = None,
+        *,
+        agent: str | None = None,
+        gid: str | None = None,
+        swarm_id: str | None = None,
+    ) -> list[str]:
+        return self._run(self._async.cancel_matching(state, agent=agent, gid=gid, swarm_id=swarm_id))
 
     def counts(self) -> dict[str, int]:
         return self._run(self._async.counts())
@@ -358,8 +437,23 @@ class Client:
                 return
             start = entries[-1].index + 1
 
-    def verify(self) -> VerifyReport:
-        return self._run(self._async.verify())
+    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """`AsyncClient.verify`; with ``progress``, the chain is walked here, batch by batch,
+        and ``progress(n)`` is told of each ``n`` entries checked (a counter for a long ledger)."""
+        if progress is None:
+            return self._run(self._async.verify())
+
+        def counted() -> Iterator[StoredEntry]:
+            start = 0
+            while True:
+                entries = self.ledger(start, LEDGER_BATCH)
+                yield from entries
+                progress(len(entries))
+                if len(entries) < LEDGER_BATCH:
+                    return
+                start = entries[-1].index + 1
+
+        return verify_chain(counted())
 
     def dead_letters(self, limit: int = 100) -> list[JobInfo]:
         return self._run(self._async.dead_letters(limit))

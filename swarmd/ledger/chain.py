@@ -53,9 +53,12 @@ class VerifyReport:
     problem_index: int | None = None
 
     def summary(self) -> str:
+        if self.ok and self.last_index is None:
+            return "ledger ok: empty"
         if self.ok:
             head = self.last_hash[:16]
-            return f"ledger ok: {self.entries} entries, last index {self.last_index}, head {head}"
+            entries = f"{self.entries} {'entry' if self.entries == 1 else 'entries'}"
+            return f"ledger ok: {entries}, last index {self.last_index}, head {head}"
         return f"ledger BROKEN at index {self.problem_index}: {self.problem}"
 
 

@@ -111,7 +111,8 @@ class JobInfo:
     priority: int = 0
     not_before: float = 0.0
     swarm_id: str | None = None
-    error: str | None = None
+    #: Why the job failed or died, as recorded (``{"type": ..., "message": ...}``); None if it did not.
+    error: dict[str, Any] | None = None
     outcome: str | None = None
     ledger_index: int | None = None
 
@@ -127,13 +128,48 @@ class JobInfo:
             gid=str(record.get("agent_gid", "")),
             attempt=int(record.get("attempt", 0)),
             swarm_id=record.get("swarm_id"),
-            error=msgspec.json.encode(error).decode() if error is not None else None,
+            error=error_object(error),
             outcome=record.get("outcome"),
             ledger_index=entry.index,
         )
 
+    def with_entry(self, entry: StoredEntry) -> JobInfo:
+        """This queued job (a dead letter) with the outcome and index of its ledger entry."""
+        self.outcome = entry.decoded().get("outcome")
+        self.ledger_index = entry.index
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+def error_object(error: Any) -> dict[str, Any] | None:
+    """A recorded error as an object: stored JSON text (a dead letter's reason) is decoded; text
+    that is not a JSON object, or any other value, becomes ``{"message": ...}``."""
+    if error is None or error == "":
+        return None
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, bytes | str):
+        try:
+            decoded = msgspec.json.decode(error)
+        except msgspec.DecodeError:
+            decoded = None
+        if isinstance(decoded, dict):
+            return decoded
+        return {"message": error.decode(errors="replace") if isinstance(error, bytes) else error}
+    return {"message": str(error)}
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which queued jobs an operator means (``swarmd jobs``, a bulk ``swarmd cancel``): every
+    field that is set must match; none set means every queued job."""
+
+    state: str | None = None
+    agent: str | None = None
+    gid: str | None = None
+    swarm_id: str | None = None
 
 
 class QueueBackend(Protocol):
@@ -201,12 +237,29 @@ class QueueBackend(Protocol):
         """The agent names daemons published (None: no daemon has published any yet)."""
         ...
 
+    async def daemon_serving(self) -> bool:
+        """Whether a daemon serves this queue, as far as the store can tell (SQLite: one holds the
+        state directory's lock now; Redis: one has published its agents there)."""
+        ...
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo: ...
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]: ...
 
-    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]: ...
+    async def list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
+        """Up to ``limit`` queued jobs of ``state`` (or all) matching ``where``, highest priority
+        first, then oldest (``where.state``, if set, wins over ``state``)."""
+        ...
+
+    async def count_jobs(self, where: JobFilter) -> int:
+        """How many queued jobs match ``where`` (what `list_jobs` would list without a limit)."""
+        ...
+
+    async def cancel_matching(self, where: JobFilter) -> list[str]:
+        """`cancel` every queued and running job that matches ``where`` (never a dead letter);
+        return the ids affected."""
+        ...
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         """Cancel queued jobs now (ledger: cancelled) and ask the daemon to cancel running

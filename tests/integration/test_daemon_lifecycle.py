@@ -145,7 +145,8 @@ def test_an_undecodable_job_is_dead_lettered_and_the_daemon_runs_on(tmp_path: Pa
         dead = msgspec.json.decode(swarmd("dlq", "list", "--state-dir", str(state), "--json").stdout)
         assert daemon.metrics()['swarmd_rejected_jobs_total{reason="malformed"}'] == 1
     assert [d["job_id"] for d in dead] == ["corrupt-1"]
-    assert "gid" in dead[0]["error"] and "malformed" in dead[0]["error"]
+    reason = msgspec.json.encode(dead[0]["error"]).decode()  # an object, not JSON text in a string
+    assert "gid" in reason and "malformed" in reason
     outcomes = {e["job_id"]: e["outcome"] for e in ledger(state)}
     assert outcomes == {good[0]: "succeeded", "corrupt-1": "dead_lettered", after[0]: "succeeded"}
 

@@ -26,8 +26,9 @@ from support.services import require_redis, require_tool
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
-from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved, WakeReason
+from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
+from swarmd.runtime.statedir import StateLock
 
 LEASE = 30.0
 
@@ -272,7 +273,7 @@ async def test_dead_letter_then_requeue_as_a_new_reservable_job(case: Case) -> N
         report = await q.finish([dead(reserved, error='{"type": "Boom"}')])
         assert report.indices == {j.id: 0}
         [letter] = await q.dead_letters(10)
-        assert (letter.job_id, letter.state, letter.error, letter.attempt) == (j.id, "dead", '{"type": "Boom"}', 1)
+        assert (letter.job_id, letter.state, letter.error, letter.attempt) == (j.id, "dead", {"type": "Boom"}, 1)
         assert await q.counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 1}
         [(old, new)] = await q.requeue(j.id)
         assert old == j.id and new != j.id
@@ -283,6 +284,24 @@ async def test_dead_letter_then_requeue_as_a_new_reservable_job(case: Case) -> N
         with pytest.raises(JobNotFound):
             await q.requeue(j.id)
         assert await q.requeue(None, all_dead=True) == []
+
+
+async def test_a_dead_letter_shows_the_outcome_and_index_of_its_ledger_entry(case: Case) -> None:
+    async with case.opened() as q:
+        first, j = job(), job(swarm_id="swarm-dl", swarm_size=1)
+        await q.submit([first])
+        [reserved] = await q.reserve(1, lease=LEASE)
+        await q.finish([done(reserved)])
+        await q.submit([j])
+        [reserved] = await q.reserve(1, lease=LEASE)
+        await q.finish([dead(reserved, error='{"type": "Boom", "message": "no"}')])
+        expected = ("dead", "dead_lettered", 1, {"type": "Boom", "message": "no"})
+        status = await q.status(j.id)
+        [member] = await q.swarm_status("swarm-dl")
+        [letter] = await q.dead_letters(10)
+        [listed] = await q.list_jobs("dead", 10)
+        for info in (status, member, letter, listed):
+            assert (info.state, info.outcome, info.ledger_index, info.error) == expected
 
 
 async def test_purge_dead(case: Case) -> None:
@@ -345,7 +364,7 @@ async def test_fail_fast_finish_cancels_the_swarm(case: Case) -> None:
         assert len(infos) == 4  # one line per member
         states = {info.job_id: (info.state, info.outcome) for info in infos}
         assert states[sibling.job_id] == ("done", "cancelled")
-        assert states[failing.job_id] == ("dead", None)  # still a dead letter (its entry: dead_lettered)
+        assert states[failing.job_id] == ("dead", "dead_lettered")  # still a dead letter, with its entry's outcome
         assert {states[job_id] for job_id in queued} == {("done", "cancelled")}
         assert (await q.verify()).ok
         with pytest.raises(JobNotFound):
@@ -410,6 +429,48 @@ async def test_counts_and_listings_by_state(case: Case) -> None:
         assert len(await q.list_jobs(None, 2)) == 2
 
 
+async def test_listings_and_counts_filter_by_agent_gid_and_swarm(case: Case) -> None:
+    async with case.opened() as q:
+        a1, a2 = job("alpha", "g-1"), job("alpha", "g-2", not_before=time.time() + 60)
+        b1 = job("beta", "g-1", swarm_id="sw-f", swarm_size=2)
+        b2 = job("beta", "g-3", swarm_id="sw-f", swarm_size=2, priority=5)
+        await q.submit([a1, a2, b1, b2])
+
+        async def listed(**fields: Any) -> list[str]:
+            return [i.job_id for i in await q.list_jobs(None, 10, JobFilter(**fields))]
+
+        assert await listed(agent="alpha") == [a1.id, a2.id]
+        assert await listed(gid="g-1") == [a1.id, b1.id]
+        assert await listed(swarm_id="sw-f") == [b2.id, b1.id]
+        assert await listed(agent="alpha", state="delayed") == [a2.id]
+        assert await listed(agent="beta", gid="g-3") == [b2.id]
+        assert await listed(agent="nobody") == []
+        assert await q.count_jobs(JobFilter()) == 4
+        assert await q.count_jobs(JobFilter(agent="alpha")) == 2
+        assert await q.count_jobs(JobFilter(state="ready")) == 3
+        assert await q.count_jobs(JobFilter(state="ready", gid="g-1")) == 2
+        assert len(await q.list_jobs(None, 1, JobFilter(gid="g-1"))) == 1
+
+
+async def test_cancel_matching_cancels_queued_flags_running_and_spares_the_rest(case: Case) -> None:
+    async with case.opened() as q:
+        running, queued, later = job("alpha", priority=9), job("alpha"), job("alpha", not_before=time.time() + 60)
+        other, dying = job("beta"), job("alpha", priority=10)
+        await q.submit([running, queued, later, other, dying])
+        dead_one, leased = await q.reserve(2, lease=LEASE)
+        assert (dead_one.job_id, leased.job_id) == (dying.id, running.id)
+        await q.finish([dead(dead_one)])
+        assert await q.cancel_matching(JobFilter(agent="alpha", state="delayed")) == [later.id]
+        assert sorted(await q.cancel_matching(JobFilter(agent="alpha"))) == sorted([queued.id, running.id])
+        assert await q.cancel_requested() == [running.id]
+        assert [i.job_id for i in await q.list_jobs(None, 10)] == [dying.id, running.id, other.id]
+        cancelled = {e.job_id: e.decoded()["outcome"] for e in await q.ledger_entries() if e.job_id != dying.id}
+        assert cancelled == {later.id: "cancelled", queued.id: "cancelled"}
+        assert await q.cancel_matching(JobFilter(state="dead")) == []
+        assert await q.cancel_matching(JobFilter(agent="nobody")) == []
+        assert (await q.verify()).ok
+
+
 async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None:
     async with case.opened() as q:
         j = job(gid="gid-7", agent="summarize")
@@ -421,7 +482,7 @@ async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None
         assert (reserved.job_id, reserved.gid, reserved.agent, reserved.attempt) == (j.id, "gid-7", "summarize", 1)
         await q.finish([dead(reserved, error=reserved.error)])
         [letter] = await q.dead_letters(5)
-        assert letter.error == reserved.error
+        assert letter.error == {"message": reserved.error}  # plain text kept as a message
         assert (await q.verify()).ok
 
 
@@ -461,6 +522,22 @@ async def test_published_agents(case: Case) -> None:
         assert await q.published_agents() is None
         await q.publish_agents(["sleep", "echo", "echo"])
         assert await q.published_agents() == ["echo", "sleep"]
+
+
+async def test_daemon_serving_tells_whether_a_daemon_holds_the_queue(case: Case) -> None:
+    async with case.opened() as q:
+        assert await q.daemon_serving() is False
+        if case.kind == "redis":  # a daemon publishes its agents at its start
+            await q.publish_agents(["echo"])
+            assert await q.daemon_serving() is True
+            return
+        lock = StateLock(case.tmp_path)  # a daemon holds an exclusive flock on the state dir itself
+        lock.acquire()
+        try:
+            assert await q.daemon_serving() is True
+        finally:
+            lock.release()
+        assert await q.daemon_serving() is False
 
 
 # -- Redis only --------------------------------------------------------------------------------

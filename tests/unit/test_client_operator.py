@@ -97,7 +97,7 @@ def test_dead_letters_are_listed_requeued_and_purged(tmp_path: Path) -> None:
     with Client(state) as client:
         letters = client.dead_letters()
         assert sorted(info.job_id for info in letters) == sorted([first, second])
-        assert {(info.state, info.error) for info in letters} == {(JobState.DEAD, '{"type": "Boom"}')}
+        assert [(info.state, info.error) for info in letters] == [(JobState.DEAD, {"type": "Boom"})] * 2
         [(old, new)] = client.requeue(first)
         assert old == first and client.status(new).state == JobState.READY
         assert [info.job_id for info in client.dead_letters()] == [second]

@@ -32,7 +32,16 @@ from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValid
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
+from swarmd.queue.base import (
+    Disposition,
+    Finish,
+    FinishReport,
+    JobFilter,
+    JobInfo,
+    Reserved,
+    WakeReason,
+    error_object,
+)
 from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 
@@ -41,6 +50,10 @@ _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_CAS_ATTEMPTS: Final = 64
 #: Ledger entries read per round trip.
 READ_BATCH: Final = 5000
+#: Jobs one script cancels at a time in `cancel_matching`.
+CANCEL_BATCH: Final = 500
+#: A limit that lists every matching job (the `list` script scans that many ready ones at most).
+_UNLIMITED: Final = 1 << 50
 #: Consumers with nothing pending and idle this long are removed from the groups.
 CONSUMER_IDLE_MS: Final = 3_600_000
 PRUNE_EVERY: Final = 600.0
@@ -97,11 +110,16 @@ def _infos(raw: Sequence[bytes | None]) -> list[tuple[int, JobInfo]]:
                     int(priority or 0),
                     float(not_before or 0.0),
                     _s(swarm_id),
-                    _s(error) or None,
+                    error_object(error),
                 ),
             )
         )
     return rows
+
+
+def _list_args(where: JobFilter, state: str | None, limit: int) -> list[Any]:
+    """The ``list`` script's arguments after Q and P: state, limit, then the filters."""
+    return [where.state or state or "", limit, where.agent or "", where.gid or "", where.swarm_id or ""]
 
 
 def _job_fields(job: Job) -> list[Any]:
@@ -552,11 +570,16 @@ class RedisBackend:
             raw: Any = await self.client.get(self._q + "agents")
         return None if raw is None else [str(name) for name in msgspec.json.decode(raw)]
 
+    async def daemon_serving(self) -> bool:
+        """A daemon published its agents here (Redis keeps no record of when it stops: a daemon
+        that stopped for good still counts)."""
+        return await self.published_agents() is not None
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         rows = _infos(await self._eval("info", job_id))
         if rows:
-            return rows[0][1]
+            return (await self._with_entries([rows[0][1]]))[0]
         entries = await self._entries_of([job_id])
         if not entries:
             raise JobNotFound(f"job {job_id}")
@@ -587,14 +610,38 @@ class RedisBackend:
         )
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
+        return await self._with_entries(infos)
+
+    async def _with_entries(self, infos: list[JobInfo]) -> list[JobInfo]:
+        """Fill the outcome and ledger index of the dead letters among ``infos`` from the ledger
+        entry their death wrote (in the same script that buried them)."""
+        dead = {info.job_id: info for info in infos if info.state == JobState.DEAD and info.ledger_index is None}
+        for entry in await self._entries_of(list(dead)):
+            if entry.job_id is not None:
+                dead[entry.job_id].with_entry(entry)
         return infos
 
-    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
+    async def list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
         if limit <= 0:
             return []
-        rows = _infos(await self._eval("list", state or "", limit))
+        rows = _infos(await self._eval("list", *_list_args(where or JobFilter(state=state), state, limit)))
         rows.sort(key=lambda row: (-row[1].priority, row[0]))
-        return [info for _, info in rows[:limit]]
+        return await self._with_entries([info for _, info in rows[:limit]])
+
+    async def count_jobs(self, where: JobFilter) -> int:
+        return int(await self._eval("list", *_list_args(where, None, _UNLIMITED), "count"))
+
+    async def cancel_matching(self, where: JobFilter) -> list[str]:
+        """Cancel the matching jobs, `CANCEL_BATCH` to a script (each batch atomic, as `cancel`)."""
+        if where.state == JobState.DEAD:
+            return []
+        rows = _infos(await self._eval("list", *_list_args(where, None, _UNLIMITED)))
+        ids = [info.job_id for _, info in sorted(rows, key=lambda row: row[0]) if info.state != JobState.DEAD]
+        affected: list[str] = []
+        for start in range(0, len(ids), CANCEL_BATCH):
+            groups = [("job", job_id) for job_id in ids[start : start + CANCEL_BATCH]]
+            affected.extend((await self._commit([], groups, "cancelled by request")).cancelled)
+        return affected
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         if job_id is not None:

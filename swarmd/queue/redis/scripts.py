@@ -424,9 +424,17 @@ local ids = {}
 for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
 return info_rows(ids)
 """,
-    # ARGV: Q, P, state ('' for all), limit of ready jobs scanned in dispatch order
+    # ARGV: Q, P, state ('' for all), limit of ready jobs scanned in dispatch order, then
+    # optional filters agent, gid, swarm id ('' for any) and 'count' (return how many, not rows)
     "list": """
 local state, limit = ARGV[3], tonumber(ARGV[4])
+local f_agent, f_gid, f_swarm = ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
+local filtered = f_agent ~= '' or f_gid ~= '' or f_swarm ~= ''
+local function matches(id)
+  if not filtered then return true end
+  local h = redis.call('HMGET', jkey(id), 'agent', 'gid', 'swarm_id')
+  return (f_agent == '' or h[1] == f_agent) and (f_gid == '' or h[2] == f_gid) and (f_swarm == '' or h[3] == f_swarm)
+end
 promote(clock())
 local ids = {}
 if state == '' or state == 'ready' then
@@ -437,7 +445,7 @@ if state == '' or state == 'ready' then
     while got < limit do
       local entries = redis.call('XRANGE', skey(prio), start, '+', 'COUNT', 500)
       for _, e in ipairs(entries) do
-        if redis.call('HGET', jkey(e[2][2]), 'state') == 'ready' then
+        if redis.call('HGET', jkey(e[2][2]), 'state') == 'ready' and matches(e[2][2]) then
           ids[#ids + 1] = e[2][2]
           got = got + 1
           if got >= limit then break end
@@ -448,14 +456,19 @@ if state == '' or state == 'ready' then
     end
   end
   for _, agent in ipairs(redis.call('SMEMBERS', Q .. 'parked')) do
-    for _, id in ipairs(redis.call('LRANGE', Q .. 'parked:' .. agent, 0, -1)) do ids[#ids + 1] = id end
+    for _, id in ipairs(redis.call('LRANGE', Q .. 'parked:' .. agent, 0, -1)) do
+      if matches(id) then ids[#ids + 1] = id end
+    end
   end
 end
 for name, key in pairs({delayed = 'delayed', leased = 'leases', dead = 'dead'}) do
   if state == '' or state == name then
-    for _, id in ipairs(redis.call('ZRANGE', Q .. key, 0, -1)) do ids[#ids + 1] = id end
+    for _, id in ipairs(redis.call('ZRANGE', Q .. key, 0, -1)) do
+      if matches(id) then ids[#ids + 1] = id end
+    end
   end
 end
+if ARGV[8] == 'count' then return #ids end
 return info_rows(ids)
 """,
     # ARGV: Q, P, older_than

@@ -38,8 +38,18 @@ from swarmd.ledger.sqlite import (
     read_entries,
 )
 from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
-from swarmd.queue.base import Disposition, Finish, FinishReport, JobInfo, Reserved, WakeReason
+from swarmd.queue.base import (
+    Disposition,
+    Finish,
+    FinishReport,
+    JobFilter,
+    JobInfo,
+    Reserved,
+    WakeReason,
+    error_object,
+)
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
 T = TypeVar("T")
@@ -68,8 +78,30 @@ def _info(row: Sequence[Any], now: float) -> JobInfo:
         int(priority),
         float(not_before),
         swarm_id,
-        error,
+        error_object(error),
     )
+
+
+def _where(where: JobFilter, state: str | None, now: float) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause (and its arguments) for the jobs ``where`` matches; a due delayed job
+    counts as ready, as `_info` shows it."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    state = where.state or state
+    if state == "ready":
+        clauses.append("(state = 'ready' OR (state = 'delayed' AND not_before <= ?))")
+        args.append(now)
+    elif state == "delayed":
+        clauses.append("state = 'delayed' AND not_before > ?")
+        args.append(now)
+    elif state is not None:
+        clauses.append("state = ?")
+        args.append(state)
+    for column, value in (("agent", where.agent), ("gid", where.gid), ("swarm_id", where.swarm_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(value)
+    return " AND ".join(clauses) or "1", tuple(args)
 
 
 def _placeholders(n: int) -> str:
@@ -266,7 +298,7 @@ class SqliteBackend:
                 self._settle_cancelled(conn, now)
             swarms = {item.cancel_swarm for item in items if item.cancel_swarm}
             for swarm_id in swarms:
-                report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", swarm_id, now, reason="fail_fast"))
+                report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", (swarm_id,), now, reason="fail_fast"))
             if swarms or stale or not written:
                 last, _ = ledger_tail(conn)
                 report.ledger_index = last - 1 if last else None
@@ -298,13 +330,10 @@ class SqliteBackend:
         return fresh
 
     def _cancel_where(
-        self, conn: sqlite3.Connection, where: str, value: str | int, now: float, reason: str
+        self, conn: sqlite3.Connection, where: str, args: Sequence[Any], now: float, reason: str
     ) -> list[str]:
         """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones."""
-        rows = conn.execute(
-            f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}",
-            (value,),
-        ).fetchall()
+        rows = conn.execute(f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}", args).fetchall()
         queued = [row for row in rows if row[5] in (JobState.READY, JobState.DELAYED)]
         records = [
             (
@@ -359,7 +388,9 @@ class SqliteBackend:
 
     def _settle_cancelled(self, conn: sqlite3.Connection, now: float) -> None:
         """Inside a transaction: queued jobs whose cancel was requested end cancelled now."""
-        self._cancel_where(conn, "cancel = ? AND state IN ('ready', 'delayed')", 1, now, reason="cancelled by request")
+        self._cancel_where(
+            conn, "cancel = ? AND state IN ('ready', 'delayed')", (1,), now, reason="cancelled by request"
+        )
 
     async def listen(self) -> None:
         listener = WakeListener(self.state_dir)
@@ -435,6 +466,9 @@ class SqliteBackend:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'agents'").fetchone()
         return None if row is None else [str(name) for name in msgspec.json.decode(row[0])]
 
+    async def daemon_serving(self) -> bool:
+        return await self._run(daemon_holds, self.state_dir)
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         return await self._run(self._status, job_id)
@@ -442,7 +476,7 @@ class SqliteBackend:
     def _status(self, job_id: str) -> JobInfo:
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is not None:
-            return _info(row, time.time())
+            return self._with_entries([_info(row, time.time())])[0]
         entry = self.conn.execute(
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id = ?", (job_id,)
         ).fetchone()
@@ -472,26 +506,50 @@ class SqliteBackend:
             infos.append(JobInfo.from_ledger(entry_from_row(row)))
         if not infos:
             raise JobNotFound(f"swarm {swarm_id}")
+        return self._with_entries(infos)
+
+    def _with_entries(self, infos: list[JobInfo]) -> list[JobInfo]:
+        """Fill the outcome and ledger index of the dead letters among ``infos`` from the ledger
+        entry their death wrote (in the same transaction that buried them)."""
+        dead = {info.job_id: info for info in infos if info.state == JobState.DEAD and info.ledger_index is None}
+        if dead:
+            for row in self.conn.execute(
+                "SELECT idx, job_id, prev_hash, hash, record FROM ledger "
+                "WHERE job_id IN (SELECT value FROM json_each(?))",
+                (msgspec.json.encode(list(dead)).decode(),),
+            ):
+                dead[row[1]].with_entry(entry_from_row(row))
         return infos
 
-    async def list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
-        return await self._run(self._list_jobs, state, limit)
+    async def list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
+        return await self._run(self._list_jobs, state, limit, where)
 
-    def _list_jobs(self, state: str | None, limit: int) -> list[JobInfo]:
+    def _list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
         now = time.time()
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs"
-        args: tuple[Any, ...] = ()
-        if state == "ready":
-            sql += " WHERE state = 'ready' OR (state = 'delayed' AND not_before <= ?)"
-            args = (now,)
-        elif state == "delayed":
-            sql += " WHERE state = 'delayed' AND not_before > ?"
-            args = (now,)
-        elif state is not None:
-            sql += " WHERE state = ?"
-            args = (state,)
-        sql += " ORDER BY priority DESC, seq LIMIT ?"
-        return [_info(row, now) for row in self.conn.execute(sql, (*args, limit))]
+        clause, args = _where(where or JobFilter(state=state), state, now)
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {clause} ORDER BY priority DESC, seq LIMIT ?"
+        return self._with_entries([_info(row, now) for row in self.conn.execute(sql, (*args, limit))])
+
+    async def count_jobs(self, where: JobFilter) -> int:
+        return await self._run(self._count_jobs, where)
+
+    def _count_jobs(self, where: JobFilter) -> int:
+        clause, args = _where(where, None, time.time())
+        return int(self.conn.execute(f"SELECT count(*) FROM jobs WHERE {clause}", args).fetchone()[0])
+
+    async def cancel_matching(self, where: JobFilter) -> list[str]:
+        ids = await self._run(self._cancel_matching, where)
+        if ids:
+            wake(self.state_dir, WakeReason.CANCEL)
+        return ids
+
+    def _cancel_matching(self, where: JobFilter) -> list[str]:
+        now = time.time()
+        clause, args = _where(where, None, now)
+        with transaction(self.conn) as conn:
+            return self._cancel_where(
+                conn, f"state != 'dead' AND {clause} ORDER BY seq", args, now, "cancelled by request"
+            )
 
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         ids = await self._run(self._cancel, job_id, swarm_id)
@@ -503,7 +561,7 @@ class SqliteBackend:
         if value is None:
             raise ValueError("cancel needs a job id or a swarm id")
         with transaction(self.conn) as conn:
-            affected = self._cancel_where(conn, where, value, time.time(), reason="cancelled by request")
+            affected = self._cancel_where(conn, where, (value,), time.time(), reason="cancelled by request")
             if not affected:
                 known = (
                     conn.execute(
