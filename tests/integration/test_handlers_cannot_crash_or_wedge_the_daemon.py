@@ -21,7 +21,16 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from support.harness import Daemon, assert_exactly_once, ledger, ledger_count, queue_states, submit, wait_until
+from support.harness import (
+    Daemon,
+    assert_exactly_once,
+    ledger,
+    ledger_count,
+    queue_states,
+    submit,
+    swarmd,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +77,9 @@ def test_an_exception_that_cannot_be_formatted_is_dead_lettered_and_the_daemon_k
 
 def test_a_handler_that_swallows_its_timeout_is_abandoned_and_its_attempt_times_out(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    daemon = Daemon(state, "--agents", "support.agents", "--max-concurrent", "4", "--grace-seconds", "2")
+    # Five timeouts in a row would open the agent's circuit breaker and defer the sixth job.
+    env = {"SWARMD_BREAKER_FAILURES": "100"}
+    daemon = Daemon(state, "--agents", "support.agents", "--max-concurrent", "4", "--grace-seconds", "2", env=env)
     try:
         daemon.start()
         stuck = submit(state, "swallow_cancel", "GID-s", "--timeout", "1", "--max-attempts", "1", count=4)
@@ -76,11 +87,16 @@ def test_a_handler_that_swallows_its_timeout_is_abandoned_and_its_attempt_times_
             state, "swallow_cancel", "GID-r", "--timeout", "1", "--max-attempts", "1", payload={"then_return": True}
         )
         wait_until(lambda: ledger_count(state) == 5, timeout=20, what="the swallowed timeouts to end")
+        # A cancel request it swallows too: the job ends cancelled all the same.
+        asked = submit(state, "swallow_cancel", "GID-c")
+        wait_until(lambda: daemon.metrics()["swarmd_agents_in_flight"] == 5, what="the job to cancel to run")
+        swarmd("cancel", "--state-dir", str(state), asked[0])
+        wait_until(lambda: ledger_count(state) == 6, timeout=20, what="the swallowed cancel request to end")
         # Their four slots are free again although their tasks still run: other jobs go through.
         echo = submit(state, "echo", "GID-o", payload={"n": 1}, count=20)
-        wait_until(lambda: ledger_count(state) == 25, timeout=20, what="the jobs after them")
+        wait_until(lambda: ledger_count(state) == 26, timeout=20, what="the jobs after them")
         samples = daemon.metrics()
-        assert samples["swarmd_abandoned_tasks"] == 4
+        assert samples["swarmd_abandoned_tasks"] == 5
         stopping = time.monotonic()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=2 + STOP_BOUND) == 0  # the abandoned tasks do not hold it
@@ -88,7 +104,7 @@ def test_a_handler_that_swallows_its_timeout_is_abandoned_and_its_attempt_times_
     finally:
         daemon.ensure_dead()
     entries = ledger(state)
-    assert_exactly_once(entries, stuck + returning + echo)
+    assert_exactly_once(entries, stuck + returning + asked + echo)
     by_id = {entry["job_id"]: entry for entry in entries}
     for job_id in stuck:
         assert by_id[job_id]["outcome"] == "dead_lettered"
@@ -97,9 +113,9 @@ def test_a_handler_that_swallows_its_timeout_is_abandoned_and_its_attempt_times_
     # It returned after swallowing its timeout: a timeout still, not a success.
     assert by_id[returning[0]]["outcome"] == "dead_lettered"
     assert by_id[returning[0]]["error"]["type"] == "Timeout"
-    abandoned = _log_events(daemon, "job_abandoned")
-    assert sorted(str(line["job_id"]) for line in abandoned) == sorted(stuck)
-    assert all(line["reason"] == "timeout" for line in abandoned)
+    assert by_id[asked[0]]["outcome"] == "cancelled"
+    abandoned = {str(line["job_id"]): line["reason"] for line in _log_events(daemon, "job_abandoned")}
+    assert abandoned == {**dict.fromkeys(stuck, "timeout"), asked[0]: "cancelled"}
     assert _log_events(daemon, "tasks_left_running")
 
 
