@@ -43,7 +43,7 @@ def test_a_job_that_keeps_crashing_the_daemon_is_dead_lettered_as_poison(tmp_pat
     try:
         # -- crash 1: the poison job runs beside an innocent one ---------------------------
         daemon.start()
-        innocent = submit(state, "record_start", "GID-i", payload={"marker": str(innocent_marker), "seconds": 3})
+        innocent = submit(state, "record_start", "GID-i", payload={"marker": str(innocent_marker), "seconds": 5})
         wait_until(lambda: _starts(innocent_marker), what="the innocent job to start")
         poison = submit(state, "crash_daemon", "GID-p", "--max-attempts", "5", payload={"marker": str(poison_marker)})
         assert daemon.wait(timeout=20) == 1
