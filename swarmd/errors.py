@@ -230,6 +230,11 @@ def describe(exc: BaseException, *, limit: int = MAX_MESSAGE) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """``"Type: message"`` for logs and health messages, never raising (see `describe`)."""
+    """``"Type: message"`` for logs and health messages, never raising (see `describe`); an
+    exception group names its first few members too."""
     message = describe(exc)
-    return f"{type_name(exc)}: {message}" if message else type_name(exc)
+    text = f"{type_name(exc)}: {message}" if message else type_name(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        members = "; ".join(error_text(member) for member in exc.exceptions[:5])
+        text = f"{text} [{members}]"
+    return text

@@ -52,6 +52,10 @@ def test_messages_are_bounded_and_plain_ones_unchanged() -> None:
     assert error_text(ValueError("bad input")) == "ValueError: bad input"
     assert error_text(TimeoutError()) == "TimeoutError"
     assert len(describe(ValueError("x" * (MAX_MESSAGE * 3)))) == MAX_MESSAGE
+    group = ExceptionGroup("two failed", [Evil(), ValueError("bad")])
+    assert error_text(group) == (
+        "ExceptionGroup: two failed (2 sub-exceptions) [Evil: <Evil: str() failed>; ValueError: bad]"
+    )
 
 
 def test_a_cancellation_is_never_swallowed() -> None:
