@@ -121,6 +121,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # -- life cycle ------------------------------------------------------------------------
     #: Seconds running jobs get to finish after SIGTERM before they are returned to the queue.
     grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    #: A job running each time the daemon crashed (an exception escaped it: not a kill), this
+    #: many times, is dead-lettered as poison instead of run again (0: never; see
+    #: swarmd.runtime.crashes).
+    poison_after: Annotated[int, msgspec.Meta(ge=0)] = 2
     #: Largest encoded job payload accepted at submit, in bytes.
     max_payload_bytes: PositiveInt = 1024 * 1024
     #: Per-agent overrides: [agent.NAME] tables.

@@ -25,9 +25,18 @@ rather than parse text. Each also keeps the built-in base a caller may already c
 `Permanent` is not among them: it is not an error of swarmd but a handler's way of saying
 "do not retry this job", and it stays outside the tree so that ``except SwarmdError`` never
 swallows it.
+
+`describe` and `type_name` format any exception — a handler's included — without ever raising:
+every log line, span, ledger entry and health message that shows an error goes through them.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+#: Longest message `describe` returns (a handler's exception can carry megabytes).
+MAX_MESSAGE: Final = 2000
 
 
 class SwarmdError(Exception):
@@ -192,3 +201,40 @@ class StateCorrupt(SwarmdError):
             f"state database {path} is damaged ({reason}): stop every daemon using it, keep a copy, then "
             f"restore it from a backup, or salvage what is readable with: sqlite3 {path} .recover"
         )
+
+
+def type_name(exc: BaseException) -> str:
+    """The name of ``exc``'s type, never raising (a metaclass can make even that fail)."""
+    try:
+        name = type(exc).__name__
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        return "BaseException"
+    return name if type(name) is str else "BaseException"
+
+
+def describe(exc: BaseException, *, limit: int = MAX_MESSAGE) -> str:
+    """``str(exc)``, at most ``limit`` characters, never raising: an exception whose
+    ``__str__`` raises (or returns something that is not a string) is described by its type
+    name and that fact, so that formatting an error can never become a second error."""
+    try:
+        text = str(exc)
+        if type(text) is not str:  # a str subclass may override slicing and more
+            raise TypeError(f"__str__ returned {type(text).__name__}")
+        return text[:limit]
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        return f"<{type_name(exc)}: str() failed>"
+
+
+def error_text(exc: BaseException) -> str:
+    """``"Type: message"`` for logs and health messages, never raising (see `describe`); an
+    exception group names its first few members too."""
+    message = describe(exc)
+    text = f"{type_name(exc)}: {message}" if message else type_name(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        members = "; ".join(error_text(member) for member in exc.exceptions[:5])
+        text = f"{text} [{members}]"
+    return text

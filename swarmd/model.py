@@ -95,6 +95,9 @@ class RejectReason(enum.StrEnum):
     UNKNOWN_AGENT = "unknown_agent"
     #: The job's payload is over the size limit.
     OVERSIZED = "oversized"
+    #: The job was running each time the daemon crashed, ``poison_after`` times (see
+    #: swarmd.runtime.crashes): dead-lettered instead of run again.
+    POISON = "poison"
 
 
 class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

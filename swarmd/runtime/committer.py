@@ -17,6 +17,7 @@ from typing import Final
 
 import structlog
 
+from swarmd.errors import error_text
 from swarmd.queue.base import FinishReport, QueueBackend
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.health import Health
@@ -72,6 +73,13 @@ class Committer:
         self.uncommitted += 1
         self._have_pending.set()
 
+    def take_pending(self) -> list[Attempt]:
+        """Take back every attempt handed over and not yet in a commit (the worker crashed, and
+        commits them itself)."""
+        pending, self._pending = self._pending, []
+        self.uncommitted -= len(pending)
+        return pending
+
     def close(self) -> None:
         """Let `run` return once everything handed over is committed (nothing more will be)."""
         self._closed = True
@@ -102,7 +110,7 @@ class Committer:
             try:
                 report = await self.backend.finish([attempt.finish for attempt in batch])
             except Exception as exc:
-                self.health.commit_error = f"{type(exc).__name__}: {exc}"
+                self.health.commit_error = error_text(exc)
                 log.error("commit_failed", error=self.health.commit_error, jobs=len(batch), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, COMMIT_RETRY_MAX)

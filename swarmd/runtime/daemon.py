@@ -6,6 +6,15 @@ worker pulls and runs jobs; the watchdog is pinged only while the event loop tur
 SIGINT: ``STOPPING=1``, stop reserving, give running jobs the grace period, return the rest,
 commit everything, exit 0 (a second signal cuts the grace short). SIGHUP: reload the
 concurrency limits and the log level.
+
+Whatever handlers do, the daemon exits within a bound: a handler that ignores its
+cancellation is abandoned (swarmd.runtime.running); tasks a handler leaves behind cannot end
+the daemon (a SystemExit or KeyboardInterrupt they raise is logged and counted in
+``swarmd_stray_task_errors_total``, like any exception nobody retrieves), and those still
+running when the daemon is done are cancelled once and given STRAY_BOUND seconds, then left.
+An exception that escapes the worker is a crash: the jobs running then are recorded
+(swarmd.runtime.crashes) before the daemon exits 1, so that a job crashing it again and again
+ends as a poison dead letter.
 """
 
 from __future__ import annotations
@@ -20,16 +29,18 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import structlog
 import uvloop
 
 from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, resolve_state_dir
+from swarmd.errors import error_text
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
+from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
@@ -41,11 +52,14 @@ from swarmd.telemetry.tracing import Tracing
 from swarmd.version import __version__
 
 log = structlog.get_logger("swarmd.daemon")
+_T = TypeVar("_T")
 
 #: /healthz fails when the event loop has not ticked for this long.
 STALL_SECONDS: Final = 2.0
 SWITCH_INTERVAL: Final = 0.0005
 GC_THRESHOLD: Final = (100_000, 50, 100)
+#: Seconds tasks still running when the daemon is done get after one cancel, before it exits anyway.
+STRAY_BOUND: Final = 1.0
 
 
 class Daemon:
@@ -66,6 +80,10 @@ class Daemon:
         self.not_ready_reason: str | None = "starting"
         self._reloading: asyncio.Task[None] | None = None
         self.registry: Registry | None = None
+        self.metrics: Metrics | None = None
+        #: Set once SIGINT and SIGTERM go to the daemon's own handlers: from then on, a
+        #: KeyboardInterrupt can only come from a task (see `_run_until`).
+        self.signals_installed = False
 
     # -- health, read by the HTTP thread ----------------------------------------------------
     def health(self) -> tuple[bool, str]:
@@ -101,7 +119,7 @@ class Daemon:
             lock.acquire()
         try:
             registry = build_registry(settings.agents, agents_path=settings.agents_path, state_dir=state_dir)
-            metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
+            metrics = self.metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
             host, port = listen_address(settings)
             http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)
             http.start()
@@ -129,6 +147,7 @@ class Daemon:
             self.not_ready_reason = await self._durability_problem(backend)
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
             self.registry = registry
+            self._watch_crashes(worker, CrashRecords(state_dir))
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
             stalls = StallWatcher(
@@ -174,6 +193,42 @@ class Daemon:
             await backend.close()
             tracing.shutdown()
 
+    def _watch_crashes(self, worker: Worker, records: CrashRecords) -> None:
+        """Hand the worker the jobs named in earlier crash records (poison jobs and suspects),
+        and have it record the jobs running if it crashes in turn."""
+        counts = records.counts()
+        runner = worker.runner
+        runner.crashes = counts
+        runner.poison_after = self.settings.poison_after
+        runner.on_cleared = records.clear
+        worker.on_crash = records.record
+        if counts:
+            poison = sorted(job for job, n in counts.items() if 0 < self.settings.poison_after <= n)
+            log.warning("crash_suspects", suspects=len(counts), poison=poison[:100], records=str(records.path))
+
+    def stray_error(self, exc: BaseException | None, message: str, task: object = None) -> None:
+        """A task nobody awaits raised (a handler's leftover task, mostly): log it, count it."""
+        if self.metrics is not None:
+            self.metrics.stray_task_errors.inc()
+        log.error(
+            "stray_task_error",
+            message=message,
+            error=error_text(exc) if exc is not None else None,
+            task=_task_name(task),
+        )
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's exception handler: what no one retrieved, logged and counted,
+        never raising (the default one formats the exception, which may itself raise)."""
+        exc = context.get("exception")
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return  # counted when it stopped the loop (see `serve`)
+        self.stray_error(
+            exc if isinstance(exc, BaseException) else None,
+            str(context.get("message", "")),
+            context.get("task") or context.get("future"),
+        )
+
     async def _durability_problem(self, backend: QueueBackend) -> str | None:
         reason = await backend.check_persistence()
         if reason is None:
@@ -197,6 +252,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_stop, signum)
         loop.add_signal_handler(signal.SIGHUP, self._start_reload, worker)
+        self.signals_installed = True
 
     def _start_reload(self, worker: Worker) -> None:
         """SIGHUP: reload in a task of its own (one at a time), so that reading the file never
@@ -225,7 +281,7 @@ class Daemon:
             if self.registry is not None:
                 self._warn_unknown_agent_tables(fresh, self.registry)
         except Exception as exc:
-            log.error("reload_failed", error=str(exc))
+            log.error("reload_failed", error=error_text(exc))
         notify("READY=1")
 
     @staticmethod
@@ -286,7 +342,64 @@ def serve(settings: Settings, *, config_path: Path | None = None, flags: Mapping
         settings.log_level.value, json={"auto": None, "json": True, "console": False}[settings.log_format]
     )
     daemon = Daemon(settings, config_path=config_path, flags=flags)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        code = runner.run(daemon.run())
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.set_exception_handler(daemon.loop_exception)
+    try:
+        main = loop.create_task(daemon.run(), name="swarmd-daemon")
+        try:
+            code = _run_until(loop, main, daemon)
+        finally:
+            _cancel_leftovers(loop, daemon)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
     sys.stdout.flush()
     return code
+
+
+def _run_until(loop: asyncio.AbstractEventLoop, main: asyncio.Task[_T], daemon: Daemon) -> _T:
+    """Run the loop until ``main`` ends and return its result. A SystemExit or KeyboardInterrupt
+    raised by another task (the loop re-raises them from run_until_complete, unlike every other
+    exception) is logged, counted and survived: the loop is run again."""
+    while True:
+        try:
+            return loop.run_until_complete(main)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if main.done() and not main.cancelled() and main.exception() is exc:
+                raise
+            if isinstance(exc, KeyboardInterrupt) and not daemon.signals_installed:
+                raise  # Ctrl-C during start-up, before SIGINT means "drain"
+            daemon.stray_error(exc, "a task nobody awaits raised SystemExit or KeyboardInterrupt: ignored")
+            if main.done():
+                return main.result()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop, daemon: Daemon) -> None:
+    """Cancel the tasks still running once the daemon is done (abandoned job tasks, a handler's
+    leftovers) once, give them STRAY_BOUND seconds, and leave the rest: unlike asyncio.Runner,
+    never wait for a task that ignores its cancellation."""
+    left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not left:
+        return
+    for task in left:
+        task.cancel()
+    waiting = loop.create_task(asyncio.wait(left, timeout=STRAY_BOUND))
+    _run_until(loop, waiting, daemon)
+    stuck = [task for task in left if not task.done()]
+    if stuck:
+        log.warning(
+            "tasks_left_running",
+            tasks=len(stuck),
+            names=[_task_name(task) for task in stuck[:20]],
+            detail=f"they ignored their cancellation for {STRAY_BOUND:g}s; exiting without them",
+        )
+
+
+def _task_name(task: object) -> str | None:
+    if isinstance(task, asyncio.Task):
+        try:
+            return str(task.get_name())
+        except Exception:
+            return None
+    return None

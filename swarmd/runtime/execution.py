@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import structlog
 
+from swarmd.errors import describe, error_text, type_name
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, Outcome
@@ -39,6 +41,8 @@ MAX_RESULT_BYTES: Final = 64 * 1024
 CANCEL_REQUESTED: Final = "cancelled"
 CANCEL_DRAIN: Final = "drain"
 CANCEL_TIMEOUT: Final = "timeout"
+#: Seconds a suspect job (named in a crash record) is given back for while another one runs.
+SUSPECT_WAIT: Final = 0.5
 
 log = structlog.get_logger("swarmd.job")
 
@@ -90,8 +94,8 @@ class HandlerRun(msgspec.Struct, frozen=True):
 
 def _error(exc: BaseException, attempt: int, *, permanent: bool, kind: str | None = None) -> dict[str, Any]:
     return {
-        "type": kind or type(exc).__name__,
-        "message": str(exc)[:2000],
+        "type": kind or type_name(exc),
+        "message": describe(exc),
         "attempt": attempt,
         "permanent": permanent,
         "at": time.time(),
@@ -118,6 +122,15 @@ class JobRunner:
         self.running = running
         self.rng = rng or random.Random()
         self.deadlines = Deadlines(self.expire)
+        #: Cancel reasons recorded and not yet taken back (a live view of ``running``'s).
+        self._reasons = running.reasons
+        #: Job id -> how many crash records name it (see swarmd.runtime.crashes): a job named
+        #: ``poison_after`` times is dead-lettered instead of run; the others, suspects, run one
+        #: at a time. ``on_cleared`` is told each job that leaves the records.
+        self.crashes: dict[str, int] = {}
+        self.poison_after = 0
+        self.on_cleared: Callable[[str], None] | None = None
+        self._suspect_running: str | None = None
 
     # -- refusals -------------------------------------------------------------------------
     def refuse(self, reserved: Reserved, reason: str, message: str, reserved_wall: float) -> Attempt:
@@ -146,10 +159,11 @@ class JobRunner:
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
 
-    def internal_error(self, reserved: Reserved, exc: Exception, reserved_wall: float) -> Attempt:
+    def internal_error(self, reserved: Reserved, exc: BaseException, reserved_wall: float) -> Attempt:
         """A bug of swarmd's own while running a job: dead-letter it with the error, keep serving."""
-        log.error("internal_error", job_id=reserved.job_id, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        attempt = self.refuse(reserved, "internal_error", f"{type(exc).__name__}: {exc}", reserved_wall)
+        error = error_text(exc)
+        log.error("internal_error", job_id=reserved.job_id, error=error, exc_info=exc)
+        attempt = self.refuse(reserved, "internal_error", error, reserved_wall)
         attempt.rejected = None
         return attempt
 
@@ -177,6 +191,8 @@ class JobRunner:
         in flight every nested frame costs memory.
         """
         try:
+            if self.crashes and reserved.job_id in self.crashes:
+                return await self._suspect(reserved, reserved_wall, reserved_perf)
             job = reserved.job
             if job is None:
                 return self.refuse(reserved, "malformed", reserved.error or "undecodable job", reserved_wall)
@@ -229,14 +245,75 @@ class JobRunner:
                             return self._interrupted(run, gate, exc, timeout)
                         except BaseException as exc:
                             return self._failed(run, gate, exc, Outcome.FAILED)
+                        if self._reasons and job.id in self._reasons:
+                            # It returned although cancelled (it swallowed the CancelledError):
+                            # the attempt ends as the cancel says, as it does when abandoned.
+                            return self._interrupted(run, gate, None, timeout)
                         return self._succeeded(run, gate, result)
                 finally:
                     if gate.slots is not None:
                         gate.slots.release()
             finally:
                 gate.running -= 1
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # even a BaseException raised by a handler's result
             return self.internal_error(reserved, exc, reserved_wall)
+
+    async def _suspect(self, reserved: Reserved, reserved_wall: float, reserved_perf: float) -> Attempt:
+        """A job named in crash records: dead-lettered as poison once named ``poison_after``
+        times; else run alone among suspects (given back for SUSPECT_WAIT seconds, attempt
+        unspent, while another runs), and cleared from the records once it ends uncrashed with
+        an outcome (a retry counts; a give-back does not)."""
+        job_id = reserved.job_id
+        crashes = self.crashes[job_id]
+        if self.poison_after and crashes >= self.poison_after:
+            del self.crashes[job_id]
+            self._clear(job_id)
+            return self.refuse(
+                reserved, "poison", f"poison: running when the daemon crashed {crashes} times", reserved_wall
+            )
+        if self._suspect_running is not None:
+            log.info("suspect_held_back", job_id=job_id, crashes=crashes, running=self._suspect_running)
+            agent = reserved.agent or (reserved.job.agent if reserved.job else "")
+            return self.release(reserved, agent, time.time() + SUSPECT_WAIT)
+        del self.crashes[job_id]
+        self._suspect_running = job_id
+        try:
+            attempt = await self.run(reserved, reserved_wall, reserved_perf)
+        finally:
+            self._suspect_running = None
+        if attempt.final is None:  # given back (a drain, a crash): not proven innocent
+            self.crashes[job_id] = crashes
+        else:
+            self._clear(job_id)
+        return attempt
+
+    def _clear(self, job_id: str) -> None:
+        if self.on_cleared is not None:
+            try:
+                self.on_cleared(job_id)
+            except Exception as exc:  # a full disk must not fail the job
+                log.warning("crash_records_not_updated", job_id=job_id, error=error_text(exc))
+
+    def abandoned(self, reserved: Reserved, reason: str) -> Attempt:
+        """The attempt of a run whose handler ignored its cancel past the bound (its task is
+        abandoned): what the cancel would have made of it — a timeout (retried or
+        dead-lettered), a cancelled job, or the job given back (drain)."""
+        job = reserved.job
+        gate = self.admission.gates.get(job.agent) if job is not None else None
+        if job is None or gate is None or reason not in (CANCEL_TIMEOUT, CANCEL_REQUESTED):
+            return self.release(reserved, reserved.agent or (job.agent if job else ""), 0.0)
+        run = HandlerRun(reserved, job)
+        logged = job_context.set(job)  # called from a timer: its log lines name the job too
+        try:
+            if reason == CANCEL_TIMEOUT:
+                timeout = job.timeout or gate.timeout
+                late = TimeoutError(f"timed out after {timeout:g}s (and ignored its cancellation: abandoned)")
+                return self._failed(run, gate, late, Outcome.TIMED_OUT)
+            return self._cancelled(run)
+        finally:
+            job_context.reset(logged)
 
     async def _admit(self, reserved: Reserved, job: Job, gate: AgentGate, reserved_wall: float) -> Attempt | None:
         """Wait for the agent's own slot and rate; an Attempt if cancelled meanwhile (None: go)."""
@@ -254,18 +331,24 @@ class JobRunner:
             return self._cancelled(HandlerRun(reserved, job, None, reserved_wall, None, 0.0))
         return None
 
-    def _interrupted(self, run: HandlerRun, gate: AgentGate, exc: asyncio.CancelledError, timeout: float) -> Attempt:
-        """The handler ended with CancelledError: a timeout, a drain or a cancel request (the
-        reason recorded before Task.cancel()), or a stray one from inside the handler. Re-raises
-        ``exc`` when this task really is being cancelled by no one who gave a reason."""
+    def _interrupted(
+        self, run: HandlerRun, gate: AgentGate, exc: asyncio.CancelledError | None, timeout: float
+    ) -> Attempt:
+        """The handler ended with CancelledError (``exc``; None: it returned although cancelled):
+        a timeout, a drain or a cancel request (the reason recorded before Task.cancel()), or a
+        stray one from inside the handler. Re-raises ``exc`` when this task really is being
+        cancelled by no one who gave a reason."""
         reason = self.running.take_reason(run.job.id)
         if reason is None:
+            assert exc is not None  # None only when a reason is recorded
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise exc
             # A CancelledError from inside the handler (it awaited a future someone else
             # cancelled): the handler failed, like any exception; the task was not cancelled.
-            stray = HandlerCancelled(f"the handler raised CancelledError without being cancelled {exc}".strip())
+            stray = HandlerCancelled(
+                f"the handler raised CancelledError without being cancelled {describe(exc)}".strip()
+            )
             return self._failed(run, gate, stray, Outcome.FAILED)
         _uncancel()
         if reason == CANCEL_TIMEOUT:
@@ -290,7 +373,7 @@ class JobRunner:
             try:
                 size = len(_encode(result))
             except (TypeError, msgspec.EncodeError) as exc:
-                bad = TypeError(f"handler returned {type(result).__name__}, which is not JSON data: {exc}")
+                bad = TypeError(f"handler returned {type(result).__name__}, which is not JSON data: {describe(exc)}")
                 return self._failed(run, gate, bad, Outcome.FAILED, permanent=True, violation=violation)
             if size > MAX_RESULT_BYTES:
                 log.warning("result_not_kept", bytes=size, limit=MAX_RESULT_BYTES)

@@ -30,7 +30,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import make_wsgi_app
 from prometheus_client.registry import Collector
 
-from swarmd.errors import ListenError
+from swarmd.errors import ListenError, error_text
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -226,7 +226,7 @@ class HttpServer:
         try:
             ok, reason = check()
         except Exception as exc:  # a broken check is a failed check, not a 500
-            ok, reason = False, f"{type(exc).__name__}: {exc}"
+            ok, reason = False, error_text(exc)
         if ok:
             start_response("200 OK", [_TEXT])
             return [b"ok\n"]

@@ -10,7 +10,16 @@ task per job) → **commit** (`Committer`). Four kinds of task share the group:
   instead of taking turns). With nothing to do it sleeps until woken (a submit, a freed slot,
   a delayed job coming due) — never a busy poll;
 - one **job task** per reserved job (`JobRunner.run`), which frees its slot the moment the
-  handler ends and hands its `Attempt` to the committer; `RunningJobs` keeps the running ones;
+  handler ends and hands its `Attempt` to the committer; `RunningJobs` keeps the running ones.
+  Job tasks are *not* children of the group, though everything else is: a TaskGroup awaits
+  every child before it exits, and a handler that swallows its cancellation would then hold
+  the daemon forever. So they are plain loop tasks, held (a strong reference) by
+  `RunningJobs` from creation to their done callback, which is where their end is handled
+  — the same one place as before; the drain, and the end of a crash, wait for them (or
+  abandon them, see swarmd.runtime.running) before `run` returns. What structured concurrency
+  gave them, no task outliving its owner and no error lost, is kept by those two rules: a
+  job task never raises (its errors are outcomes), and `run` never returns while one it
+  started still counts. The one exception is deliberate: an abandoned task outlives `run`.
 - the **committer** (`swarmd.runtime.committer`) writes every attempt gathered since its last
   commit in ONE backend call; metrics count an outcome only once it is committed
   (`OutcomeMetrics`), and a failed commit is retried, with reservations paused, until it
@@ -21,7 +30,13 @@ task per job) → **commit** (`Committer`). Four kinds of task share the group:
 
 `stop` drains: no more reservations, jobs reserved ahead are given back to the queue unrun,
 running jobs get the grace period, the rest are cancelled and given back too, and everything
-is committed before `run` returns.
+is committed before `run` returns. A handler that ignores its cancellation is abandoned
+ABANDON_AFTER seconds after it, so a drain ends within the grace period plus that bound.
+
+If an exception escapes the group anyway (a bug of swarmd's own, or one a handler provoked),
+`run` tells ``on_crash`` which jobs were running (swarmd.runtime.crashes keeps the record that
+makes a job named by repeated crashes a poison job), gives every job it holds back to the
+queue with its attempt unspent, within a bound, and re-raises.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ import msgspec
 import structlog
 
 from swarmd.config import Settings
-from swarmd.errors import BackendUnavailable
+from swarmd.errors import BackendUnavailable, error_text
 from swarmd.model import Outcome
 from swarmd.policies.admission import Admission
 from swarmd.policies.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
@@ -49,7 +64,7 @@ from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, Jo
 from swarmd.runtime.health import Health
 from swarmd.runtime.outcome_metrics import OutcomeMetrics
 from swarmd.runtime.reserve_ahead import MAX_WAIT, AheadPacing, ReservedAhead
-from swarmd.runtime.running import RunningJobs
+from swarmd.runtime.running import ABANDON_AFTER, RunningJobs
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
 
@@ -58,6 +73,10 @@ __all__ = ["Health", "Worker", "make_limit"]
 log = structlog.get_logger("swarmd.worker")
 
 LAG_TICK: Final = 0.25
+#: After a second stop signal, how long cancelled handlers get before they are abandoned.
+HURRIED_WAIT: Final = 0.05
+#: Longest the jobs held when the worker crashes get to be given back (cancel + commit).
+CRASH_BOUND: Final = 3.0
 COUNTS_EVERY: Final = 2.0
 #: Dispositions that put a job back in the queue with a not_before the puller must look at.
 _REQUEUED: Final = frozenset({Disposition.RETRY, Disposition.RELEASE})
@@ -73,6 +92,8 @@ def make_limit(settings: Settings) -> ConcurrencyLimit:
 
 class Worker:
     """Pulls from a backend and runs jobs until stopped."""
+
+    _loop: asyncio.AbstractEventLoop  # set when `run` begins
 
     def __init__(
         self,
@@ -94,6 +115,9 @@ class Worker:
         self.admission = Admission(registry, settings, metrics)
         #: The jobs running now, shared with the runner (which cancels a job at its timeout).
         self.running = RunningJobs()
+        self.running.on_stuck = self._abandon
+        #: Told the ids of the jobs running when an exception escaped `run` (before it re-raises).
+        self.on_crash: Callable[[list[str], BaseException], None] | None = None
         self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, self.running, rng)
         self.limit = make_limit(settings)
         self.health = Health()
@@ -180,17 +204,78 @@ class Worker:
         # Job tasks copy the context they are created in: the puller's (this task's), or, for one
         # started by a freed slot, its done callback's (this copy of it, taken as the run begins).
         self._context = contextvars.copy_context()
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            committer = group.create_task(self.committer.run(), name="swarmd-committer")
-            housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
-            heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
-            await self._pull_loop()
-            await self._drain()
-            self.committer.close()
-            await committer
-            housekeeping.cancel()
-            heartbeat.cancel()
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                committer = group.create_task(self.committer.run(), name="swarmd-committer")
+                housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
+                heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
+                await self._pull_loop()
+                await self._drain()
+                self.committer.close()
+                await committer
+                housekeeping.cancel()
+                heartbeat.cancel()
+        except asyncio.CancelledError:
+            # Cancelled from outside (no drain): the job tasks go too, as children would have.
+            if self.running.runs():
+                self.running.cancel_all(CANCEL_DRAIN)
+                await self._wait_for_runs(self.running.abandon_after + LAG_TICK)
+                for task, job_id in self.running.tasks():
+                    self._abandon(task, job_id)
+            raise
+        except BaseException as exc:
+            await self._crashed(exc)
+            raise
+        finally:
+            self._group = None
+
+    async def _crashed(self, exc: BaseException) -> None:
+        """An exception escaped the group: say which jobs were running, then give every job
+        held here back to the queue, attempt unspent (whichever job caused it, the crash
+        records count it), within CRASH_BOUND seconds; what cannot be given back in time
+        stays leased, and the next start takes it back."""
+        suspects = list(self.running) + [reserved.job_id for reserved in self.running.displaced_runs()]
+        log.error("worker_crashed", error=error_text(exc), running=suspects)
+        if self.on_crash is not None:
+            try:
+                self.on_crash(suspects, exc)
+            except Exception as failure:
+                log.error("crash_record_failed", error=error_text(failure))
+        self._stopping.set()
+        self.health.draining = True
+        self._give_back_ahead()
+        self.running.cancel_all(CANCEL_DRAIN)
+        deadline = time.monotonic() + CRASH_BOUND
+        await self._wait_for_runs(min(ABANDON_AFTER, CRASH_BOUND / 2))
+        for task, job_id in self.running.tasks():  # ignored their cancel: abandoned now
+            self._abandon(task, job_id)
+        pending = self.committer.take_pending()
+        if not pending:
+            return
+        try:
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await self.backend.finish([attempt.finish for attempt in pending])
+            log.info("crash_jobs_given_back", jobs=len(pending))
+        except Exception as failure:  # the queue itself may be why we crashed
+            log.error("crash_give_back_failed", jobs=len(pending), error=error_text(failure))
+
+    async def _wait_for_runs(self, seconds: float, *, hurry_cuts: bool = True) -> None:
+        """Wait until no job task runs, at most ``seconds`` (unless ``hurry_cuts`` is false, a
+        second stop signal ends the wait at once)."""
+        deadline = time.monotonic() + seconds
+        while self.running.runs() and not (hurry_cuts and self._hurry.is_set()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._slot_freed.clear()
+            waits = [asyncio.ensure_future(self._slot_freed.wait())]
+            if hurry_cuts:
+                waits.append(asyncio.ensure_future(self._hurry.wait()))
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
 
     async def _pull_loop(self) -> None:
         while not self._stopping.is_set():
@@ -245,23 +330,19 @@ class Worker:
         free = self.limit.limit - self.in_flight
         if free <= 0:
             return
-        group = self._group
-        assert group is not None
+        loop = self._loop
+        if self._group is None:  # not running (or the worker is crashing): start nothing
+            return
         # Scheduling overhead counts from here: time spent waiting for a slot is the
         # concurrency limit at work, which queue wait shows, not swarmd's own overhead.
         dequeued = time.perf_counter()
         ahead, running = self._ahead, self.running
         for _ in range(min(free, len(ahead))):
             reserved, reserved_wall = ahead.oldest()
-            run = self.runner.run(reserved, reserved_wall, dequeued)
-            try:
-                # Named by its job id, so that one shared callback finds its reservation (a per-job
-                # functools.partial cost ~260 B per job in flight).
-                task = group.create_task(run, name=reserved.job_id)
-            except RuntimeError:  # the group is shutting down (the worker is failing): start nothing
-                run.close()
-                log.warning("reserved_ahead_not_started", jobs=len(ahead), reason="the task group is shutting down")
-                return
+            # Named by its job id, so that one shared callback finds its reservation (a per-job
+            # functools.partial cost ~260 B per job in flight). Not a child of the group: see the
+            # module docstring; `running` holds it until its done callback.
+            task = loop.create_task(self.runner.run(reserved, reserved_wall, dequeued), name=reserved.job_id)
             ahead.pop_oldest()
             self.in_flight += 1
             task.add_done_callback(self._on_job_done, context=self._context)  # one shared context
@@ -331,13 +412,13 @@ class Worker:
         # Its Attempt says which job it ran; without one (cancelled, or a bug), the task's name.
         # Whatever cancel reason is left (a handler that swallowed its cancel, a cancel that came
         # as the task finished) belongs to this run only: never to the job's next attempt.
-        reserved, reason = self.running.forget(
-            task, outcome.reserved.job_id if outcome is not None else task.get_name()
-        )
-        self.in_flight -= 1
-        self._ended += 1
-        self._slot_freed.set()
-        self._job_ended.set()
+        tracked = self.running.forget(task, outcome.reserved.job_id if outcome is not None else task.get_name())
+        if tracked is None:  # abandoned: its attempt was handed over then, its slot freed
+            self.metrics.abandoned_tasks.set(self.running.abandoned)
+            log.info("abandoned_task_ended", job_id=task.get_name())
+            return
+        reserved, reason = tracked
+        self._slot_done()
         # Cancelled before its first step, the runner never saw it: settle it here, or its lease
         # would be renewed forever with no outcome.
         if outcome is not None:
@@ -345,12 +426,42 @@ class Worker:
         elif task.cancelled():
             attempt = self.runner.unstarted(reserved, reason or CANCEL_DRAIN)
         else:  # JobRunner.run never raises: a bug of swarmd's own
-            attempt = self.runner.internal_error(reserved, cast(Exception, task.exception()), time.time())
+            attempt = self.runner.internal_error(reserved, cast(BaseException, task.exception()), time.time())
         if attempt.run_outcome is not None:
             limit = self.limit.observe(attempt.duration, attempt.run_outcome is Outcome.SUCCEEDED)
             self.metrics.set_concurrency_limit(limit)
         self._hand_over(attempt)
         if self._ahead:  # the freed slot takes the next job reserved ahead now, not when the puller wakes
+            self._start_ahead()
+
+    def _slot_done(self) -> None:
+        """A job task no longer counts: its slot is free."""
+        self.in_flight -= 1
+        self._ended += 1
+        self._slot_freed.set()
+        self._job_ended.set()
+
+    def _abandon(self, task: asyncio.Task[Attempt], job_id: str) -> None:
+        """A cancelled handler has not stopped within ABANDON_AFTER: record its attempt as the
+        cancel said (a timeout, a cancel, a drain's give-back), free its slot, and leave its task
+        running among the abandoned, never awaited (`swarmd_abandoned_tasks`)."""
+        tracked = self.running.abandon(task, job_id)
+        if tracked is None:
+            return
+        reserved, reason = tracked
+        self.metrics.abandoned_tasks.set(self.running.abandoned)
+        reason = reason or CANCEL_DRAIN
+        log.warning(
+            "job_abandoned",
+            job_id=reserved.job_id,
+            agent=reserved.agent,
+            reason=reason,
+            after_s=self.running.abandon_after,
+            detail="the handler ignored its cancellation; its task is left running, not awaited",
+        )
+        self._slot_done()
+        self._hand_over(self.runner.abandoned(reserved, reason))
+        if self._ahead:
             self._start_ahead()
 
     def _give_back_ahead(self) -> None:
@@ -433,7 +544,7 @@ class Worker:
             except BackendUnavailable as exc:
                 self.health.backend_error = str(exc)
             except Exception as exc:
-                log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
+                log.error("housekeeping_failed", error=error_text(exc))
 
     async def _apply_cancel_requests(self) -> None:
         """Cancel the jobs held here that a client asked to cancel."""
@@ -461,8 +572,15 @@ class Worker:
                 hurry.cancel()
                 freed.cancel()
             if running.runs():
-                log.warning("drain_grace_over", returning_to_queue=running.runs())
-            # A requested cancel stays one; the others give their jobs back.
-            for task in running.cancel_all(CANCEL_DRAIN):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                log.warning("drain_grace_over", cancelling=running.runs())
+            # A requested cancel stays one; the others give their jobs back. A handler that
+            # ignores its cancel is abandoned (its job given back) ABANDON_AFTER later, or at once
+            # after a second stop signal.
+            hurried = self._hurry.is_set()
+            running.cancel_all(CANCEL_DRAIN)
+            if hurried:  # a moment for the handlers that do stop, then no more waiting
+                await self._wait_for_runs(HURRIED_WAIT, hurry_cuts=False)
+            else:
+                await self._wait_for_runs(running.abandon_after + LAG_TICK)
+            for task, job_id in running.tasks():
+                self._abandon(task, job_id)

@@ -234,6 +234,18 @@ class Metrics:
             registry=r,
         )  # fmt: skip
 
+        self.abandoned_tasks: Final = Gauge(
+            "swarmd_abandoned_tasks",
+            "Job tasks whose handler ignored its cancellation: their attempt is recorded and their slot "
+            "free, but the task still runs (never awaited at shutdown).",
+            registry=r,
+        )
+        self.stray_task_errors: Final = Counter(
+            "swarmd_stray_task_errors",
+            "Exceptions raised by tasks nobody awaits (a handler's leftover tasks, mostly), survived and logged.",
+            registry=r,
+        )
+
         self.build_info.labels(version, platform.python_version(), loop).set(1)
         self._queue_children: Final = {s: self.queue_jobs.labels(s) for s in QUEUE_STATES}
         for child in self._queue_children.values():

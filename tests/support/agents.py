@@ -120,3 +120,96 @@ async def record_start(ctx: JobContext, payload: dict[str, Any]) -> dict[str, An
     _append_line(str(payload["marker"]), f"start attempt {ctx.attempt}")
     await asyncio.sleep(float(payload.get("seconds", 0)))
     return {"agent_gid": ctx.gid}
+
+
+class Evil(Exception):
+    """An exception that cannot be formatted: its ``__str__`` (and repr) raise another Evil."""
+
+    def __str__(self) -> str:
+        raise Evil()
+
+    def __repr__(self) -> str:
+        raise Evil()
+
+
+@agent("evil")
+async def evil(ctx: JobContext, payload: Any) -> None:
+    raise Evil()
+
+
+class _Unprintable:
+    """A return value that is not JSON data and cannot be printed either."""
+
+    def __str__(self) -> str:
+        raise Evil()
+
+    def __repr__(self) -> str:
+        raise Evil()
+
+
+@agent("evil_result")
+async def evil_result(ctx: JobContext, payload: Any) -> object:
+    return _Unprintable()
+
+
+@agent("swallow_cancel")
+async def swallow_cancel(ctx: JobContext, payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Swallow every CancelledError and keep going; return after ``seconds`` (3600 by
+    default), or, with ``then_return``, as soon as it has swallowed one."""
+    payload = payload or {}
+    deadline = time.monotonic() + float(payload.get("seconds", 3600))
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        except asyncio.CancelledError:
+            if payload.get("then_return"):
+                break
+    return {"agent_gid": ctx.gid}
+
+
+#: Tasks the ``leave_task`` agent left behind (a reference, so they are not collected).
+_leftovers: set[asyncio.Task[None]] = set()
+
+
+async def _raise_later(kind: str) -> None:
+    await asyncio.sleep(0.1)
+    if kind == "systemexit":
+        raise SystemExit(3)
+    if kind == "keyboardinterrupt":
+        raise KeyboardInterrupt
+    raise RuntimeError("a leftover task failed")
+
+
+async def _ignore_cancel() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue  # swallowed: a leftover nobody can stop
+
+
+@agent("leave_task")
+async def leave_task(ctx: JobContext, payload: dict[str, Any] | None) -> dict[str, Any]:
+    """Start a task and return without awaiting it. ``kind``: ``systemexit`` or
+    ``keyboardinterrupt`` (raised 0.1 s later), ``ignore_cancel`` (runs forever, swallowing
+    every cancel), else a RuntimeError 0.1 s later."""
+    kind = str((payload or {}).get("kind", "exception"))
+    task = asyncio.create_task(_ignore_cancel() if kind == "ignore_cancel" else _raise_later(kind))
+    _leftovers.add(task)
+    return {"agent_gid": ctx.gid}
+
+
+@agent("crash_daemon")
+async def crash_daemon(ctx: JobContext, payload: dict[str, Any]) -> None:
+    """Makes the daemon's runtime itself fail while this job runs (its heartbeat raises), as a
+    bug of swarmd's own that some job provokes would: each daemon running it crashes. Appends
+    ``start attempt N`` to ``marker`` first."""
+    from swarmd.telemetry.metrics import Metrics  # noqa: PLC0415
+
+    _append_line(str(payload["marker"]), f"start attempt {ctx.attempt}")
+
+    def broken(self: Metrics, seconds: float) -> None:
+        raise RuntimeError("the runtime broke while crash_daemon ran")
+
+    Metrics.observe_loop_lag = broken  # type: ignore[method-assign]
+    await asyncio.sleep(3600)

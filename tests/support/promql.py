@@ -34,6 +34,7 @@ COUNTERS: Final = (
     "swarmd_identity_violations",
     "swarmd_rejected_jobs",
     "swarmd_event_loop_stalls",
+    "swarmd_stray_task_errors",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
@@ -44,6 +45,7 @@ GAUGES: Final = (
     "swarmd_build_info",
     "swarmd_circuit_state",
     "swarmd_ready",
+    "swarmd_abandoned_tasks",
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.

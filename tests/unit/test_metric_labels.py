@@ -27,7 +27,7 @@ LABEL_SETS: dict[str, tuple[object, set[str], tuple[str, ...]]] = {
     "REJECT_REASONS": (
         metrics.REJECT_REASONS,
         {reason.value for reason in RejectReason},
-        ("malformed", "unknown_agent", "oversized"),
+        ("malformed", "unknown_agent", "oversized", "poison"),
     ),
     "CIRCUIT_STATES": (
         tuple(metrics.CIRCUIT_STATES),

@@ -46,6 +46,38 @@ async def test_a_running_job_keeps_the_first_cancel_reason_and_gives_it_back_onc
     assert len(running) == 0 and running.reasons == {} and running.lookup("j") is None
 
 
+async def _swallowing(stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await stop.wait()
+        except asyncio.CancelledError:
+            continue
+
+
+async def test_a_run_that_ignores_its_cancel_is_handed_to_on_stuck_and_abandoned() -> None:
+    running = RunningJobs(abandon_after=0.01)
+    stuck: asyncio.Queue[tuple[asyncio.Task[Attempt], str]] = asyncio.Queue()
+    running.on_stuck = lambda task, job_id: stuck.put_nowait((task, job_id))
+    stop = asyncio.Event()
+    task = cast("asyncio.Task[Attempt]", asyncio.get_running_loop().create_task(_swallowing(stop), name="j"))
+    reserved = Reserved("j", None, 1)
+    running.add(task, reserved)
+    await asyncio.sleep(0)  # it runs (a task cancelled before its first step never starts)
+    assert running.cancel("j", CANCEL_TIMEOUT)
+    assert await asyncio.wait_for(stuck.get(), 5) == (task, "j")
+    assert running.abandon(task, "j") == (reserved, CANCEL_TIMEOUT)
+    assert (running.runs(), running.abandoned, running.reasons) == (0, 1, {})
+    assert running.abandon(task, "j") is None  # once
+    # The job may run again here meanwhile; the abandoned task's end is told apart from it.
+    again = _task("j")
+    running.add(again, Reserved("j", None, 2))
+    stop.set()  # it ends at last
+    await asyncio.gather(task, return_exceptions=True)
+    assert running.forget(task, "j") is None
+    assert running.abandoned == 0 and running.lookup("j") == (again, Reserved("j", None, 2))
+    again.cancel()
+
+
 async def test_a_timeout_does_not_cancel_a_job_whose_task_has_ended() -> None:
     running = RunningJobs()
     task = _task("j")
@@ -68,8 +100,8 @@ async def test_a_job_reserved_again_while_it_runs_is_tracked_twice_until_each_ru
     tasks = running.cancel_all(CANCEL_DRAIN)
     assert set(tasks) == {older, newer}
     await asyncio.gather(*tasks, return_exceptions=True)
-    assert running.forget(older, "j")[0] is first
-    assert running.forget(newer, newer.get_name())[0] is second  # found by its task
+    assert running.forget(older, "j") == (first, CANCEL_DRAIN)
+    assert running.forget(newer, newer.get_name()) == (second, None)  # found by its task
     assert running.runs() == 0
 
 
