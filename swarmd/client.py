@@ -29,12 +29,12 @@ from typing import Any, Final, Self
 
 import uvloop
 
+from swarmd.api.transport import choose_backend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
 from swarmd.queue.base import JobInfo
-from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
 __all__ = ["AsyncClient", "Client", "JobInfo", "StoredEntry", "Submitted", "VerifyReport"]
@@ -81,13 +81,18 @@ class AsyncClient:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         blocking_io: bool = False,
         read_only: bool = False,
+        socket: str | Path | None = None,
     ) -> None:
         self.settings = settings or Settings()
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
         # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
         # need not hop to a thread and back. read_only: for reading an existing state (status,
         # jobs, the ledger), also a read-only copy of one; submits and cancels then fail.
-        self._backend = open_backend(self.settings, directory, blocking=blocking_io, read_only=read_only)
+        # socket: the daemon's API socket (else $SWARMD_SOCKET, else the state dir directly when it
+        # is this user's, else a socket that answers: swarmd.api.transport).
+        self._backend = choose_backend(
+            self.settings, directory, socket_path=socket, blocking=blocking_io, read_only=read_only
+        )
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
         #: Set it to check submits against other names (the CLI: those a daemon with its config
         #: would serve, see `swarmd.registry.build_registry`, and those published).

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", choices=["sqlite", "redis"], help="queue backend (default: sqlite)")
     common.add_argument("--redis-url", help="redis://HOST:PORT/DB for --backend redis")
     common.add_argument("--redis-prefix", help="key prefix on Redis (default: swarmd)")
+    common.add_argument("--socket", help="the daemon's API socket, for producers who are not its user ($SWARMD_SOCKET)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
 
@@ -178,7 +179,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def _client(args: argparse.Namespace, settings: Settings | None = None, **kwargs: Any) -> Client:
     settings = settings or _settings(args)
-    return Client(settings.state_dir, settings=settings, **kwargs)
+    return Client(settings.state_dir, settings=settings, socket=getattr(args, "socket", None), **kwargs)
 
 
 # -- commands ------------------------------------------------------------------------------

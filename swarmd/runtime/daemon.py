@@ -30,6 +30,8 @@ from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, r
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
+from swarmd.runtime.api_ops import ApiOps
+from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
@@ -131,6 +133,10 @@ class Daemon:
             self.registry = registry
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
+            api = ApiServer.for_settings(
+                settings, state_dir, ApiOps(backend, registry.names(), settings, metrics), metrics, dict(self.environ)
+            )
+            await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
             stalls = StallWatcher(
                 last_turn=lambda: worker.health.last_tick,
                 loop_thread=threading.get_ident(),
@@ -167,6 +173,7 @@ class Daemon:
             finally:
                 watchdog.cancel()
                 stalls.stop()
+                await api.close()
             metrics.set_ready(False)
             log.info("stopped", pid=os.getpid())
             return 0

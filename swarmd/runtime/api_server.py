@@ -1,0 +1,221 @@
+"""The daemon's API socket: producers who are not the daemon's user submit, read and cancel.
+
+A Unix stream socket (``api_socket``), mode 0660 and group ``api_group``: who may connect is
+who is in that group. Each connection's peer is read once with SO_PEERCRED and every request
+it makes is attributed to it (a submitted job's ``submitted_by``, its ledger entry, the log);
+the ``[api.allow]`` table (`swarmd.policies.api_access`) decides for which GIDs it may act.
+Requests run on the daemon's own open backend, so a submit answers after its commit, as a
+direct submit does.
+
+Bounded: `MAX_CONNECTIONS` connections (one more gets an error reply and is closed), frames
+of at most `swarmd.api.protocol.MAX_FRAME` bytes (a longer or unreadable one gets an error
+reply and its connection is closed), `MAX_IN_FLIGHT` requests at a time per connection
+(reading waits while they run). The operations are in `swarmd.runtime.api_ops`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import pwd
+import socket
+import stat
+import struct
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import structlog
+
+from swarmd.api.protocol import VERSION, Request, Response, decode_request, error_body, frame, frame_length
+from swarmd.config import Settings, resolve_api_socket
+from swarmd.errors import ApiProtocolError, ConfigError, StateDirError
+from swarmd.model import ApiRefuseReason
+from swarmd.policies.api_access import Peer
+from swarmd.runtime.api_ops import ApiOps
+from swarmd.telemetry.metrics import Metrics
+
+log = structlog.get_logger("swarmd.api")
+
+#: Most connections served at once.
+MAX_CONNECTIONS: Final = 256
+#: Most requests of one connection running at once.
+MAX_IN_FLIGHT: Final = 16
+#: Mode of the socket file: the daemon's user and the group read and write, nobody else.
+SOCKET_MODE: Final = 0o660
+_PEERCRED: Final = struct.Struct("3i")
+
+
+class ApiServer:
+    """The listening socket and its connections, for the life of one daemon run."""
+
+    def __init__(self, path: Path, ops: ApiOps, metrics: Metrics, *, group: str | None) -> None:
+        self.path = path
+        self._ops = ops
+        self._metrics = metrics
+        self._group = group
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._names: dict[int, tuple[str | None, frozenset[str]]] = {}
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, state_dir: Path, ops: ApiOps, metrics: Metrics, environ: dict[str, str] | None = None
+    ) -> ApiServer:
+        return cls(resolve_api_socket(settings, state_dir, environ), ops, metrics, group=settings.api_group)
+
+    async def start(self) -> None:
+        """Bind the socket (0660, group ``api_group``) and serve; ConfigError for a missing
+        group, StateDirError for a path in use or not usable."""
+        gid = self._group_id()
+        self._clear_stale()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(self.path))  # the daemon's umask (0077) makes it 0600 until chmod below
+            if gid is not None:
+                os.chown(self.path, -1, gid)
+            os.chmod(self.path, SOCKET_MODE)
+            sock.setblocking(False)
+            self._server = await asyncio.start_unix_server(self._accept, sock=sock, backlog=128)
+        except OSError as exc:
+            sock.close()
+            raise StateDirError(str(self.path), f"cannot serve the API socket: {exc.strerror or exc}") from None
+        log.info("api_listening", socket=str(self.path), group=self._group, mode=oct(SOCKET_MODE))
+
+    async def close(self) -> None:
+        """Stop accepting, end every connection, remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(self.path.lstat().st_mode):
+                self.path.unlink()
+
+    def _group_id(self) -> int | None:
+        if self._group is None:
+            return None
+        try:
+            return grp.getgrnam(self._group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                "api_group",
+                f"group {self._group!r} does not exist: create it (groupadd --system {self._group}) "
+                "and add the producers' users to it",
+            ) from None
+
+    def _clear_stale(self) -> None:
+        """Remove a socket file a dead daemon left; refuse one a live daemon answers on, or a
+        path that is not a socket."""
+        try:
+            mode = self.path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise StateDirError(str(self.path), "exists and is not a socket: remove it or set api_socket elsewhere")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink()  # nobody listens: a dead daemon's leftover
+            return
+        finally:
+            probe.close()
+        raise StateDirError(str(self.path), "another daemon serves this API socket: set api_socket elsewhere")
+
+    # -- connections -----------------------------------------------------------------------
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            self._metrics.refuse_api(ApiRefuseReason.TOO_MANY_CONNECTIONS)
+            await self._reply_and_close(
+                writer, 0, ApiProtocolError("connection", f"the daemon already serves {MAX_CONNECTIONS} connections")
+            )
+            return
+        self._connections.add(task)
+        try:
+            peer = await self._peer(writer)
+            await self._serve(peer, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _peer(self, writer: asyncio.StreamWriter) -> Peer:
+        sock: socket.socket = writer.get_extra_info("socket")
+        pid, uid, gid = _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        names = self._names.get(uid)
+        if names is None:  # the user database may be remote (NSS): off the loop, once per uid
+            names = await asyncio.to_thread(_names_of, uid, gid)
+            if len(self._names) < 4096:
+                self._names[uid] = names
+        return Peer(uid=uid, gid=gid, pid=pid, user=names[0], groups=names[1])
+
+    async def _serve(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        async with asyncio.TaskGroup() as requests:
+            while True:
+                try:
+                    header = await reader.readexactly(4)
+                except asyncio.IncompleteReadError:
+                    return  # the client hung up between requests
+                try:
+                    body = await reader.readexactly(frame_length(header))
+                    request = decode_request(body)
+                except ApiProtocolError as exc:
+                    self._metrics.refuse_api(ApiRefuseReason.MALFORMED)
+                    log.warning("api_malformed", peer=peer.label(), field=exc.field, reason=exc.reason)
+                    await self._reply_and_close(writer, 0, exc)
+                    return
+                await slots.acquire()
+                requests.create_task(self._answer(peer, request, writer, slots))
+
+    async def _answer(
+        self, peer: Peer, request: Request, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+    ) -> None:
+        request_id = request.id
+        try:
+            result = await self._ops.run(peer, request)
+            response = Response(VERSION, request_id, True, result=msgspec.Raw(result))
+        except asyncio.CancelledError:
+            raise
+        except ApiProtocolError as exc:
+            self._metrics.refuse_api(ApiRefuseReason.MALFORMED)
+            response = Response(VERSION, request_id, False, error=error_body(exc))
+        except Exception as exc:
+            response = Response(VERSION, request_id, False, error=error_body(exc))
+        finally:
+            slots.release()
+        try:
+            writer.write(frame(response))
+        except ApiProtocolError as exc:  # a result over the frame limit: say so instead
+            writer.write(frame(Response(VERSION, request_id, False, error=error_body(exc))))
+        await writer.drain()
+
+    async def _reply_and_close(self, writer: asyncio.StreamWriter, request_id: int, exc: Exception) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(frame(Response(VERSION, request_id, False, error=error_body(exc))))
+            await writer.drain()
+        writer.close()
+
+
+def _names_of(uid: int, gid: int) -> tuple[str | None, frozenset[str]]:
+    """A uid's user name and the names of its groups (primary ``gid`` and supplementary)."""
+    try:
+        user: str | None = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = None
+    gids = set(os.getgrouplist(user, gid)) if user is not None else {gid}
+    names: set[str] = set()
+    for number in gids:
+        with contextlib.suppress(KeyError):
+            names.add(grp.getgrgid(number).gr_name)
+    return user, frozenset(names)
