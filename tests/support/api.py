@@ -79,10 +79,13 @@ def files_owned_by(directory: Path, uid: int) -> list[Path]:
 class RawClient:
     """A blocking connection to an API socket that sends exactly what it is given."""
 
-    def __init__(self, path: Path, timeout: float = 30.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+    def __init__(self, path: Path | None, timeout: float = 30.0, *, sock: socket.socket | None = None) -> None:
+        """Connect to ``path``, or use the connected ``sock``."""
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+        self.sock = sock
         self._ids = 0
 
     def close(self) -> None:
