@@ -65,6 +65,11 @@ class ApiOps:
             Op.PING: self.ping,
         }
 
+    @property
+    def restricts_users(self) -> bool:
+        """Whether an ``[api.allow]`` table limits who may act for which GIDs."""
+        return bool(self._settings.api.allow)
+
     async def run(self, peer: Peer, request: Request) -> bytes:
         """Decode a request's arguments, run its operation, return the encoded result."""
         args = decode_args(request.op, request.args)

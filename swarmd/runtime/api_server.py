@@ -7,7 +7,9 @@ the ``[api.allow]`` table (`swarmd.policies.api_access`) decides for which GIDs 
 Requests run on the daemon's own open backend, so a submit answers after its commit, as a
 direct submit does.
 
-Bounded: `MAX_CONNECTIONS` connections (one more gets an error reply and is closed), frames
+Under systemd the socket comes from ``swarmd.socket`` (socket activation: systemd creates it
+with its group and mode, so the daemon needs no supplementary group); otherwise the daemon
+binds it itself. Bounded: `MAX_CONNECTIONS` connections (one more gets an error reply and is closed), frames
 of at most `swarmd.api.protocol.MAX_FRAME` bytes (a longer or unreadable one gets an error
 reply and its connection is closed), `MAX_IN_FLIGHT` requests at a time per connection
 (reading waits while they run). The operations are in `swarmd.runtime.api_ops`.
@@ -23,6 +25,7 @@ import pwd
 import socket
 import stat
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -46,13 +49,26 @@ MAX_IN_FLIGHT: Final = 16
 #: Mode of the socket file: the daemon's user and the group read and write, nobody else.
 SOCKET_MODE: Final = 0o660
 _PEERCRED: Final = struct.Struct("3i")
+#: The first file descriptor systemd passes (sd_listen_fds).
+SD_LISTEN_FDS_START: Final = 3
 
 
 class ApiServer:
     """The listening socket and its connections, for the life of one daemon run."""
 
-    def __init__(self, path: Path, ops: ApiOps, metrics: Metrics, *, group: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        ops: ApiOps,
+        metrics: Metrics,
+        *,
+        group: str | None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = path
+        self._environ = os.environ if environ is None else environ
+        #: True when systemd made the socket (swarmd.socket) and handed it over: it owns the file.
+        self.activated = False
         self._ops = ops
         self._metrics = metrics
         self._group = group
@@ -64,11 +80,29 @@ class ApiServer:
     def for_settings(
         cls, settings: Settings, state_dir: Path, ops: ApiOps, metrics: Metrics, environ: dict[str, str] | None = None
     ) -> ApiServer:
-        return cls(resolve_api_socket(settings, state_dir, environ), ops, metrics, group=settings.api_group)
+        path = resolve_api_socket(settings, state_dir, environ)
+        return cls(path, ops, metrics, group=settings.api_group, environ=environ)
 
     async def start(self) -> None:
-        """Bind the socket (0660, group ``api_group``) and serve; ConfigError for a missing
-        group, StateDirError for a path in use or not usable."""
+        """Serve the socket systemd passed (socket activation), else bind one (0660, group
+        ``api_group``); ConfigError for a missing group, StateDirError for a path in use or
+        not usable."""
+        if self._ops.restricts_users and not sees_real_uids():
+            raise ConfigError(
+                "api.allow",
+                "this daemon runs in a private user namespace (systemd PrivateUsers=yes), where every "
+                "producer's uid reads as 65534: an allow table by user cannot tell them apart; set "
+                "PrivateUsers=no in a drop-in, or remove the table (the socket's group still decides who connects)",
+            )
+        if not sees_real_uids():
+            log.warning("api_peers_unmapped", reason="private user namespace: every producer reads as uid 65534")
+        inherited = inherited_socket(self._environ)
+        if inherited is not None:
+            self.activated = True
+            self.path = Path(inherited.getsockname() or self.path)
+            self._server = await asyncio.start_unix_server(self._accept, sock=inherited)
+            log.info("api_listening", socket=str(self.path), activated=True)
+            return
         gid = self._group_id()
         self._clear_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -92,6 +126,8 @@ class ApiServer:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
+        if self.activated:
+            return  # systemd's file: it stays for the next start
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(self.path.lstat().st_mode):
                 self.path.unlink()
@@ -205,6 +241,31 @@ class ApiServer:
             writer.write(frame(Response(VERSION, request_id, False, error=error_body(exc))))
             await writer.drain()
         writer.close()
+
+
+def sees_real_uids(uid_map: Path = Path("/proc/self/uid_map")) -> bool:
+    """Whether this process sees other users' real uids (not in a private user namespace that
+    maps them all to the overflow uid)."""
+    try:
+        lines = uid_map.read_text().split("\n")
+    except OSError:
+        return True
+    ranges = [line.split() for line in lines if line.strip()]
+    return sum(int(fields[2]) for fields in ranges if len(fields) == 3) >= 2**31
+
+
+def inherited_socket(environ: Mapping[str, str]) -> socket.socket | None:
+    """The listening Unix socket systemd passed this process (``LISTEN_FDS``, fd 3), if any."""
+    if environ.get("LISTEN_PID") != str(os.getpid()) or not environ.get("LISTEN_FDS", "").isdigit():
+        return None
+    if int(environ["LISTEN_FDS"]) < 1:
+        return None
+    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise StateDirError(f"fd {SD_LISTEN_FDS_START}", "the socket systemd passed is not a Unix stream socket")
+    sock.setblocking(False)
+    return sock
 
 
 def _names_of(uid: int, gid: int) -> tuple[str | None, frozenset[str]]:

@@ -33,6 +33,7 @@ COUNTERS: Final = (
     "swarmd_jobs",
     "swarmd_identity_violations",
     "swarmd_rejected_jobs",
+    "swarmd_api_refused",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
