@@ -2,8 +2,9 @@
 
 One method per `swarmd.api.protocol.Op`, registered in `ApiOps.handlers`: a new operation (a
 streaming ``wait`` of the results issue) is one more entry. A submit is checked as a direct
-submit is (agent known, payload plain JSON data within the limits, every field valid) and, in
-addition, against the ``[api.allow]`` table; each job gets its submitter (``submitted_by``)
+submit is (agent known, payload plain JSON data within the limits, every field valid: decoding
+applies the same constraints as `swarmd.model.seal`) and, in addition, against the
+``[api.allow]`` table; each job gets its submitter (``submitted_by``)
 and its attempt count reset. Nothing is written unless every job of the batch passes.
 """
 
@@ -32,13 +33,14 @@ from swarmd.api.protocol import (
 )
 from swarmd.config import Settings
 from swarmd.errors import ApiRefused, JobValidationError, UnknownAgentError
-from swarmd.model import check_payload, seal
+from swarmd.model import check_payload
 from swarmd.policies.api_access import ApiAccess, Peer
 from swarmd.queue.base import QueueBackend
 from swarmd.telemetry.metrics import Metrics
 from swarmd.version import __version__
 
 log = structlog.get_logger("swarmd.api")
+encode_json = msgspec.json.Encoder().encode
 
 #: One operation: the peer, the decoded arguments; returns the result to encode.
 Handler = Callable[[Peer, Any], Awaitable[Any]]
@@ -73,6 +75,8 @@ class ApiOps:
     async def run(self, peer: Peer, request: Request) -> bytes:
         """Decode a request's arguments, run its operation, return the encoded result."""
         args = decode_args(request.op, request.args)
+        if request.op is Op.SUBMIT_MANY:
+            return encode(await self.submit_many(peer, args, raw_size=len(request.args)))
         return encode(await self.handlers[request.op](peer, args))
 
     def _check_access(self, peer: Peer, gids: Iterable[str], action: str) -> None:
@@ -83,21 +87,31 @@ class ApiOps:
             raise ApiRefused(refusal.reason.value, refusal.detail)
 
     # -- operations ------------------------------------------------------------------------
-    async def submit_many(self, peer: Peer, args: SubmitArgs) -> list[str]:
+    async def submit_many(self, peer: Peer, args: SubmitArgs, *, raw_size: int = 0) -> list[str]:
+        """Store the jobs in one transaction, as a direct submit would; ``raw_size``: the
+        encoded arguments' size (no payload can be larger than its frame)."""
         submitter = peer.label()
-        for position, job in enumerate(args.jobs):
-            if job.agent not in self._agents:
-                raise UnknownAgentError(job.agent, sorted(self._agents))
+        jobs = args.jobs
+        limit = self._settings.max_payload_bytes
+        for position, job in enumerate(jobs):
+            # Every typed field was checked by decoding (the same constraints as `seal`); what
+            # MessagePack can carry and JSON cannot (bytes, extension types, deep nesting), and
+            # the payload's size as it will be stored, are checked here.
             try:
-                check_payload(job.payload)  # MessagePack can carry what JSON cannot (bytes, ext)
+                if job.agent not in self._agents:
+                    raise UnknownAgentError(job.agent, sorted(self._agents))
+                check_payload(job.payload)
+                if raw_size > limit and job.payload is not None:
+                    size = len(encode_json(job.payload))
+                    if size > limit:
+                        raise JobValidationError("payload", f"{size} bytes is over the limit of {limit}")
             except JobValidationError as exc:
-                where = f" (job {position} of {len(args.jobs)})" if len(args.jobs) > 1 else ""
+                where = f" (job {position} of {len(jobs)})" if len(jobs) > 1 else ""
                 raise JobValidationError(exc.field, exc.reason + where) from None
-        self._check_access(peer, {job.gid for job in args.jobs}, "submit")
-        jobs = seal(
-            [msgspec.structs.replace(job, submitted_by=submitter, attempt=0) for job in args.jobs],
-            max_payload_bytes=self._settings.max_payload_bytes,
-        )
+        self._check_access(peer, {job.gid for job in jobs}, "submit")
+        for job in jobs:  # decoded for this request alone: set in place, not copied
+            msgspec.structs.force_setattr(job, "submitted_by", submitter)
+            msgspec.structs.force_setattr(job, "attempt", 0)
         ids = await self._backend.submit(jobs)
         log.info(
             "api_submitted",

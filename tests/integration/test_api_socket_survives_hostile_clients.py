@@ -204,3 +204,34 @@ def test_memory_stays_bounded_under_a_thousand_idle_connections(fresh: tuple[Dae
             sock.close()
     _still_serves(path)  # the slots come back once the idle connections close
     assert os.path.exists(path)
+
+
+def _job(n: int, **fields: Any) -> dict[str, Any]:
+    return {"id": f"api-limit-{n}-{os.urandom(4).hex()}", "gid": "GID-1", "agent": "echo", **fields}
+
+
+@pytest.mark.parametrize(
+    ("job", "field", "reason"),
+    [
+        (_job(1, payload=b"raw bytes"), "payload", "bytes is not JSON data"),
+        (_job(2, payload="x" * (1024 * 1024 + 1)), "payload", "over the limit of 1048576"),
+        (_job(3, agent="nobody-registered"), "agent", "unknown agent 'nobody-registered'"),
+    ],
+)
+def test_a_submit_is_checked_as_a_direct_one_and_a_refused_batch_writes_nothing(
+    served: tuple[Daemon, Path], job: dict[str, Any], field: str, reason: str
+) -> None:
+    _, path = served
+    client = RawClient(path)
+    try:
+        counts_before = decode_result(Op.COUNTS, client.call(Op.COUNTS, {}).result)
+        response = client.call(Op.SUBMIT_MANY, {"jobs": [_job(0), job]})  # one good job, one bad
+        assert response.error is not None, response
+        assert (response.error.type, response.error.field) in {
+            ("JobValidationError", field),
+            ("UnknownAgentError", field),
+        }
+        assert reason in response.error.message and "(job 1 of 2)" in response.error.message
+        assert decode_result(Op.COUNTS, client.call(Op.COUNTS, {}).result) == counts_before
+    finally:
+        client.close()
