@@ -193,7 +193,8 @@ class AsyncClient:
             raise JobValidationError("fail_fast", "only a swarm can fail fast (use swarm=True)")
         swarm_id = new_job_id() if swarm else None
         now = time.time()
-        with self.tracing.producer(self.settings.queue) as traceparent:
+        submitted_by = getattr(self._backend, "peer", None)  # through the API socket: who the daemon sees
+        with self.tracing.producer(self.settings.queue, submitted_by=submitted_by) as traceparent:
             ids = new_job_ids(len(specs))
             size = len(specs) if swarm else None
             drafts = [
