@@ -7,6 +7,9 @@
         job_id = client.submit("summarize", gid="GID-01", payload={"url": "..."})
         swarm = client.submit_many([{"agent": "sleep", "gid": f"G{i}"} for i in range(50)], swarm=True)
 
+A producer that is not the daemon's user goes through the daemon's API socket (``socket=``,
+``SWARMD_SOCKET``, or found when the state dir is not its own: `swarmd.api.transport`).
+
 A submit is durable when it returns, and wakes an idle daemon at once. Jobs are checked here,
 before anything is written: a malformed job, an unknown agent or an oversized payload raises
 `JobValidationError` naming the field.

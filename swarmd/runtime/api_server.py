@@ -32,9 +32,9 @@ from typing import Final
 import msgspec
 import structlog
 
-from swarmd.api.protocol import VERSION, Request, Response, decode_request, error_body, frame, frame_length
+from swarmd.api.protocol import HEADER, VERSION, Request, Response, decode_request, error_body, frame, frame_length
 from swarmd.config import Settings, resolve_api_socket
-from swarmd.errors import ApiProtocolError, ConfigError, StateDirError
+from swarmd.errors import ApiProtocolError, BackendUnavailable, ConfigError, StateDirError, SwarmdError
 from swarmd.model import ApiRefuseReason
 from swarmd.policies.api_access import Peer
 from swarmd.runtime.api_ops import ApiOps
@@ -46,6 +46,8 @@ log = structlog.get_logger("swarmd.api")
 MAX_CONNECTIONS: Final = 256
 #: Most requests of one connection running at once.
 MAX_IN_FLIGHT: Final = 16
+#: Seconds a stop waits for running requests to answer.
+CLOSE_GRACE: Final = 10.0
 #: Mode of the socket file: the daemon's user and the group read and write, nobody else.
 SOCKET_MODE: Final = 0o660
 _PEERCRED: Final = struct.Struct("3i")
@@ -73,7 +75,8 @@ class ApiServer:
         self._metrics = metrics
         self._group = group
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._closing = False
         self._names: dict[int, tuple[str | None, frozenset[str]]] = {}
 
     @classmethod
@@ -118,14 +121,20 @@ class ApiServer:
             raise StateDirError(str(self.path), f"cannot serve the API socket: {exc.strerror or exc}") from None
         log.info("api_listening", socket=str(self.path), group=self._group, mode=oct(SOCKET_MODE))
 
-    async def close(self) -> None:
-        """Stop accepting, end every connection, remove the socket file."""
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Stop accepting; let the requests running now answer (a submit committing gets its
+        reply), for at most ``grace`` seconds; end every connection; remove the socket file."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
+        connections = dict(self._connections)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.gather(*(connection.idle.wait() for connection in connections.values()))
+        for task in connections:
             task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        if connections:
+            await asyncio.gather(*connections, return_exceptions=True)
         if self.activated:
             return  # systemd's file: it stays for the next start
         with contextlib.suppress(FileNotFoundError):
@@ -167,20 +176,21 @@ class ApiServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._closing:
+            await self._reply_and_close(writer, 0, BackendUnavailable("the daemon is stopping"))
+            return
         if len(self._connections) >= MAX_CONNECTIONS:
             self._metrics.refuse_api(ApiRefuseReason.TOO_MANY_CONNECTIONS)
             await self._reply_and_close(
                 writer, 0, ApiProtocolError("connection", f"the daemon already serves {MAX_CONNECTIONS} connections")
             )
             return
-        self._connections.add(task)
+        connection = self._connections[task] = _Connection()
         try:
             peer = await self._peer(writer)
-            await self._serve(peer, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            await self._serve(peer, connection, reader, writer)
         finally:
-            self._connections.discard(task)
+            del self._connections[task]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -195,52 +205,85 @@ class ApiServer:
                 self._names[uid] = names
         return Peer(uid=uid, gid=gid, pid=pid, user=names[0], groups=names[1])
 
-    async def _serve(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, peer: Peer, connection: _Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Read requests and answer each in a task of its own, at most MAX_IN_FLIGHT at a time."""
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         async with asyncio.TaskGroup() as requests:
             while True:
                 try:
-                    header = await reader.readexactly(4)
-                except asyncio.IncompleteReadError:
-                    return  # the client hung up between requests
-                try:
+                    header = await reader.readexactly(HEADER.size)
                     body = await reader.readexactly(frame_length(header))
                     request = decode_request(body)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return  # the client hung up
                 except ApiProtocolError as exc:
                     self._metrics.refuse_api(ApiRefuseReason.MALFORMED)
                     log.warning("api_malformed", peer=peer.label(), field=exc.field, reason=exc.reason)
                     await self._reply_and_close(writer, 0, exc)
                     return
+                if self._closing:
+                    await self._reply_and_close(writer, request.id, BackendUnavailable("the daemon is stopping"))
+                    return
                 await slots.acquire()
-                requests.create_task(self._answer(peer, request, writer, slots))
+                connection.started()
+                requests.create_task(self._answer(peer, request, writer, slots, connection))
 
     async def _answer(
-        self, peer: Peer, request: Request, writer: asyncio.StreamWriter, slots: asyncio.Semaphore
+        self,
+        peer: Peer,
+        request: Request,
+        writer: asyncio.StreamWriter,
+        slots: asyncio.Semaphore,
+        connection: _Connection,
     ) -> None:
         request_id = request.id
         try:
             result = await self._ops.run(peer, request)
             response = Response(VERSION, request_id, True, result=msgspec.Raw(result))
-        except asyncio.CancelledError:
-            raise
         except ApiProtocolError as exc:
             self._metrics.refuse_api(ApiRefuseReason.MALFORMED)
             response = Response(VERSION, request_id, False, error=error_body(exc))
-        except Exception as exc:
+        except SwarmdError as exc:
+            response = Response(VERSION, request_id, False, error=error_body(exc))
+        except Exception as exc:  # a bug of swarmd's: the producer gets an error, the daemon keeps serving
+            log.exception("api_internal_error", peer=peer.label(), op=request.op.value)
             response = Response(VERSION, request_id, False, error=error_body(exc))
         finally:
             slots.release()
+            connection.finished()
         try:
-            writer.write(frame(response))
+            data = frame(response)
         except ApiProtocolError as exc:  # a result over the frame limit: say so instead
-            writer.write(frame(Response(VERSION, request_id, False, error=error_body(exc))))
-        await writer.drain()
+            data = frame(Response(VERSION, request_id, False, error=error_body(exc)))
+        with contextlib.suppress(ConnectionError):  # a client that left does not get its answer
+            writer.write(data)
+            await writer.drain()
 
     async def _reply_and_close(self, writer: asyncio.StreamWriter, request_id: int, exc: Exception) -> None:
         with contextlib.suppress(ConnectionError):
             writer.write(frame(Response(VERSION, request_id, False, error=error_body(exc))))
             await writer.drain()
         writer.close()
+
+
+class _Connection:
+    """How many requests of one connection are running (a stop waits for them to answer)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.idle.set()
 
 
 def sees_real_uids(uid_map: Path = Path("/proc/self/uid_map")) -> bool:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from support.api import RawClient
 from support.harness import Daemon, wait_until
 
-from swarmd.api.protocol import HEADER, MAX_FRAME, Op, PingResult, decode_result, encode
-from swarmd.runtime.api_server import MAX_CONNECTIONS
+from swarmd.api.protocol import HEADER, MAX_FRAME, VERSION, Op, PingResult, Request, decode_result, encode, frame
+from swarmd.runtime.api_server import MAX_CONNECTIONS, MAX_IN_FLIGHT
 
 pytestmark = pytest.mark.slow
 
@@ -235,3 +235,17 @@ def test_a_submit_is_checked_as_a_direct_one_and_a_refused_batch_writes_nothing(
         assert decode_result(Op.COUNTS, client.call(Op.COUNTS, {}).result) == counts_before
     finally:
         client.close()
+
+
+def test_pipelined_requests_are_each_answered_with_their_id(served: tuple[Daemon, Path]) -> None:
+    """More requests at once than a connection may run (MAX_IN_FLIGHT): reading waits, none is lost."""
+    client = RawClient(served[1])
+    try:
+        count = 10 * MAX_IN_FLIGHT
+        client.send_bytes(
+            b"".join(frame(Request(VERSION, n, Op.COUNTS, msgspec.Raw(encode({})))) for n in range(1, count + 1))
+        )
+        answers = [client.read_response() for _ in range(count)]
+    finally:
+        client.close()
+    assert sorted(answer.id for answer in answers if answer is not None and answer.ok) == list(range(1, count + 1))
