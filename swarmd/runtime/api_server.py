@@ -9,7 +9,9 @@ direct submit does.
 
 Under systemd the socket comes from ``swarmd.socket`` (socket activation: systemd creates it
 with its group and mode, so the daemon needs no supplementary group); otherwise the daemon
-binds it itself. Bounded: `MAX_CONNECTIONS` connections (one more gets an error reply and is closed), frames
+binds it itself (in the state directory, the default outside systemd, it is 0600: no other
+user can enter that directory, so producers of other users need ``api_socket`` elsewhere).
+Bounded: `MAX_CONNECTIONS` connections (one more gets an error reply and is closed), frames
 of at most `swarmd.api.protocol.MAX_FRAME` bytes (a longer or unreadable one gets an error
 reply and its connection is closed), `MAX_IN_FLIGHT` requests at a time per connection
 (reading waits while they run). The operations are in `swarmd.runtime.api_ops`.
@@ -50,6 +52,8 @@ MAX_IN_FLIGHT: Final = 16
 CLOSE_GRACE: Final = 10.0
 #: Mode of the socket file: the daemon's user and the group read and write, nobody else.
 SOCKET_MODE: Final = 0o660
+#: Mode of a socket in the state directory, which only the daemon's user (and root) can enter.
+PRIVATE_SOCKET_MODE: Final = 0o600
 _PEERCRED: Final = struct.Struct("3i")
 #: The first file descriptor systemd passes (sd_listen_fds).
 SD_LISTEN_FDS_START: Final = 3
@@ -69,6 +73,8 @@ class ApiServer:
     ) -> None:
         self.path = path
         self._environ = os.environ if environ is None else environ
+        #: Mode the socket file is given (when the daemon binds it itself).
+        self.mode = SOCKET_MODE
         #: True when systemd made the socket (swarmd.socket) and handed it over: it owns the file.
         self.activated = False
         self._ops = ops
@@ -84,7 +90,12 @@ class ApiServer:
         cls, settings: Settings, state_dir: Path, ops: ApiOps, metrics: Metrics, environ: dict[str, str] | None = None
     ) -> ApiServer:
         path = resolve_api_socket(settings, state_dir, environ)
-        return cls(path, ops, metrics, group=settings.api_group, environ=environ)
+        server = cls(path, ops, metrics, group=settings.api_group, environ=environ)
+        if path.parent.resolve() == state_dir.resolve():
+            # In the state directory (0700) no other user can reach it: keep it the daemon's
+            # alone (0600, like every file there) rather than pretend the group may connect.
+            server.mode, server._group = PRIVATE_SOCKET_MODE, None
+        return server
 
     async def start(self) -> None:
         """Serve the socket systemd passed (socket activation), else bind one (0660, group
@@ -113,13 +124,13 @@ class ApiServer:
             sock.bind(str(self.path))  # the daemon's umask (0077) makes it 0600 until chmod below
             if gid is not None:
                 os.chown(self.path, -1, gid)
-            os.chmod(self.path, SOCKET_MODE)
+            os.chmod(self.path, self.mode)
             sock.setblocking(False)
             self._server = await asyncio.start_unix_server(self._accept, sock=sock, backlog=128)
         except OSError as exc:
             sock.close()
             raise StateDirError(str(self.path), f"cannot serve the API socket: {exc.strerror or exc}") from None
-        log.info("api_listening", socket=str(self.path), group=self._group, mode=oct(SOCKET_MODE))
+        log.info("api_listening", socket=str(self.path), group=self._group, mode=oct(self.mode))
 
     async def close(self, grace: float = CLOSE_GRACE) -> None:
         """Stop accepting; let the requests running now answer (a submit committing gets its
