@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 from swarmd.model import ApiRefuseReason as RefuseReason
 
+#: How a refusal names what was refused.
+_PHRASES = {"submit": "submit for", "cancel": "cancel the jobs of"}
+
 
 @dataclass(frozen=True, slots=True)
 class Peer:
@@ -61,8 +64,9 @@ class ApiAccess:
             found.extend(self._groups.get(group, ()))
         return tuple(found)
 
-    def check(self, peer: Peer, gids: Iterable[str]) -> Refusal | None:
-        """None if ``peer`` may act for every GID in ``gids``, else why not (the first refused)."""
+    def check(self, peer: Peer, gids: Iterable[str], action: str = "submit") -> Refusal | None:
+        """None if ``peer`` may act for every GID in ``gids``, else why not (the first refused).
+        ``action`` (``submit`` or ``cancel``) is named in the refusal."""
         patterns = self.patterns(peer)
         if patterns is None:
             return None
@@ -73,6 +77,6 @@ class ApiAccess:
             if not any(fnmatch.fnmatchcase(gid, pattern) for pattern in patterns):
                 return Refusal(
                     RefuseReason.GID_NOT_ALLOWED,
-                    f"{who} may not submit for GID {gid!r} (allowed: {', '.join(patterns)})",
+                    f"{who} may not {_PHRASES.get(action, action)} GID {gid!r} (allowed: {', '.join(patterns)})",
                 )
         return None

@@ -80,7 +80,7 @@ class ApiOps:
         return encode(await self.handlers[request.op](peer, args))
 
     def _check_access(self, peer: Peer, gids: Iterable[str], action: str) -> None:
-        refusal = self._access.check(peer, gids)
+        refusal = self._access.check(peer, gids, action)
         if refusal is not None:
             self._metrics.refuse_api(refusal.reason)
             log.warning("api_refused", peer=peer.label(), action=action, reason=refusal.reason.value)

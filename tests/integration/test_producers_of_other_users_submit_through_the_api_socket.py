@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from support.api import NOBODY, files_owned_by, open_directory, require_root, swarmd_as, throwaway_group
-from support.harness import Daemon, ledger, ledger_count, wait_until
+from support.harness import Daemon, ledger, ledger_count, submit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -152,3 +152,18 @@ def test_a_missing_api_group_stops_the_daemon_with_a_clear_error(setup: Setup) -
         daemon.ensure_dead()
     assert "api_group: group 'swarmd-no-such-group' does not exist" in daemon.log()
     assert not os.path.lexists(setup.socket)
+
+
+def test_an_allow_rule_refuses_cancelling_a_job_of_another_gid(setup: Setup, tmp_path: Path) -> None:
+    config = tmp_path / "swarmd.toml"
+    config.write_text('[api.allow]\n"nobody" = ["GID-1*"]\n')
+    with _daemon(setup, "--config", str(config)) as daemon:
+        # Root (always allowed) queues a job for GID-2, an hour ahead.
+        (job_id,) = submit(setup.state, "echo", "GID-2", "--delay", "3600")
+        refused = swarmd_as(NOBODY, [setup.gid], "cancel", "--socket", str(setup.socket), job_id)
+        assert refused.returncode != 0
+        assert "refused (gid_not_allowed): nobody may not cancel the jobs of GID 'GID-2'" in refused.stderr
+        status = swarmd_as(NOBODY, [setup.gid], "status", "--socket", str(setup.socket), job_id, "--json")
+        assert msgspec.json.decode(status.stdout)["state"] == "delayed"  # still queued, nothing written
+        assert daemon.metrics()['swarmd_api_refused_total{reason="gid_not_allowed"}'] == 1
+    assert ledger_count(setup.state) == 0

@@ -59,3 +59,9 @@ def test_the_peer_label_names_uid_user_gid_and_pid() -> None:
 
 def test_every_refusal_reason_is_a_metric_label() -> None:
     assert set(API_REFUSE_REASONS) == {reason.value for reason in ApiRefuseReason}
+
+
+def test_a_refused_cancel_says_so() -> None:
+    refusal = ApiAccess(ALLOW, daemon_uid=DAEMON_UID).check(_peer(1000, "webapp"), ["GID-3"], "cancel")
+    assert refusal is not None
+    assert refusal.detail == "webapp may not cancel the jobs of GID 'GID-3' (allowed: GID-1*, GID-2?)"
