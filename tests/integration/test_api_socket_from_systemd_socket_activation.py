@@ -1,7 +1,8 @@
 """Under the shipped units, systemd (swarmd.socket) creates the API socket with its group and
 mode and passes it to the daemon (LISTEN_FDS): the daemon serves that socket as it is, and
 leaves the file in place when it stops. Re-created here by handing a real daemon a listening
-socket on fd 3, as systemd does."""
+socket on fd 3, as systemd does. And the unit's PrivateUsers=yes, re-created with unshare: a
+daemon there refuses an [api.allow] table it could not apply."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import msgspec
 import pytest
 from support.api import NOBODY, open_directory, require_root, swarmd_as, throwaway_group
 from support.harness import base_env, free_port, ledger, ledger_count, wait_until
+from support.services import require_tool
 
 from swarmd.runtime.api_server import sees_real_uids
 
@@ -84,3 +86,25 @@ def test_a_private_user_namespace_is_told_from_the_init_one(tmp_path: Path) -> N
     private.write_text("         0          0          1\n     61234      61234          1\n")
     assert sees_real_uids(init)
     assert not sees_real_uids(private)
+
+
+def test_an_allow_table_is_refused_in_a_private_user_namespace(tmp_path: Path) -> None:
+    """As under PrivateUsers=yes: a daemon that cannot tell its producers apart refuses a table
+    that would need to (re-created with unshare, mapping only root)."""
+    require_root()
+    unshare = require_tool("unshare")
+    config = tmp_path / "swarmd.toml"
+    config.write_text('[api.allow]\n"webapp" = ["GID-1*"]\n')
+    serve = [sys.executable, "-m", "swarmd", "serve", "--state-dir", str(tmp_path / "state"),
+             "--metrics-listen", f"127.0.0.1:{free_port()}", "--config", str(config)]  # fmt: skip
+    result = subprocess.run(
+        [unshare, "--user", "--map-root-user", *serve],
+        capture_output=True,
+        text=True,
+        env=base_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "config error: api.allow: this daemon runs in a private user namespace" in result.stderr
+    assert "PrivateUsers=no" in result.stderr
