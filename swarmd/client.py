@@ -7,6 +7,9 @@
         job_id = client.submit("summarize", gid="GID-01", payload={"url": "..."})
         swarm = client.submit_many([{"agent": "sleep", "gid": f"G{i}"} for i in range(50)], swarm=True)
 
+A producer that is not the daemon's user goes through the daemon's API socket (``socket=``,
+``SWARMD_SOCKET``, or found when the state dir is not its own: `swarmd.api.transport`).
+
 A submit is durable when it returns, and wakes an idle daemon at once. Jobs are checked here,
 before anything is written: a malformed job, an unknown agent or an oversized payload raises
 `JobValidationError` naming the field.
@@ -29,13 +32,13 @@ from typing import Any, Final, Self
 
 import uvloop
 
+from swarmd.api.transport import choose_backend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobValidationError, UnknownAgentError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.ledger.chain import verify as verify_chain
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
 from swarmd.queue.base import JobFilter, JobInfo
-from swarmd.queue.factory import open_backend
 from swarmd.telemetry.tracing import Tracing
 
 __all__ = ["AsyncClient", "Client", "JobInfo", "StoredEntry", "Submitted", "VerifyReport"]
@@ -82,13 +85,18 @@ class AsyncClient:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         blocking_io: bool = False,
         read_only: bool = False,
+        socket: str | Path | None = None,
     ) -> None:
         self.settings = settings or Settings()
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
         # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
         # need not hop to a thread and back. read_only: for reading an existing state (status,
         # jobs, the ledger), also a read-only copy of one; submits and cancels then fail.
-        self._backend = open_backend(self.settings, directory, blocking=blocking_io, read_only=read_only)
+        # socket: the daemon's API socket (else $SWARMD_SOCKET, else the state dir directly when it
+        # is this user's, else a socket that answers: swarmd.api.transport).
+        self._backend = choose_backend(
+            self.settings, directory, socket_path=socket, blocking=blocking_io, read_only=read_only
+        )
         #: Agent names jobs may name: given, else what the daemon published (None: unchecked).
         #: Set it to check submits against other names (the CLI: those a daemon with its config
         #: would serve, see `swarmd.registry.build_registry`, and those published).
@@ -189,7 +197,8 @@ class AsyncClient:
             raise JobValidationError("fail_fast", "only a swarm can fail fast (use swarm=True)")
         swarm_id = new_job_id() if swarm else None
         now = time.time()
-        with self.tracing.producer(self.settings.queue) as traceparent:
+        submitted_by = getattr(self._backend, "peer", None)  # through the API socket: who the daemon sees
+        with self.tracing.producer(self.settings.queue, submitted_by=submitted_by) as traceparent:
             ids = new_job_ids(len(specs))
             size = len(specs) if swarm else None
             drafts = [

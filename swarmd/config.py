@@ -59,6 +59,14 @@ class AgentSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     permanent: list[str] = msgspec.field(default_factory=list)
 
 
+class ApiSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[api]``: who may submit through the API socket (see swarmd.policies.api_access)."""
+
+    #: ``[api.allow]``: user names, or ``@group`` names, to the GID patterns (fnmatch) they may
+    #: submit as. Empty: anyone who can connect to the socket may submit any GID.
+    allow: dict[str, list[str]] = msgspec.field(default_factory=dict)
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything `swarmd serve` can be told. See deploy/swarmd.toml for the commented list."""
 
@@ -129,6 +137,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_payload_bytes: PositiveInt = 1024 * 1024
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
+    # -- API socket (producers who are not the daemon's user; see swarmd.api) ---------------
+    #: Unix socket the daemon serves. None: $RUNTIME_DIRECTORY/swarmd.sock under systemd, else
+    #: api.sock in the state directory. Producers use it with --socket or SWARMD_SOCKET.
+    api_socket: str | None = None
+    #: Group the socket file belongs to (mode 0660): its members may connect. None: the
+    #: daemon's own group. A group that does not exist stops the daemon at start.
+    api_group: str | None = None
+    #: ``[api]``: the ``allow`` table of user/group -> GID patterns.
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
 
 
 #: Keys SIGHUP may change in a running daemon.
@@ -218,10 +235,10 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key in ("config", "test_strict"):
+        if key in ("config", "test_strict", "socket"):  # SWARMD_SOCKET: the client's, not a setting
             continue
         field = _FIELDS.get(key)
-        if field is None or key == "agent":
+        if field is None or key in ("agent", "api"):
             raise ConfigError(name, "unknown setting", "environment")
         if key == "agents":
             values[key] = [item.strip() for item in raw.split(",") if item.strip()]
@@ -311,3 +328,14 @@ def resolve_state_dir(explicit: str | None, environ: Mapping[str, str] | None = 
         return Path(environ["STATE_DIRECTORY"].split(":")[0])
     base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "swarmd"
+
+
+def resolve_api_socket(settings: Settings, state_dir: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The API socket's path: ``api_socket``, else $RUNTIME_DIRECTORY/swarmd.sock (systemd),
+    else api.sock in the state directory."""
+    environ = os.environ if environ is None else environ
+    if settings.api_socket:
+        return Path(settings.api_socket).expanduser()
+    if environ.get("RUNTIME_DIRECTORY"):
+        return Path(environ["RUNTIME_DIRECTORY"].split(":")[0]) / "swarmd.sock"
+    return state_dir / "api.sock"

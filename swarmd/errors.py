@@ -19,6 +19,9 @@ rather than parse text. Each also keeps the built-in base a caller may already c
     ├── JobNotFound (LookupError)             no such job or swarm
     ├── BackendUnavailable                    the queue backend cannot take work right now
     ├── ListenError (OSError)                 the HTTP listener cannot bind its address
+    ├── ApiError                              the API socket refused a request, or cannot be used
+    │   ├── ApiRefused (PermissionError)      ... access control: this peer may not do that
+    │   └── ApiProtocolError (ValueError)     ... a frame or request is malformed or too large
     ├── CliError                              a command-line argument is wrong
     └── BenchError (RuntimeError)             a benchmark did not do the work it measures
 
@@ -238,3 +241,33 @@ def error_text(exc: BaseException) -> str:
         members = "; ".join(error_text(member) for member in exc.exceptions[:5])
         text = f"{text} [{members}]"
     return text
+
+
+class ApiError(SwarmdError):
+    """The daemon's API socket refused a request, or cannot be reached (``swarmd.api``)."""
+
+
+class ApiRefused(ApiError, PermissionError):
+    """Access control refused a request: connecting to the socket, or submitting for a GID.
+
+    ``reason`` is a short code (the label of ``swarmd_api_refused_total``: ``gid_not_allowed``,
+    ``not_listed``, ``connect``) and ``detail`` says what was refused and why. Nothing was written.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"refused ({reason}): {detail}")
+
+
+class ApiProtocolError(ApiError, ValueError):
+    """A frame or request on the API socket is malformed, oversized or of an unknown version.
+
+    ``field`` names what was wrong (``"frame"``, ``"args.limit"``...). The daemon replies with
+    this error and, for a bad frame, closes the connection.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"API request: {field}: {reason}")

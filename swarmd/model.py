@@ -100,6 +100,19 @@ class RejectReason(enum.StrEnum):
     POISON = "poison"
 
 
+class ApiRefuseReason(enum.StrEnum):
+    """Why the API socket refused a request (``swarmd_api_refused_total``; swarmd.policies.api_access)."""
+
+    #: The peer is in no entry of the ``[api.allow]`` table.
+    NOT_LISTED = "not_listed"
+    #: The peer is listed, but no pattern of its entries matches the job's GID.
+    GID_NOT_ALLOWED = "gid_not_allowed"
+    #: A frame or a request could not be read (malformed, oversized, unknown version).
+    MALFORMED = "malformed"
+    #: The daemon already serves its most connections.
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+
+
 class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One unit of work for one agent, speaking for one identity (GID)."""
 
@@ -123,6 +136,9 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     idempotency_key: Key | None = None
     traceparent: Traceparent | None = None
     enqueued_at: float = 0.0
+    #: Who submitted it through the API socket (``uid:1000(alice)/gid:1000/pid:42``, from
+    #: SO_PEERCRED, set by the daemon); None for a direct submit. Since state version 2.
+    submitted_by: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
 _job_decoder: Final = msgspec.json.Decoder(Job)

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -53,7 +54,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 def _client(args: argparse.Namespace, settings: Settings | None = None, **kwargs: Any) -> Client:
     settings = settings or _settings(args)
-    return Client(settings.state_dir, settings=settings, **kwargs)
+    return Client(settings.state_dir, settings=settings, socket=getattr(args, "socket", None), **kwargs)
 
 
 def _queue_name(settings: Settings) -> str:
@@ -135,11 +136,19 @@ def _job_spec(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     return spec
 
 
+def _absent(path: Path) -> bool:
+    """``path`` does not exist (one this user cannot even look at is not taken for absent)."""
+    try:
+        return not path.exists()
+    except OSError:
+        return False
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     spec = _job_spec(args, settings)
     # Said once the submit is done: a refused one prints its error alone.
-    new_state = settings.backend == "sqlite" and not resolve_state_dir(settings.state_dir).exists()
+    new_state = settings.backend == "sqlite" and _absent(resolve_state_dir(settings.state_dir))
     started = time.monotonic()
     with _client(args, settings) as client:
         client.known_agents = _known_agents(settings, client)

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--backend", choices=["sqlite", "redis"], help="queue backend (default: sqlite)")
     common.add_argument("--redis-url", help=f"redis://HOST:PORT/DB for --backend redis (default: {defaults.redis_url})")
     common.add_argument("--redis-prefix", help=f"key prefix on Redis (default: {defaults.redis_prefix})")
+    common.add_argument("--socket", help="the daemon's API socket, for producers who are not its user ($SWARMD_SOCKET)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON")
     sub: dict[str, Any] = {"formatter_class": HelpFormatter}

@@ -37,6 +37,8 @@ class OutcomeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     duration_s: float | None = None
     reserved_at: float | None = None
     started_at: float | None = None
+    #: Who submitted the job through the API socket (SO_PEERCRED; absent for a direct submit).
+    submitted_by: str | None = None
 
     def encode(self) -> bytes:
         """The canonical bytes of this record: what the ledger stores and hashes."""

@@ -40,6 +40,8 @@ from swarmd.errors import error_text
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
+from swarmd.runtime.api_ops import ApiOps
+from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
@@ -150,6 +152,10 @@ class Daemon:
             self._watch_crashes(worker, CrashRecords(state_dir))
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
+            api = ApiServer.for_settings(
+                settings, state_dir, ApiOps(backend, registry.names(), settings, metrics), metrics, dict(self.environ)
+            )
+            await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
             stalls = StallWatcher(
                 last_turn=lambda: worker.health.last_tick,
                 loop_thread=threading.get_ident(),
@@ -186,6 +192,7 @@ class Daemon:
             finally:
                 watchdog.cancel()
                 stalls.stop()
+                await api.close()
             metrics.set_ready(False)
             log.info("stopped", pid=os.getpid())
             return 0

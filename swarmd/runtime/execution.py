@@ -154,6 +154,7 @@ class JobRunner:
             swarm_id=job.swarm_id if job else None,
             error=error,
             reserved_at=reserved_wall,
+            submitted_by=job.submitted_by if job else None,
         ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
@@ -480,6 +481,7 @@ class JobRunner:
             duration_s=run.duration,
             reserved_at=run.reserved_wall,
             started_at=run.started_wall,
+            submitted_by=job.submitted_by,
         ).encode()
         handle = run.reserved.handle
         if not dead:

@@ -33,8 +33,16 @@ class Migration:
     apply: Callable[[sqlite3.Connection], None]
 
 
-#: Every migration after `BASE_VERSION`, in order (none yet: version 1 is still the schema).
-MIGRATIONS: tuple[Migration, ...] = ()
+def _jobs_name_their_submitter(conn: sqlite3.Connection) -> None:
+    """Version 2: a stored job may carry ``submitted_by`` (who submitted it through the API
+    socket). No table changes; the version alone makes an older swarmd, whose strict decoder
+    would dead-letter such jobs as malformed, refuse the file instead."""
+
+
+#: Every migration after `BASE_VERSION`, in order.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
+)
 
 
 def known_version() -> int:

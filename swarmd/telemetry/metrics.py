@@ -42,9 +42,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from swarmd.model import CircuitState, JobState, Outcome, RejectReason
+from swarmd.model import ApiRefuseReason, CircuitState, JobState, Outcome, RejectReason
 
 __all__ = [
+    "API_REFUSE_REASONS",
     "CIRCUIT_STATES",
     "DURATION_BUCKETS",
     "LEDGER_COMMIT_BUCKETS",
@@ -64,6 +65,8 @@ OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
 QUEUE_STATES: Final = tuple(state.value for state in JobState if state is not JobState.DONE)
 #: Why a job was refused before it ran (``swarmd_rejected_jobs_total``).
 REJECT_REASONS: Final = tuple(reason.value for reason in RejectReason)
+#: Why the API socket refused a request (``swarmd_api_refused_total``).
+API_REFUSE_REASONS: Final = tuple(reason.value for reason in ApiRefuseReason)
 #: Values of ``swarmd_circuit_state``, by circuit state.
 CIRCUIT_STATES: Final[dict[str, int]] = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
@@ -245,6 +248,11 @@ class Metrics:
             "Exceptions raised by tasks nobody awaits (a handler's leftover tasks, mostly), survived and logged.",
             registry=r,
         )
+        self.api_refused: Final = Counter(
+            "swarmd_api_refused", "Requests the API socket refused, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self._api_refused_children: Final = {reason: self.api_refused.labels(reason) for reason in API_REFUSE_REASONS}
 
         self.build_info.labels(version, platform.python_version(), loop).set(1)
         self._queue_children: Final = {s: self.queue_jobs.labels(s) for s in QUEUE_STATES}
@@ -366,6 +374,16 @@ class Metrics:
             child = self._reject_children[reason]
         except KeyError:
             raise ValueError(f"unknown rejection reason {reason!r}; expected one of {list(REJECT_REASONS)!r}") from None
+        child.inc()
+
+    def refuse_api(self, reason: str) -> None:
+        """Count one request the API socket refused; ``reason`` is one of :data:`API_REFUSE_REASONS`."""
+        try:
+            child = self._api_refused_children[reason]
+        except KeyError:
+            raise ValueError(
+                f"unknown refusal reason {reason!r}; expected one of {list(API_REFUSE_REASONS)!r}"
+            ) from None
         child.inc()
 
 

@@ -203,14 +203,16 @@ class Tracing:
 
     # -- per job ------------------------------------------------------------------------
 
-    def producer(self, queue: str) -> AbstractContextManager[str | None]:
+    def producer(self, queue: str, *, submitted_by: str | None = None) -> AbstractContextManager[str | None]:
         """A PRODUCER span ``send <queue>``; yields the ``traceparent`` to store in the job.
 
         Yields None when tracing is disabled. The span is current inside the block.
+        ``submitted_by``: who the daemon's API socket takes this producer for (attribute
+        ``swarmd.submitted_by``).
         """
         if self._tracer is None:
             return _NULL
-        return self._producer(self._tracer, queue)
+        return self._producer(self._tracer, queue, submitted_by)
 
     def consumer(
         self,
@@ -299,16 +301,15 @@ class Tracing:
 
     @staticmethod
     @contextmanager
-    def _producer(tracer: Tracer, queue: str) -> Iterator[str | None]:
-        span = tracer.start_span(
-            f"send {queue}",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": MESSAGING_SYSTEM,
-                "messaging.operation.name": "send",
-                "messaging.destination.name": queue,
-            },
-        )
+    def _producer(tracer: Tracer, queue: str, submitted_by: str | None = None) -> Iterator[str | None]:
+        attributes = {
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.name": "send",
+            "messaging.destination.name": queue,
+        }
+        if submitted_by is not None:
+            attributes["swarmd.submitted_by"] = submitted_by
+        span = tracer.start_span(f"send {queue}", kind=SpanKind.PRODUCER, attributes=attributes)
         with trace.use_span(span, end_on_exit=True):
             carrier: dict[str, str] = {}
             _PROPAGATOR.inject(carrier)

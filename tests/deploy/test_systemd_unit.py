@@ -536,3 +536,24 @@ def test_cffi_is_not_a_runtime_dependency() -> None:
     installed = deps("swarmd", set(), frozenset({"redis", "otlp"}))
     assert {"uvloop", "msgspec", "prometheus-client"} <= installed
     assert "cffi" not in installed
+
+
+# ------------------------------------------------------------------ the API socket unit
+SOCKET_UNIT = ROOT / "deploy" / "systemd" / "swarmd.socket"
+
+
+def test_the_api_socket_unit_verifies_and_makes_the_socket_clients_look_for() -> None:
+    from swarmd.api.transport import SYSTEMD_SOCKET  # noqa: PLC0415
+    from swarmd.runtime.api_server import SOCKET_MODE  # noqa: PLC0415
+
+    result = analyze("verify", str(SOCKET_UNIT))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    sockets = parse_unit(SOCKET_UNIT.read_text())["Socket"]
+    assert sockets["ListenStream"] == [str(SYSTEMD_SOCKET)]
+    assert int(sockets["SocketMode"][0], 8) == SOCKET_MODE
+    assert sockets["SocketGroup"] == ["swarmd-api"]
+    assert sockets["Accept"] == ["no"]  # the daemon gets the listening socket itself
+    service = parse_unit(UNIT.read_text())
+    assert service["Install"]["Also"] == ["swarmd.socket"]
+    # systemd gives the socket its group: the daemon needs none (and keeps exposure <= 1.0).
+    assert "SupplementaryGroups" not in service["Service"]

@@ -52,6 +52,12 @@ def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
     assert result["jobs"] == 400
     assert result["swarmd_jobs_per_s"]["median"] > 0 and result["floor_jobs_per_s"]["median"] > 0
     assert result["submit"]["single_jobs_per_s"] > 0 and result["submit"]["batched_jobs_per_s"] > 0
+    # the API socket against direct, same run (its target, >= 0.5x, is the bench's to judge)
+    assert result["submit"]["socket_batched_jobs_per_s"] > 0
+    assert result["submit"]["socket_to_direct"] == pytest.approx(
+        result["submit"]["socket_batched_jobs_per_s"] / result["submit"]["direct_batched_jobs_per_s_daemon_running"]
+    )
+    assert "through the API socket" in runner.summary({"scenario": "throughput", "target": "", **result})
     _assert_daemon_cpu_measured(result)
 
 

@@ -86,7 +86,7 @@ def test_state_directory_is_0700_and_its_files_0600(tmp_path: Path, mask: int, c
         submit(state, "echo", "GID-m", count=3)
         wait_until(lambda: ledger_count(state) == (4 if creator == "client" else 3), what="the jobs")
         names = {p.name for p in state.iterdir()}
-        assert {"swarmd.db", "swarmd.db-wal", "swarmd.db-shm", "swarmd.lock", "wake.sock"} <= names, names
+        assert {"swarmd.db", "swarmd.db-wal", "swarmd.db-shm", "swarmd.lock", "wake.sock", "api.sock"} <= names, names
         assert stat.S_IMODE(state.stat().st_mode) == 0o700
         assert _loose(state) == {}
     finally:

@@ -1,8 +1,9 @@
 """State that can be upgraded: the schema version of an SQLite file and of a Redis prefix.
 
 A state newer than this swarmd is refused with `StateVersionError` and left as it was; an older
-one is brought forward by the numbered migrations (injected here: today's code has none yet),
-once, atomically; an up-to-date one is only read. And a state directory written by the first
+one is brought forward by the numbered migrations (injected here, in place of today's, which
+the in-process tests set aside so that they measure the mechanism alone), once, atomically; an
+up-to-date one is only read. And a state directory written by the first
 versioned release (``tests/data/state-v1``) still opens and serves.
 """
 
@@ -30,6 +31,8 @@ from swarmd.storage import migrations
 from swarmd.storage import sqlite as storage
 from swarmd.storage.migrations import Migration
 
+#: Today's migrations (the autouse fixture below sets them aside in this process).
+REAL_MIGRATIONS = migrations.MIGRATIONS
 V1_STATE = Path(__file__).resolve().parents[1] / "data" / "state-v1" / DB_NAME
 #: What the v1 state directory holds (see its README.md).
 V1_ENTRIES = 7
@@ -38,6 +41,16 @@ V1_DEAD = "01a23aeb3db6f3951796dadb31c09e17"
 
 
 # -- SQLite: the mechanism ----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _mechanism_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process, no migration of today's: each test injects the steps it measures (the
+    daemons these tests start run the real ones)."""
+    from swarmd.queue.redis import migrations as redis_migrations  # noqa: PLC0415 - the redis extra
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", ())
+    monkeypatch.setattr(redis_migrations, "MIGRATIONS", ())
+
+
 def _make_state(path: Path) -> None:
     """A file at the version this code knows, with one queued job."""
     storage.connect(path).close()
@@ -259,7 +272,7 @@ def test_a_v1_state_directory_opens_and_serves(tmp_path: Path) -> None:
     assert entries[:V1_ENTRIES] == old
     assert sorted(entry["job_id"] for entry in entries[V1_ENTRIES:]) == sorted(new)
     assert entries[V1_ENTRIES]["prev_hash"] == old[-1]["hash"]
-    assert _version(state / DB_NAME) == "1"
+    assert _version(state / DB_NAME) == str(len(REAL_MIGRATIONS) + 1)  # the daemon ran today's steps
 
 
 async def test_a_v1_state_file_takes_a_migration_and_keeps_its_chain(
@@ -286,19 +299,20 @@ def test_the_cli_and_the_daemon_refuse_a_newer_state_directory(tmp_path: Path) -
     state.mkdir(mode=0o700)
     shutil.copyfile(V1_STATE, state / DB_NAME)
     os.chmod(state / DB_NAME, 0o600)
-    _set_version(state / DB_NAME, 2)
+    newest = len(REAL_MIGRATIONS) + 1
+    _set_version(state / DB_NAME, newest + 1)
     before = _dump(state / DB_NAME)
 
     verify = swarmd("ledger", "verify", "--state-dir", str(state), check=False)
     assert verify.returncode == 1
-    assert "schema version 2, newer than this swarmd knows (up to 1)" in verify.stderr
+    assert f"schema version {newest + 1}, newer than this swarmd knows (up to {newest})" in verify.stderr
 
     daemon = Daemon(state).start(wait_ready=False)
     try:
         assert daemon.wait(30) == 1
     finally:
         daemon.ensure_dead()
-    assert "schema version 2" in daemon.log()
+    assert f"schema version {newest + 1}" in daemon.log()
     assert _dump(state / DB_NAME) == before
 
 

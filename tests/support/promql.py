@@ -35,6 +35,7 @@ COUNTERS: Final = (
     "swarmd_rejected_jobs",
     "swarmd_event_loop_stalls",
     "swarmd_stray_task_errors",
+    "swarmd_api_refused",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",

@@ -30,6 +30,9 @@ SECOND_BASES: dict[type[BaseException], type[BaseException] | None] = {
     errors.ListenError: OSError,
     errors.CliError: None,
     errors.BenchError: RuntimeError,
+    errors.ApiError: None,
+    errors.ApiRefused: PermissionError,
+    errors.ApiProtocolError: ValueError,
 }
 
 

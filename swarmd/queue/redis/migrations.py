@@ -46,8 +46,13 @@ class RedisMigration:
     lua: str
 
 
-#: Every migration after `BASE_VERSION`, in order (none yet: version 1 is still the layout).
-MIGRATIONS: tuple[RedisMigration, ...] = ()
+#: Every migration after `BASE_VERSION`, in order.
+MIGRATIONS: tuple[RedisMigration, ...] = (
+    # No key changes: a stored job may now carry ``submitted_by`` (the API socket's peer), which
+    # an older swarmd's strict decoder would dead-letter as malformed; the version makes it
+    # refuse the prefix instead.
+    RedisMigration(2, "jobs may carry submitted_by (the API socket's peer)", "return"),
+)
 
 
 def known_version() -> int:

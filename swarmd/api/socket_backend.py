@@ -1,0 +1,216 @@
+"""A `QueueBackend` that is a connection to the daemon's API socket: what `swarmd.Client` uses
+when the state directory is not its caller's to open.
+
+It serves what a producer and a reader need (submit, status, swarm status, cancel, jobs,
+ledger tail, counts, published agents); the worker's operations and the operator's (the
+whole ledger, verify, dead letters) need direct access and raise `ApiError` saying so.
+One request at a time per connection; errors come back as the `swarmd.errors` class the daemon
+raised (`swarmd.api.protocol.raise_error`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
+
+from swarmd.api.protocol import (
+    HEADER,
+    VERSION,
+    CancelArgs,
+    FilterArgs,
+    LedgerTailArgs,
+    ListJobsArgs,
+    NoArgs,
+    Op,
+    PingResult,
+    Request,
+    StatusArgs,
+    SubmitArgs,
+    SwarmStatusArgs,
+    decode_response,
+    decode_result,
+    encode,
+    frame,
+    frame_length,
+    raise_error,
+)
+from swarmd.errors import ApiError, ApiProtocolError, ApiRefused, BackendUnavailable, JobValidationError
+from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.model import Job, JobState
+from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, WakeReason
+
+
+class SocketBackend:
+    """The daemon's API socket at ``path``, as a queue backend (not connected until `open`)."""
+
+    name = "socket"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._ids = itertools.count(1)
+        self._lock = asyncio.Lock()
+        #: Who the daemon takes this client for (its ``submitted_by``), known after `open`.
+        self.peer: str | None = None
+
+    async def open(self) -> None:
+        """Connect; ApiRefused if this user may not (not in the socket's group),
+        BackendUnavailable if no daemon answers there."""
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(str(self.path), limit=2**16)
+        except PermissionError:
+            raise ApiRefused(
+                "connect",
+                f"permission denied on the API socket {self.path}: ask the operator to add this user to "
+                "the socket's group (api_group), and to put the socket in a directory it may enter",
+            ) from None
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"no daemon answers on the API socket {self.path}: {exc.strerror or exc}"
+            ) from None
+        ping: PingResult = await self._call(Op.PING, NoArgs())
+        self.peer = ping.peer
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _call(self, op: Op, args: msgspec.Struct) -> Any:
+        """Send one request and wait for its response; raise what the daemon raised."""
+        if self._reader is None or self._writer is None:
+            raise ApiError(f"not connected to the API socket {self.path}")
+        request_id = next(self._ids)
+        try:
+            data = frame(Request(VERSION, request_id, op, msgspec.Raw(encode(args))))
+        except ApiProtocolError as exc:
+            raise JobValidationError("$", f"{exc.reason}: submit fewer or smaller jobs at a time") from None
+        async with self._lock:
+            try:
+                self._writer.write(data)
+                await self._writer.drain()
+                header = await self._reader.readexactly(HEADER.size)
+                response = decode_response(await self._reader.readexactly(frame_length(header)))
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                await self.close()
+                raise BackendUnavailable(f"the daemon closed the API socket {self.path}: {exc}") from None
+        if response.error is not None or not response.ok:
+            if response.error is None:
+                raise ApiError("the daemon answered not ok without saying why")
+            raise_error(response.error)
+        if response.id != request_id:
+            raise ApiProtocolError("id", f"answer to request {response.id}, expected {request_id}")
+        return decode_result(op, response.result)
+
+    # -- producers and readers ----------------------------------------------------------------
+    async def submit(self, jobs: Sequence[Job]) -> list[str]:
+        result: list[str] = await self._call(Op.SUBMIT_MANY, SubmitArgs(list(jobs)))
+        return result
+
+    async def published_agents(self) -> list[str] | None:
+        result: list[str] | None = await self._call(Op.PUBLISHED_AGENTS, NoArgs())
+        return result
+
+    async def counts(self) -> dict[str, int]:
+        result: dict[str, int] = await self._call(Op.COUNTS, NoArgs())
+        return result
+
+    async def status(self, job_id: str) -> JobInfo:
+        result: JobInfo = await self._call(Op.STATUS, StatusArgs(job_id))
+        return result
+
+    async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
+        result: list[JobInfo] = await self._call(Op.SWARM_STATUS, SwarmStatusArgs(swarm_id))
+        return result
+
+    async def list_jobs(self, state: str | None, limit: int, where: JobFilter | None = None) -> list[JobInfo]:
+        where = where or JobFilter()
+        state = where.state or state
+        args = ListJobsArgs(
+            JobState(state) if state is not None else None, limit, where.agent, where.gid, where.swarm_id
+        )
+        result: list[JobInfo] = await self._call(Op.LIST_JOBS, args)
+        return result
+
+    async def count_jobs(self, where: JobFilter) -> int:
+        result: int = await self._call(Op.COUNT_JOBS, _filter_args(where))
+        return result
+
+    async def cancel_matching(self, where: JobFilter) -> list[str]:
+        result: list[str] = await self._call(Op.CANCEL_MATCHING, _filter_args(where))
+        return result
+
+    async def daemon_serving(self) -> bool:
+        """A daemon answers on this socket: it serves the queue."""
+        return True
+
+    async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
+        result: list[str] = await self._call(Op.CANCEL, CancelArgs(job_id, swarm_id))
+        return result
+
+    async def ledger_tail(self, n: int) -> list[StoredEntry]:
+        result: list[StoredEntry] = await self._call(Op.LEDGER_TAIL, LedgerTailArgs(n))
+        return result
+
+    # -- what needs direct access -------------------------------------------------------------
+    def _direct_only(self, what: str) -> NoReturn:
+        raise ApiError(f"{what} needs direct access to the state (run it as the daemon's user or root)")
+
+    async def ledger_entries(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
+        self._direct_only("reading the whole ledger")
+
+    async def verify(self) -> VerifyReport:
+        self._direct_only("verifying the ledger")
+
+    async def dead_letters(self, limit: int) -> list[JobInfo]:
+        self._direct_only("listing dead letters")
+
+    async def requeue(self, job_id: str | None, *, all_dead: bool = False) -> list[tuple[str, str]]:
+        self._direct_only("requeueing dead letters")
+
+    async def purge_dead(self, older_than: float) -> int:
+        self._direct_only("purging dead letters")
+
+    async def reserve(self, limit: int, *, lease: float, exclude_agents: Collection[str] = ()) -> list[Reserved]:
+        self._direct_only("running jobs")
+
+    async def finish(self, items: Sequence[Finish]) -> FinishReport:
+        self._direct_only("running jobs")
+
+    async def renew(self, job_ids: Collection[str], *, lease: float) -> None:
+        self._direct_only("running jobs")
+
+    async def recover(self, *, all_leases: bool) -> int:
+        self._direct_only("running jobs")
+
+    async def listen(self) -> None:
+        self._direct_only("running jobs")
+
+    async def wait_for_work(self, timeout: float) -> set[WakeReason]:  # noqa: ASYNC109 - the protocol's signature
+        self._direct_only("running jobs")
+
+    async def check_persistence(self) -> str | None:
+        self._direct_only("running jobs")
+
+    async def cancel_requested(self) -> list[str]:
+        self._direct_only("running jobs")
+
+    async def next_due(self) -> float | None:
+        self._direct_only("running jobs")
+
+    async def publish_agents(self, names: Sequence[str]) -> None:
+        self._direct_only("publishing agents")
+
+
+def _filter_args(where: JobFilter) -> FilterArgs:
+    state = JobState(where.state) if where.state is not None else None
+    return FilterArgs(state, where.agent, where.gid, where.swarm_id)

@@ -1,0 +1,109 @@
+"""Which way a client reaches the queue: the state directly, or the daemon's API socket.
+
+- A socket given (``socket=``, ``--socket``, ``SWARMD_SOCKET``): that socket, always.
+- Redis: directly (a producer with Redis credentials needs no daemon in between).
+- SQLite whose state directory is the caller's to open (its owner, or root; or not created
+  yet, for submitting while no daemon runs; or, for reading, one it may read): directly.
+- Otherwise, the first API socket that answers (`socket_candidates`); if none does, a
+  `StateDirError` that names every path tried and why each failed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from swarmd.api.socket_backend import SocketBackend
+from swarmd.config import Settings, resolve_api_socket
+from swarmd.errors import StateDirError
+from swarmd.queue.base import QueueBackend
+from swarmd.queue.factory import open_backend
+
+#: Where the shipped systemd unit's daemon serves its socket (RuntimeDirectory=swarmd).
+SYSTEMD_SOCKET: Final = Path("/run/swarmd/swarmd.sock")
+#: The environment variable naming the socket to use.
+SOCKET_ENV: Final = "SWARMD_SOCKET"
+
+
+def choose_backend(
+    settings: Settings,
+    state_dir: Path,
+    *,
+    socket_path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    blocking: bool = False,
+    read_only: bool = False,
+) -> QueueBackend:
+    """The backend a client should use (not opened yet); see the module's docstring."""
+    environ = os.environ if environ is None else environ
+    explicit = socket_path or environ.get(SOCKET_ENV)
+    if explicit:
+        return SocketBackend(Path(explicit).expanduser())
+    if settings.backend == "redis":
+        return open_backend(settings, state_dir, blocking=blocking, read_only=read_only)
+    problem = direct_problem(state_dir, read_only=read_only)
+    if problem is None:
+        return open_backend(settings, state_dir, blocking=blocking, read_only=read_only)
+    tried: list[str] = []
+    for candidate in socket_candidates(settings, state_dir, environ):
+        answer = probe(candidate)
+        if answer is None:
+            return SocketBackend(candidate)
+        tried.append(f"the API socket {candidate} ({answer})")
+    raise StateDirError(
+        str(state_dir),
+        f"{problem}; and no API socket answered: "
+        + ", ".join(tried)
+        + "; run as the daemon's user, or pass --socket PATH (SWARMD_SOCKET) of a running daemon",
+    )
+
+
+def direct_problem(state_dir: Path, *, read_only: bool = False) -> str | None:
+    """Why this process cannot open ``state_dir`` itself (None: it can, or may create it).
+    ``read_only``: reading is enough (an auditor's copy it may read but not write)."""
+    try:
+        info = state_dir.stat()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return "permission denied"
+    if read_only and os.access(state_dir, os.R_OK | os.X_OK):
+        return None
+    euid = os.geteuid()
+    if euid not in (0, info.st_uid):
+        return f"belongs to uid {info.st_uid}, not to this user (uid {euid})"
+    if not os.access(state_dir, os.R_OK | os.W_OK | os.X_OK):
+        return "permission denied"
+    return None
+
+
+def socket_candidates(settings: Settings, state_dir: Path, environ: Mapping[str, str]) -> list[Path]:
+    """The sockets a daemon with these settings may serve: its configured one, then the
+    systemd unit's."""
+    found = [resolve_api_socket(settings, state_dir, environ)]
+    if SYSTEMD_SOCKET not in found:
+        found.append(SYSTEMD_SOCKET)
+    return found
+
+
+def probe(path: Path) -> str | None:
+    """Why nothing answers on the socket at ``path`` (None: something listens and lets us in)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(1.0)
+        sock.connect(str(path))
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return "no such socket"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied: this user is not in the socket's group, or may not enter its directory"
+        if exc.errno == errno.ECONNREFUSED:
+            return "no daemon listens on it"
+        return exc.strerror or str(exc)
+    finally:
+        sock.close()
+    return None
