@@ -68,3 +68,44 @@ def test_a_wrong_password_is_a_clear_error_that_does_not_repeat_it(guarded_redis
     assert "Traceback" not in result.stderr
     assert "not-the-password" not in result.stderr and PASSWORD not in result.stderr
     assert "127.0.0.1" in result.stderr
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of this test's own speaking only TLS (a self-signed certificate made here),
+    with a password and AOF."""
+    server, openssl = require_tool("redis-server"), require_tool("openssl")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    port = free_port()
+    proc = subprocess.Popen(
+        [server, "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls / "cert.pem"),
+         "--tls-key-file", str(tls / "key.pem"), "--tls-ca-cert-file", str(tls / "cert.pem"),
+         "--tls-auth-clients", "no", "--bind", "127.0.0.1", "--requirepass", PASSWORD, "--save", "",
+         "--appendonly", "yes", "--dir", str(tls)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={tls / 'cert.pem'}"
+        probe = ["--backend", "redis", "--redis-url", url, "--redis-prefix", "tls-probe"]
+        wait_until(lambda: swarmd("jobs", *probe, check=False).returncode == 0, what="the TLS redis-server")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_rediss_url_speaks_tls_and_keeps_its_password_out_of_sight(tmp_path: Path, tls_redis: str) -> None:
+    args = ["--backend", "redis", "--redis-url", tls_redis, "--redis-prefix", "tls-test"]
+    daemon = Daemon(tmp_path / "state", *args).start()
+    try:
+        job_id = swarmd("submit", *args, "--agent", "echo", "--gid", "G1").stdout.strip()
+        wait_until(lambda: '"succeeded"' in swarmd("status", "--json", *args, job_id).stdout, what="the job to succeed")
+    finally:
+        assert daemon.stop() == 0
+    assert PASSWORD not in daemon.log()
