@@ -88,6 +88,11 @@ class Admission:
         self.gates: dict[str, AgentGate] = {}
         #: What the last `blocked_agents` excluded (the puller's idle wait is about these).
         self._blocked: list[str] = []
+        #: Agents a daemon once served (published) that this one does not load: their jobs are
+        #: kept in the queue, for a daemon that loads them (a fixed restart, another host).
+        self.served_elsewhere: frozenset[str] = frozenset()
+        #: Those of them whose jobs this daemon met: excluded from its reservations.
+        self.unroutable: set[str] = set()
         for spec in registry:
             self.gates[spec.name] = self._gate(spec, settings, settings.agent.get(spec.name, AgentSettings()))
 
@@ -136,8 +141,9 @@ class Admission:
         )
 
     def blocked_agents(self) -> list[str]:
-        """Agents none of whose jobs could start now: breaker open, at their limit, out of tokens."""
-        blocked = []
+        """Agents none of whose jobs could start now: breaker open, at their limit, out of tokens,
+        or not loaded here at all (unroutable)."""
+        blocked = sorted(self.unroutable)
         for name, gate in self.gates.items():
             if (
                 gate.breaker.state is CircuitState.OPEN
@@ -170,4 +176,5 @@ class Admission:
         return any(
             (gate := self.gates[name]).concurrency is not None and gate.running >= gate.concurrency
             for name in self._blocked
+            if name in self.gates
         )

@@ -141,13 +141,20 @@ class Daemon:
         await backend.open()
         try:
             recovered = await backend.recover(all_leases=True)
-            await backend.publish_agents(registry.names())
+            # Agents an earlier daemon published stay published: their queued jobs are kept for a
+            # daemon that loads them (unroutable here), never dead-lettered as unknown.
+            previous = await backend.published_agents() or []
+            served_elsewhere = frozenset(previous) - set(registry.names())
+            await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             tail = await backend.ledger_tail(1)
             if tail:  # the gauge means "last committed index", also before this run's first commit
                 metrics.set_ledger_index(tail[-1].index)
             await backend.listen()
             self.not_ready_reason = await self._durability_problem(backend)
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
+            worker.admission.served_elsewhere = served_elsewhere
+            if served_elsewhere:
+                log.info("agents_served_elsewhere", agents=sorted(served_elsewhere))
             self.registry = registry
             self._watch_crashes(worker, CrashRecords(state_dir))
             self._install_signals(worker)

@@ -199,6 +199,11 @@ class JobRunner:
                 return self.refuse(reserved, "malformed", reserved.error or "undecodable job", reserved_wall)
             gate = self.admission.gates.get(job.agent)
             if gate is None:
+                if job.agent in self.admission.served_elsewhere:  # kept for a daemon that loads it
+                    if job.agent not in self.admission.unroutable:
+                        self.admission.unroutable.add(job.agent)
+                        log.warning("agent_unroutable", agent=job.agent, job_id=reserved.job_id)
+                    return self.release(reserved, job.agent, 0.0)
                 return self.refuse(
                     reserved, "unknown_agent", f"no agent named {job.agent!r} is registered", reserved_wall
                 )

@@ -57,7 +57,7 @@ from swarmd.errors import BackendUnavailable, error_text
 from swarmd.model import Outcome
 from swarmd.policies.admission import Admission
 from swarmd.policies.concurrency import AimdLimit, ConcurrencyLimit, FixedLimit
-from swarmd.queue.base import Disposition, FinishReport, QueueBackend, WakeReason
+from swarmd.queue.base import Disposition, FinishReport, JobFilter, QueueBackend, WakeReason
 from swarmd.registry import Registry
 from swarmd.runtime.committer import Committer
 from swarmd.runtime.execution import CANCEL_DRAIN, CANCEL_REQUESTED, Attempt, JobRunner
@@ -539,6 +539,9 @@ class Worker:
                 if now >= next_counts:
                     next_counts = now + COUNTS_EVERY
                     self.metrics.set_queue_depths(await self.backend.counts())
+                    if self.admission.unroutable:
+                        kept = [await self.backend.count_jobs(JobFilter(agent=a)) for a in self.admission.unroutable]
+                        self.metrics.jobs_unroutable.set(sum(kept))
                     self.outcome_metrics.forget_stale_swarms()
                 self.health.backend_error = None
             except BackendUnavailable as exc:

@@ -219,6 +219,11 @@ class Metrics:
             buckets=LEDGER_COMMIT_BUCKETS, registry=r,
         )  # fmt: skip
         self.queue_jobs: Final = Gauge("swarmd_queue_jobs", "Jobs in the queue, by state.", ["state"], registry=r)
+        self.jobs_unroutable: Final = Gauge(
+            "swarmd_jobs_unroutable",
+            "Queued jobs of agents a daemon once served but this one does not load: kept, not run here.",
+            registry=r,
+        )
         self.event_loop_lag: Final = Histogram(
             "swarmd_event_loop_lag_seconds", "How late a periodic event-loop tick runs.",
             buckets=LOOP_LAG_BUCKETS, registry=r,

@@ -47,6 +47,7 @@ GAUGES: Final = (
     "swarmd_circuit_state",
     "swarmd_ready",
     "swarmd_abandoned_tasks",
+    "swarmd_jobs_unroutable",
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.
