@@ -228,12 +228,13 @@ class AsyncClient:
 
     # -- jobs ------------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
-        """Where a job is: queued (its state) or finished (its ledger entry); raises `JobNotFound`."""
-        return await self._backend.status(job_id)
+        """Where a job is: queued (its state; why it waits, if the daemon holds it back) or
+        finished (its ledger entry); raises `JobNotFound`."""
+        return (await self._with_holds([await self._backend.status(job_id)]))[0]
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         """Where each member of a swarm is; raises `JobNotFound`."""
-        return await self._backend.swarm_status(swarm_id)
+        return await self._with_holds(await self._backend.swarm_status(swarm_id))
 
     async def list_jobs(
         self,
@@ -247,7 +248,18 @@ class AsyncClient:
         """Up to ``limit`` queued jobs (of one state, or all; of one agent, gid or swarm, if
         given), highest priority first."""
         where = JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id)
-        return await self._backend.list_jobs(state, limit, where)
+        return await self._with_holds(await self._backend.list_jobs(state, limit, where))
+
+    async def _with_holds(self, infos: list[JobInfo]) -> list[JobInfo]:
+        """Say why each ready job is not starting, from what the daemon published (one read, and
+        only when some job is ready)."""
+        if any(info.state is JobState.READY for info in infos):
+            holds = await self._backend.holds()
+            if holds:
+                for info in infos:
+                    if info.state is JobState.READY:
+                        info.waiting = holds.get(info.agent)
+        return infos
 
     async def count_jobs(
         self,

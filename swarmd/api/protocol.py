@@ -63,6 +63,7 @@ class Op(enum.StrEnum):
     COUNTS = "counts"
     COUNT_JOBS = "count_jobs"
     CANCEL_MATCHING = "cancel_matching"
+    HOLDS = "holds"
     PUBLISHED_AGENTS = "published_agents"
     PING = "ping"
 
@@ -167,6 +168,7 @@ OPERATIONS: Final[dict[Op, Operation]] = {
     Op.COUNTS: Operation(NoArgs, dict[str, int]),
     Op.COUNT_JOBS: Operation(FilterArgs, int),
     Op.CANCEL_MATCHING: Operation(FilterArgs, list[str]),
+    Op.HOLDS: Operation(NoArgs, dict[str, str]),
     Op.PUBLISHED_AGENTS: Operation(NoArgs, list[str] | None),
     Op.PING: Operation(NoArgs, PingResult),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -148,6 +148,13 @@ class SocketBackend:
     async def cancel_matching(self, where: JobFilter) -> list[str]:
         result: list[str] = await self._call(Op.CANCEL_MATCHING, _filter_args(where))
         return result
+
+    async def holds(self) -> dict[str, str]:
+        result: dict[str, str] = await self._call(Op.HOLDS, NoArgs())
+        return result
+
+    async def publish_holds(self, holds: Mapping[str, str]) -> None:
+        raise ApiError("publishing holds is the daemon's own work, not a producer's")
 
     async def daemon_serving(self) -> bool:
         """A daemon answers on this socket: it serves the queue."""

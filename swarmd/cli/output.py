@@ -60,7 +60,12 @@ def print_infos(infos: list[JobInfo], as_json: bool) -> None:
         detail = info.outcome or info.state
         index = f" ledger={info.ledger_index}" if info.ledger_index is not None else ""
         error = f"  error: {describe_error(info.error)}" if info.error else ""
-        print(f"{info.job_id}  {detail:<13} agent={info.agent} gid={info.gid} attempt={info.attempt}{index}{error}")
+        waiting = f"  waiting: {info.waiting}" if info.waiting else ""
+        violation = f"  IDENTITY VIOLATION: {info.identity_violation}" if info.identity_violation else ""
+        print(
+            f"{info.job_id}  {detail:<13} agent={info.agent} gid={info.gid} attempt={info.attempt}"
+            f"{index}{error}{waiting}{violation}"
+        )
 
 
 class Progress:

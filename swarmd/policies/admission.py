@@ -154,6 +154,17 @@ class Admission:
         self._blocked = blocked
         return blocked
 
+    def holds(self, now: float) -> dict[str, str]:
+        """Why the ready jobs of some agents do not start here (agent -> reason), for operators:
+        an open circuit (with the wall-clock time of its next trial, ``now`` being wall-clock
+        now), or an agent this daemon does not load."""
+        held = dict.fromkeys(self.unroutable, "waiting for a daemon that loads this agent")
+        for name, gate in self.gates.items():
+            if gate.breaker.state is CircuitState.OPEN:
+                trial = time.strftime("%H:%M:%S", time.gmtime(now + gate.breaker.retry_after()))
+                held[name] = f"circuit open (the agent keeps failing): next trial at {trial} UTC"
+        return held
+
     def soonest_unblock(self) -> float | None:
         """Seconds until a blocked agent might be admitted again (breaker cooldown, tokens).
 

@@ -12,7 +12,7 @@ the ledger holds at most one entry per job id however often a job ran.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,6 +115,11 @@ class JobInfo:
     error: dict[str, Any] | None = None
     outcome: str | None = None
     ledger_index: int | None = None
+    #: Why a ready job is not starting, as the daemon published it (an open circuit, an agent it
+    #: does not load); None when nothing holds it back.
+    waiting: str | None = None
+    #: The identity check's finding on a finished job (see `swarmd.identity`); None: it held.
+    identity_violation: str | None = None
 
     @classmethod
     def from_ledger(cls, entry: StoredEntry) -> JobInfo:
@@ -131,6 +136,7 @@ class JobInfo:
             error=error_object(error),
             outcome=record.get("outcome"),
             ledger_index=entry.index,
+            identity_violation=record.get("identity_violation"),
         )
 
     def with_entry(self, entry: StoredEntry) -> JobInfo:
@@ -231,6 +237,15 @@ class QueueBackend(Protocol):
 
     async def publish_agents(self, names: Sequence[str]) -> None:
         """Record the agent names a daemon serves, so producers can refuse unknown ones."""
+        ...
+
+    async def publish_holds(self, holds: Mapping[str, str]) -> None:
+        """Record why the publishing daemon holds back the ready jobs of some agents (agent ->
+        reason), replacing what it published before; the operators' reads show it."""
+        ...
+
+    async def holds(self) -> dict[str, str]:
+        """What `publish_holds` recorded last (empty: nothing held back)."""
         ...
 
     async def published_agents(self) -> list[str] | None:

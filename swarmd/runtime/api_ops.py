@@ -66,6 +66,7 @@ class ApiOps:
             Op.COUNTS: self.counts,
             Op.COUNT_JOBS: self.count_jobs,
             Op.CANCEL_MATCHING: self.cancel_matching,
+            Op.HOLDS: self.holds,
             Op.PUBLISHED_AGENTS: self.published_agents,
             Op.PING: self.ping,
         }
@@ -165,6 +166,9 @@ class ApiOps:
 
     async def ledger_tail(self, peer: Peer, args: LedgerTailArgs) -> Any:
         return await self._backend.ledger_tail(args.n)
+
+    async def holds(self, peer: Peer, args: NoArgs) -> dict[str, str]:
+        return await self._backend.holds()
 
     async def counts(self, peer: Peer, args: NoArgs) -> dict[str, int]:
         return await self._backend.counts()

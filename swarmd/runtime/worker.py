@@ -113,6 +113,9 @@ class Worker:
         self.tracing = tracing
         self.burst = burst  # return once the queue is empty (tests, benchmarks)
         self.admission = Admission(registry, settings, metrics)
+        #: What `_publish_holds` published last (None: nothing yet, so the first tick clears
+        #: whatever an earlier daemon left).
+        self._published_holds: dict[str, str] | None = None
         #: The jobs running now, shared with the runner (which cancels a job at its timeout).
         self.running = RunningJobs()
         self.running.on_stuck = self._abandon
@@ -543,11 +546,20 @@ class Worker:
                         kept = [await self.backend.count_jobs(JobFilter(agent=a)) for a in self.admission.unroutable]
                         self.metrics.jobs_unroutable.set(sum(kept))
                     self.outcome_metrics.forget_stale_swarms()
+                    await self._publish_holds()
                 self.health.backend_error = None
             except BackendUnavailable as exc:
                 self.health.backend_error = str(exc)
             except Exception as exc:
                 log.error("housekeeping_failed", error=error_text(exc))
+
+    async def _publish_holds(self) -> None:
+        """Tell operators' reads why ready jobs wait (open circuits, agents not loaded here),
+        when that changed since the last time."""
+        holds = self.admission.holds(time.time())
+        if holds != self._published_holds:
+            await self.backend.publish_holds(holds)
+            self._published_holds = holds
 
     async def _apply_cancel_requests(self) -> None:
         """Cancel the jobs held here that a client asked to cancel."""

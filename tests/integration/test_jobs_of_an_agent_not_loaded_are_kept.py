@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.harness import ledger, ledger_count, queue_states, running, submit, wait_until
+from support.harness import ledger, ledger_count, queue_states, running, submit, swarmd, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +23,12 @@ def test_jobs_of_an_agent_this_daemon_does_not_load_wait_for_one_that_does(tmp_p
         wait_until(lambda: daemon.metrics().get("swarmd_jobs_unroutable") == 3, what="the gauge of kept jobs")
         assert queue_states(state) == {"ready": 3}
         assert "agent_unroutable" in daemon.log()
+        wait_until(
+            lambda: (
+                swarmd("jobs", "--state-dir", str(state), "--agent", "slow").stdout.count("waiting for a daemon") == 3
+            ),
+            what="the hold on the kept jobs",
+        )
         assert daemon.metrics()['swarmd_rejected_jobs_total{reason="unknown_agent"}'] == 0
     with running(state, "--agents", "support.agents"):  # the fixed restart
         wait_until(lambda: ledger_count(state) == 5, what="the kept jobs to run")

@@ -717,3 +717,12 @@ async def test_redis_several_daemons_share_one_gap_free_ledger(redis_case: Case)
         assert [e.index for e in entries] == list(range(600))
         assert (await daemons[1].verify()).ok
         assert await daemons[2].counts() == {"ready": 0, "delayed": 0, "leased": 0, "dead": 0}
+
+
+async def test_holds_published_by_a_daemon_are_read_back_and_replaced(case: Case) -> None:
+    async with case.opened() as q:
+        assert await q.holds() == {}
+        await q.publish_holds({"fail": "circuit open", "gone": "not loaded"})
+        assert await q.holds() == {"fail": "circuit open", "gone": "not loaded"}
+        await q.publish_holds({})
+        assert await q.holds() == {}

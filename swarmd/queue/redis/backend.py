@@ -14,7 +14,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -564,6 +564,15 @@ class RedisBackend:
         (daemons sharing a queue are expected to serve the same agents)."""
         with self._guard("publish_agents"):
             await self.client.set(self._q + "agents", msgspec.json.encode(sorted(set(names))))
+
+    async def publish_holds(self, holds: Mapping[str, str]) -> None:
+        with self._guard("publish_holds"):
+            await self.client.set(self._q + "holds", msgspec.json.encode(dict(holds)))
+
+    async def holds(self) -> dict[str, str]:
+        with self._guard("holds"):
+            raw: Any = await self.client.get(self._q + "holds")
+        return {} if raw is None else {str(k): str(v) for k, v in msgspec.json.decode(raw).items()}
 
     async def published_agents(self) -> list[str] | None:
         with self._guard("published_agents"):

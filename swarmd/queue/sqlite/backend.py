@@ -19,7 +19,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -458,6 +458,23 @@ class SqliteBackend:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (msgspec.json.encode(names).decode(),),
             )
+
+    async def publish_holds(self, holds: Mapping[str, str]) -> None:
+        await self._run(self._publish_meta, "holds", msgspec.json.encode(dict(holds)).decode())
+
+    def _publish_meta(self, key: str, value: str) -> None:
+        with transaction(self.conn, no_fsync=True) as conn:  # advisory: lost to a power cut, republished
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def holds(self) -> dict[str, str]:
+        return await self._run(self._holds)
+
+    def _holds(self) -> dict[str, str]:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'holds'").fetchone()
+        return {} if row is None else {str(k): str(v) for k, v in msgspec.json.decode(row[0]).items()}
 
     async def published_agents(self) -> list[str] | None:
         return await self._run(self._published_agents)
