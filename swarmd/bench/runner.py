@@ -182,12 +182,14 @@ def run_bench(
             f"loop takes {description['python_loop_s'] * 1e3:.0f} ms here"
         )
     failed = False
-    for name in names:
+    for position, name in enumerate(names, 1):
+        _progress(f"bench: running {name} ({position} of {len(names)}) ...")
         try:
             result = run_scenario(name, agents=agents, jobs=jobs, repeat=repeat)
         except Exception as exc:
             result = {"scenario": name, "error": f"{type(exc).__name__}: {exc}", "met": False}
             failed = True
+        _progress("")
         result["machine"] = description
         if as_json:
             print(msgspec.json.encode(result).decode(), flush=True)
@@ -196,3 +198,11 @@ def run_bench(
         else:
             print(summary(result), flush=True)
     return 1 if failed else 0
+
+
+def _progress(text: str) -> None:
+    """Which scenario runs now, on one line of stderr redrawn in place; nothing off a terminal
+    (so piped or redirected output holds only the results)."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.flush()

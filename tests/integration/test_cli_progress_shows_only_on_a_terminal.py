@@ -80,3 +80,13 @@ def test_a_large_submit_shows_it_is_under_way_and_sums_up_on_a_terminal_only(tmp
     status, out, err = _run(*args, terminal=False)
     assert status == 0 and len(out.splitlines()) == 2000
     assert "submitt" not in err and "\r" not in err and err.startswith("swarm: ")
+
+
+def test_bench_says_which_scenario_runs_on_a_terminal_only() -> None:
+    args = ("bench", "swarm", "--agents", "5", "--repeat", "1")
+    status, out, err = _run(*args, terminal=True)
+    assert status == 0, err
+    assert "\r\x1b[Kbench: running swarm (1 of 1) ..." in err
+    status, piped_out, piped_err = _run(*args, terminal=False)
+    assert status == 0 and "bench: running" not in piped_err
+    assert "swarm" in out and "swarm" in piped_out
