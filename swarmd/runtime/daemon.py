@@ -145,12 +145,14 @@ class Daemon:
             # daemon that loads them (unroutable here), never dead-lettered as unknown.
             previous = await backend.published_agents() or []
             served_elsewhere = frozenset(previous) - set(registry.names())
-            await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             tail = await backend.ledger_tail(1)
             if tail:  # the gauge means "last committed index", also before this run's first commit
                 metrics.set_ledger_index(tail[-1].index)
             await backend.listen()
             self.not_ready_reason = await self._durability_problem(backend)
+            if self.not_ready_reason is None:  # published only by a daemon that serves: producers
+                # tell from the published agents whether their jobs will be served.
+                await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
             worker.admission.served_elsewhere = served_elsewhere
             if served_elsewhere:

@@ -160,11 +160,14 @@ def test_a_redis_without_aof_is_refused_unless_allowed(tmp_path: Path) -> None:
             "the refusing daemon took the job, or /healthz failed",
         )
         assert refusing.metrics().get("swarmd_agents_in_flight") == 0
+        # A producer is told that no daemon will serve this queue (the job is kept).
+        warned = dep.cli("submit", "--agent", "echo", "--gid", "GID-aof")
+        assert "no daemon is serving" in warned.stderr, warned.stderr
         assert refusing.stop() == 0
 
         dep.daemon("--allow-volatile-redis").start()
-        dep.wait_ledger(1, timeout=15)
-        [entry] = assert_clean(dep, [job_id])
+        dep.wait_ledger(2, timeout=15)
+        entry = next(e for e in assert_clean(dep, [job_id, warned.stdout.strip()]) if e["job_id"] == job_id)
         assert (entry["outcome"], entry["result"]) == ("succeeded", {"n": 1})
 
 
