@@ -81,6 +81,7 @@ class Daemon:
         self.backend: QueueBackend | None = None
         self.not_ready_reason: str | None = "starting"
         self._reloading: asyncio.Task[None] | None = None
+        self._reload_again = False
         self.registry: Registry | None = None
         self.metrics: Metrics | None = None
         #: Set once SIGINT and SIGTERM go to the daemon's own handlers: from then on, a
@@ -271,12 +272,19 @@ class Daemon:
         self.signals_installed = True
 
     def _start_reload(self, worker: Worker) -> None:
-        """SIGHUP: reload in a task of its own (one at a time), so that reading the file never
-        runs on the event loop."""
+        """SIGHUP: reload in a task of its own, so that reading the file never runs on the event
+        loop. One reload at a time: a SIGHUP during one makes it read the file once more after
+        (a burst of SIGHUPs ends with the last file read, as the operator expects)."""
         if self._reloading is not None and not self._reloading.done():
-            log.info("reload_already_running")
+            self._reload_again = True
             return
-        self._reloading = asyncio.get_running_loop().create_task(self._reload(worker))
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_until_current(worker))
+
+    async def _reload_until_current(self, worker: Worker) -> None:
+        self._reload_again = True
+        while self._reload_again:
+            self._reload_again = False
+            await self._reload(worker)
 
     async def _reload(self, worker: Worker) -> None:
         notify("RELOADING=1")
