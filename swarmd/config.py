@@ -123,6 +123,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     #: Largest encoded job payload accepted at submit, in bytes.
     max_payload_bytes: PositiveInt = 1024 * 1024
+    #: Largest encoded result a handler may return, in bytes: a larger one fails its job
+    #: permanently with ResultTooLarge (the result is not kept).
+    max_result_bytes: PositiveInt = 64 * 1024
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
 
@@ -214,7 +217,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key in ("config", "test_strict"):
+        if key in ("config", "test_strict", "wait_backstop"):  # not settings: read where they apply
             continue
         field = _FIELDS.get(key)
         if field is None or key == "agent":

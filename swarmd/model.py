@@ -134,10 +134,11 @@ def new_job_id() -> str:
 
 
 def new_job_ids(n: int) -> list[str]:
-    """``n`` job ids from one read of the random source (for batches)."""
+    """``n`` job ids from one read of the random source (for batches), in increasing order:
+    sorting a batch's ids gives back the order its jobs were submitted in."""
     prefix = f"{time.time_ns() // 1_000_000:012x}"
     randomness = os.urandom(10 * n).hex()
-    return [prefix + randomness[20 * i : 20 * i + 20] for i in range(n)]
+    return sorted(prefix + randomness[20 * i : 20 * i + 20] for i in range(n))
 
 
 def _field_of(message: str) -> tuple[str, str]:

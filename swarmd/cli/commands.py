@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from swarmd.cli.output import Progress, note, plural, print_infos, print_json, warn
+from swarmd.cli.output import Progress, note, plural, print_details, print_infos, print_json, warn
 from swarmd.cli.parser import MAX_SUBMIT_COUNT, build_parser, parse_duration
 from swarmd.client import Client
 from swarmd.config import Settings, load_settings, resolve_state_dir
@@ -179,6 +179,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print_json(info.as_dict())
             else:
                 print_infos([info], False)
+                print_details(info.result, info.error)
     return 0
 
 

@@ -115,6 +115,8 @@ class JobInfo:
     error: dict[str, Any] | None = None
     outcome: str | None = None
     ledger_index: int | None = None
+    #: What the handler returned (JSON data), for a job that succeeded.
+    result: Any = None
 
     @classmethod
     def from_ledger(cls, entry: StoredEntry) -> JobInfo:
@@ -131,6 +133,7 @@ class JobInfo:
             error=error_object(error),
             outcome=record.get("outcome"),
             ledger_index=entry.index,
+            result=record.get("result"),
         )
 
     def with_entry(self, entry: StoredEntry) -> JobInfo:
@@ -240,6 +243,20 @@ class QueueBackend(Protocol):
     async def daemon_serving(self) -> bool:
         """Whether a daemon serves this queue, as far as the store can tell (SQLite: one holds the
         state directory's lock now; Redis: one has published its agents there)."""
+        ...
+
+    # -- waiters ---------------------------------------------------------------------------
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+    ) -> dict[str, StoredEntry]:
+        """The ledger entries of those of ``job_ids`` that have finished, as soon as one has
+        (at once if one already has); {} when ``timeout`` seconds pass first (None: no limit).
+        Woken by the commit of an outcome, not by polling: ``backstop`` is the slow look at the
+        ledger for a lost notification. Leaves nothing behind when cancelled."""
         ...
 
     # -- operators -------------------------------------------------------------------------

@@ -95,6 +95,7 @@ class Worker:
         #: The jobs running now, shared with the runner (which cancels a job at its timeout).
         self.running = RunningJobs()
         self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, self.running, rng)
+        self.runner.max_result_bytes = settings.max_result_bytes
         self.limit = make_limit(settings)
         self.health = Health()
         self.in_flight = 0

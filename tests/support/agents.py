@@ -120,3 +120,19 @@ async def record_start(ctx: JobContext, payload: dict[str, Any]) -> dict[str, An
     _append_line(str(payload["marker"]), f"start attempt {ctx.attempt}")
     await asyncio.sleep(float(payload.get("seconds", 0)))
     return {"agent_gid": ctx.gid}
+
+
+@agent("sized_result", max_attempts=1)
+async def sized_result(ctx: JobContext, payload: dict[str, Any]) -> str:
+    """Return a JSON string whose encoding is exactly ``bytes`` bytes long (quotes included)."""
+    return "x" * (int(payload["bytes"]) - 2)
+
+
+def _innermost(message: str) -> None:
+    raise ValueError(message)
+
+
+@agent("raises_deep", max_attempts=1)
+async def raises_deep(ctx: JobContext, payload: Any) -> None:
+    """Fail with a ValueError raised two frames down (`_innermost`), for tracebacks."""
+    _innermost(f"deep failure of {ctx.gid}")

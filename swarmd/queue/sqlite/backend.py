@@ -49,6 +49,7 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.waiting import wait_for_entries
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
@@ -468,6 +469,37 @@ class SqliteBackend:
 
     async def daemon_serving(self) -> bool:
         return await self._run(daemon_holds, self.state_dir)
+
+    # -- waiters ---------------------------------------------------------------------------
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+    ) -> dict[str, StoredEntry]:
+        """See `QueueBackend.wait_finished`. No push here yet: the daemon's local API socket
+        will bring one; until then the backstop look is the only wake-up."""
+
+        async def no_push(seconds: float) -> set[str]:
+            await asyncio.sleep(seconds)
+            return set()
+
+        return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, no_push)
+
+    async def _entries_of(self, job_ids: list[str]) -> list[StoredEntry]:
+        return await self._run(self._select_entries, job_ids)
+
+    def _select_entries(self, job_ids: list[str]) -> list[StoredEntry]:
+        entries: list[StoredEntry] = []
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id IN ({marks})", chunk
+            )
+            entries.extend(entry_from_row(row) for row in rows)
+        return sorted(entries, key=lambda entry: entry.index)
 
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:

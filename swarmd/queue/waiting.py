@@ -1,0 +1,66 @@
+"""Waiting for jobs to finish, woken by the commit of their outcomes, with a slow backstop.
+
+Both backends wait the same way (`wait_for_entries`): look at the ledger once, then sleep until
+a notification names one of the jobs (the commit of its outcome sent it) or the backstop
+interval passes, and look again. A backend subscribes to its notifications BEFORE the first
+look, so an outcome committed in between is never missed; the backstop only covers a lost
+notification (a Redis that restarted, a push not yet wired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Collection
+from typing import Final
+
+from swarmd.ledger.chain import StoredEntry
+
+#: Seconds between two looks at the ledger while no notification arrives (default).
+DEFAULT_BACKSTOP: Final = 1.0
+#: The environment variable that sets the backstop (seconds) for every waiter of this process.
+BACKSTOP_ENV: Final = "SWARMD_WAIT_BACKSTOP"
+
+#: Reads the ledger entries of the given job ids (those that have one).
+Fetch = Callable[[list[str]], Awaitable[list[StoredEntry]]]
+#: Waits at most the given seconds for a notification; returns the job ids it names (empty:
+#: none came), or None when it came but cannot say which jobs (look at all of them).
+Notified = Callable[[float], Awaitable[set[str] | None]]
+
+
+def backstop_interval(value: float | None = None) -> float:
+    """The backstop to use: ``value``, else `BACKSTOP_ENV`, else `DEFAULT_BACKSTOP`."""
+    if value is None:
+        raw = os.environ.get(BACKSTOP_ENV)
+        value = float(raw) if raw else DEFAULT_BACKSTOP
+    if not value > 0:
+        raise ValueError(f"the wait backstop must be a positive number of seconds, not {value!r}")
+    return value
+
+
+async def wait_for_entries(
+    fetch: Fetch,
+    job_ids: Collection[str],
+    timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds, that this loop applies itself
+    backstop: float,
+    notified: Notified,
+) -> dict[str, StoredEntry]:
+    """The entries of those of ``job_ids`` that have finished, as soon as one has (at once if
+    one already has); {} when ``timeout`` seconds pass first (None: no limit)."""
+    wanted = list(dict.fromkeys(job_ids))
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+    while True:
+        found = {entry.job_id: entry for entry in await fetch(wanted) if entry.job_id is not None}
+        if found:
+            return found
+        next_look = loop.time() + backstop
+        while True:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                return {entry.job_id: entry for entry in await fetch(wanted) if entry.job_id is not None}
+            if now >= next_look:
+                break
+            ids = await notified((next_look if deadline is None else min(next_look, deadline)) - now)
+            if ids is None or not ids.isdisjoint(wanted):
+                break
