@@ -281,19 +281,37 @@ class AsyncClient:
         `JobResult`) if it failed, was dead-lettered or was cancelled."""
         return _value(await self.wait(job_id, timeout))
 
-    async def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> list[JobResult]:  # noqa: ASYNC109
-        """The `JobResult` of each job, in the order given, once all are recorded."""
-        results = {r.job_id: r async for r in self.as_completed(job_ids=job_ids, timeout=timeout)}
-        return [results[job_id] for job_id in job_ids]
+    async def wait_many(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        check_ids: bool = True,
+    ) -> list[JobResult]:
+        """The `JobResult` of each job, in the order given, once all are recorded. ``check_ids``:
+        raise `JobNotFound` at once for an unknown id (False: they are known, as a `Submitted`'s)."""
+        if check_ids:
+            await self._check_ids(job_ids)
+        found = await self._backend.wait_finished(job_ids, timeout, backstop=self.wait_backstop, every=True)
+        missing = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in found]
+        if missing:
+            raise WaitTimeout(missing, timeout or 0.0)
+        return [_result(found[job_id]) for job_id in job_ids]
 
-    async def results_of(self, job_ids: Sequence[str], timeout: float | None = None) -> list[Any]:  # noqa: ASYNC109
+    async def results_of(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        check_ids: bool = True,
+    ) -> list[Any]:
         """What each job's handler returned, in the order given; raises `JobFailed` for the
         first (in that order) that did not succeed."""
-        return [_value(r) for r in await self.wait_many(job_ids, timeout)]
+        return [_value(r) for r in await self.wait_many(job_ids, timeout, check_ids=check_ids)]
 
     async def wait_swarm(self, swarm_id: str, timeout: float | None = None) -> list[JobResult]:  # noqa: ASYNC109
         """The `JobResult` of every member of the swarm, in submit order, once all are recorded."""
-        return await self.wait_many(await self._members(swarm_id), timeout)
+        return await self.wait_many(await self._members(swarm_id), timeout, check_ids=False)
 
     async def as_completed(
         self,
@@ -301,17 +319,17 @@ class AsyncClient:
         *,
         job_ids: Sequence[str] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        check_ids: bool = True,
     ) -> AsyncGenerator[JobResult]:
         """Each member's `JobResult` of a swarm (or of ``job_ids``), once each, as its outcome is
-        recorded. Raises `JobNotFound` for an unknown id, `WaitTimeout` when ``timeout`` seconds
-        pass before the last."""
+        recorded. Raises `JobNotFound` for an unknown id (unless ``check_ids`` is False: the ids
+        are known), `WaitTimeout` when ``timeout`` seconds pass before the last."""
         if job_ids is None:
             if swarm_id is None:
                 raise ValueError("as_completed needs a swarm id or job_ids")
             job_ids = await self._members(swarm_id)
-        else:
-            for job_id in set(job_ids):
-                await self._backend.status(job_id)  # JobNotFound now, not a wait forever
+        elif check_ids:
+            await self._check_ids(job_ids)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         pending = list(dict.fromkeys(job_ids))
@@ -321,8 +339,13 @@ class AsyncClient:
             if not found:
                 raise WaitTimeout(pending, timeout or 0.0)
             for entry in sorted(found.values(), key=lambda e: e.index):
-                yield JobResult.from_record(str(entry.job_id), entry.index, entry.decoded())
+                yield _result(entry)
             pending = [job_id for job_id in pending if job_id not in found]
+
+    async def _check_ids(self, job_ids: Sequence[str]) -> None:
+        """`JobNotFound` now for an id unknown to the queue and the ledger, not a wait forever."""
+        for job_id in dict.fromkeys(job_ids):
+            await self._backend.status(job_id)
 
     async def _members(self, swarm_id: str) -> list[str]:
         """The swarm's job ids in submit order (ids of one submit increase); `JobNotFound`."""
@@ -436,20 +459,27 @@ class Client:
     def result(self, job_id: str, timeout: float | None = None) -> Any:
         return self._run(self._async.result(job_id, timeout))
 
-    def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> list[JobResult]:
-        return self._run(self._async.wait_many(job_ids, timeout))
+    def wait_many(
+        self, job_ids: Sequence[str], timeout: float | None = None, *, check_ids: bool = True
+    ) -> list[JobResult]:
+        return self._run(self._async.wait_many(job_ids, timeout, check_ids=check_ids))
 
-    def results_of(self, job_ids: Sequence[str], timeout: float | None = None) -> list[Any]:
-        return self._run(self._async.results_of(job_ids, timeout))
+    def results_of(self, job_ids: Sequence[str], timeout: float | None = None, *, check_ids: bool = True) -> list[Any]:
+        return self._run(self._async.results_of(job_ids, timeout, check_ids=check_ids))
 
     def wait_swarm(self, swarm_id: str, timeout: float | None = None) -> list[JobResult]:
         return self._run(self._async.wait_swarm(swarm_id, timeout))
 
     def as_completed(
-        self, swarm_id: str | None = None, *, job_ids: Sequence[str] | None = None, timeout: float | None = None
+        self,
+        swarm_id: str | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        timeout: float | None = None,
+        check_ids: bool = True,
     ) -> Iterator[JobResult]:
         """`AsyncClient.as_completed`, one result per step of this client's loop."""
-        results = self._async.as_completed(swarm_id, job_ids=job_ids, timeout=timeout)
+        results = self._async.as_completed(swarm_id, job_ids=job_ids, timeout=timeout, check_ids=check_ids)
         try:
             while True:
                 try:
@@ -549,6 +579,10 @@ class Client:
 
     def purge_dead(self, older_than: float) -> int:
         return self._run(self._async.purge_dead(older_than))
+
+
+def _result(entry: StoredEntry) -> JobResult:
+    return JobResult.from_record(str(entry.job_id), entry.index, entry.decoded())
 
 
 def _value(result: JobResult) -> Any:

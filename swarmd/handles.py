@@ -63,16 +63,16 @@ class Submitted(list[str]):
 
     def wait(self, timeout: float | None = None) -> Any:
         """Every job's `swarmd.JobResult`, in submit order, once all are recorded."""
-        return self._bound().wait_many(self.job_ids, timeout)
+        return self._bound().wait_many(self.job_ids, timeout, check_ids=False)
 
     def results(self, timeout: float | None = None) -> Any:
         """What each handler returned, in submit order; raises `JobFailed` for the first job
         (in that order) that did not succeed."""
-        return self._bound().results_of(self.job_ids, timeout)
+        return self._bound().results_of(self.job_ids, timeout, check_ids=False)
 
     def as_completed(self, timeout: float | None = None) -> Any:
         """Each job's `swarmd.JobResult`, once, as it is recorded."""
-        return self._bound().as_completed(job_ids=self.job_ids, timeout=timeout)
+        return self._bound().as_completed(job_ids=self.job_ids, timeout=timeout, check_ids=False)
 
     def _bound(self) -> Any:
         if self._client is None:

@@ -252,9 +252,11 @@ class QueueBackend(Protocol):
         timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
         *,
         backstop: float = 1.0,
+        every: bool = False,
     ) -> dict[str, StoredEntry]:
         """The ledger entries of those of ``job_ids`` that have finished, as soon as one has
-        (at once if one already has); {} when ``timeout`` seconds pass first (None: no limit).
+        (``every``: once all have), at once if that is so already; when ``timeout`` seconds pass
+        first (None: no limit), those found by then, possibly none.
         Woken by the commit of an outcome, not by polling: ``backstop`` is the slow look at the
         ledger for a lost notification. Leaves nothing behind when cancelled."""
         ...

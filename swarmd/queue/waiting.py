@@ -44,23 +44,32 @@ async def wait_for_entries(
     timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds, that this loop applies itself
     backstop: float,
     notified: Notified,
+    *,
+    every: bool = False,
 ) -> dict[str, StoredEntry]:
-    """The entries of those of ``job_ids`` that have finished, as soon as one has (at once if
-    one already has); {} when ``timeout`` seconds pass first (None: no limit)."""
+    """The entries of those of ``job_ids`` that have finished, as soon as one has (``every``:
+    once all have), at once if that is so already; when ``timeout`` seconds pass first (None: no
+    limit), those found by then (possibly none)."""
     wanted = list(dict.fromkeys(job_ids))
+    found: dict[str, StoredEntry] = {}
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + max(0.0, timeout)
-    while True:
-        found = {entry.job_id: entry for entry in await fetch(wanted) if entry.job_id is not None}
-        if found:
-            return found
+
+    async def look() -> bool:
+        pending = [job_id for job_id in wanted if job_id not in found]
+        found.update((entry.job_id, entry) for entry in await fetch(pending) if entry.job_id is not None)
+        return bool(found) and (not every or len(found) == len(wanted))
+
+    while not await look():
         next_look = loop.time() + backstop
         while True:
             now = loop.time()
             if deadline is not None and now >= deadline:
-                return {entry.job_id: entry for entry in await fetch(wanted) if entry.job_id is not None}
+                await look()
+                return found
             if now >= next_look:
                 break
             ids = await notified((next_look if deadline is None else min(next_look, deadline)) - now)
-            if ids is None or not ids.isdisjoint(wanted):
+            if ids is None or any(job_id in ids and job_id not in found for job_id in wanted):
                 break
+    return found

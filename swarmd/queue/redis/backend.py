@@ -583,6 +583,7 @@ class RedisBackend:
         timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
         *,
         backstop: float = 1.0,
+        every: bool = False,
     ) -> dict[str, StoredEntry]:
         """See `QueueBackend.wait_finished`: the finish script PUBLISHes the ids of the jobs it
         recorded on `finished_channel`; this waiter subscribes before it looks at the ledger."""
@@ -599,7 +600,7 @@ class RedisBackend:
                 data = message.get("data")
                 return set(data.decode().split("\n")) if isinstance(data, bytes) else None
 
-            return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, published)
+            return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, published, every=every)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -477,6 +477,7 @@ class SqliteBackend:
         timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
         *,
         backstop: float = 1.0,
+        every: bool = False,
     ) -> dict[str, StoredEntry]:
         """See `QueueBackend.wait_finished`. No push here yet: the daemon's local API socket
         will bring one; until then the backstop look is the only wake-up."""
@@ -485,7 +486,7 @@ class SqliteBackend:
             await asyncio.sleep(seconds)
             return set()
 
-        return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, no_push)
+        return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, no_push, every=every)
 
     async def _entries_of(self, job_ids: list[str]) -> list[StoredEntry]:
         return await self._run(self._select_entries, job_ids)
