@@ -123,7 +123,17 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
 
 
 _job_decoder: Final = msgspec.json.Decoder(Job)
-_encoder: Final = msgspec.json.Encoder()
+
+
+def plain_strings(value: Any) -> Any:
+    """msgspec's ``enc_hook`` for the ``str`` subclasses JSON data may hold (a `swarmd.JobHandle`
+    that `submit` returned, put into a payload or a result): encoded as the string they are."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+_encoder: Final = msgspec.json.Encoder(enc_hook=plain_strings)
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
 

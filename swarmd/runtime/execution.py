@@ -22,7 +22,7 @@ import structlog
 from swarmd.errors import ResultTooLarge
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, Outcome
+from swarmd.model import Job, Outcome, plain_strings
 from swarmd.policies.admission import Admission, AgentGate
 from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
@@ -51,7 +51,7 @@ class HandlerCancelled(Exception):
     future someone else cancelled): a failure of that attempt, retried like any other."""
 
 
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder(enc_hook=plain_strings).encode
 
 
 @dataclass(slots=True)

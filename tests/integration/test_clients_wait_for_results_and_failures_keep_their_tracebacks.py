@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from support.stacks import Stack, stack
 
-from swarmd import AsyncClient, JobFailed, JobNotFound, JobResult, WaitTimeout
+from swarmd import AsyncClient, Client, JobFailed, JobNotFound, JobResult, WaitTimeout
 
 pytestmark = pytest.mark.slow
 __all__ = ["stack"]  # the fixture, on both backends
@@ -176,3 +176,24 @@ async def test_a_waiter_whose_daemon_never_comes_back_times_out_cleanly(stack: S
     # (the test's own task and the runner task of anyio's pytest plugin aside)
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "anyio" not in repr(t)]
     assert tasks == [], f"the wait left tasks behind: {tasks}"
+
+
+async def test_the_blocking_client_waits_the_same_way(stack: Stack) -> None:
+    """`Client` (its own loop, in a thread here: this test's loop must not block) waits and
+    returns the same results through what submit and submit_many return."""
+    with stack.daemon():
+        await asyncio.to_thread(_blocking_waits, stack)
+
+
+def _blocking_waits(stack: Stack) -> None:
+    with Client(stack.state, settings=stack.settings()) as client:
+        job = client.submit("echo", gid="GID-11", payload=[1, 2])
+        assert isinstance(job, str) and job.result(timeout=30) == [1, 2]
+        assert client.wait(job).outcome == "succeeded"
+        swarm = client.submit_many([{"agent": "echo", "gid": f"G{i}", "payload": i} for i in range(5)], swarm=True)
+        assert swarm.results(timeout=30) == [0, 1, 2, 3, 4]
+        assert swarm.swarm_id is not None
+        assert [r.result for r in client.wait_swarm(swarm.swarm_id, timeout=30)] == [0, 1, 2, 3, 4]
+        assert sorted(r.result for r in client.as_completed(swarm.swarm_id, timeout=30)) == [0, 1, 2, 3, 4]
+        with pytest.raises(JobFailed):
+            client.result(client.submit("permanent", gid="GID-12"), timeout=30)
