@@ -102,7 +102,8 @@ def summary(result: dict[str, Any]) -> str:
             f"{s['median'] * 1e3:.2f} ms [p10 {s['p10'] * 1e3:.2f}, p90 {s['p90'] * 1e3:.2f}]; bare TaskGroup floor "
             f"{f['median'] * 1e3:.2f} ms; whole wall {result['wall_ratio']:.2f}x the floor's\n"
             f"  of which the durable submit call {result['submit_s']['median'] * 1e3:.2f} ms, and from the last "
-            f"outcome's commit to the waiter waking {result['commit_to_wake_s']['median'] * 1e3:.2f} ms "
+            f"outcome (its finished_at, before its group commit) to the waiter waking "
+            f"{result['commit_to_wake_s']['median'] * 1e3:.2f} ms "
             f"[p90 {result['commit_to_wake_s']['p90'] * 1e3:.2f}]"
         )
     if name in ("throughput", "redis-throughput"):
