@@ -5,21 +5,24 @@ The public surface is what this module exports (`__all__`); everything else is i
 
 from __future__ import annotations
 
-from swarmd.client import AsyncClient, Client, JobInfo, Submitted
+from swarmd.client import AsyncClient, Client, JobHandle, JobInfo, JobResult, Submitted
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
 from swarmd.errors import (
     BackendUnavailable,
     ConfigError,
     DaemonAlreadyRunning,
+    JobFailed,
     JobNotFound,
     JobValidationError,
     LedgerEntryError,
     LedgerError,
     Permanent,
+    ResultTooLarge,
     StateDirError,
     SwarmdError,
     TracingConfigError,
     UnknownAgentError,
+    WaitTimeout,
 )
 from swarmd.identity import get_gid
 from swarmd.ledger.chain import Ledger, StoredEntry, VerifyReport
@@ -41,8 +44,11 @@ __all__ = [
     "DurableLedger",
     "Job",
     "JobContext",
+    "JobFailed",
+    "JobHandle",
     "JobInfo",
     "JobNotFound",
+    "JobResult",
     "JobState",
     "JobValidationError",
     "Ledger",
@@ -50,6 +56,7 @@ __all__ = [
     "LedgerError",
     "Outcome",
     "Permanent",
+    "ResultTooLarge",
     "SharedLedger",
     "StateDirError",
     "StoredEntry",
@@ -59,6 +66,7 @@ __all__ = [
     "TracingConfigError",
     "UnknownAgentError",
     "VerifyReport",
+    "WaitTimeout",
     "__version__",
     "agent",
     "get_gid",

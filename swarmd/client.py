@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -34,14 +33,17 @@ import uvloop
 
 from swarmd.api.transport import choose_backend
 from swarmd.config import Settings, resolve_state_dir
-from swarmd.errors import JobValidationError, UnknownAgentError
+from swarmd.errors import JobFailed, JobValidationError, UnknownAgentError, WaitTimeout
+from swarmd.handles import JobHandle, Submitted
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.ledger.chain import verify as verify_chain
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
 from swarmd.queue.base import JobFilter, JobInfo
+from swarmd.queue.waiting import backstop_interval
+from swarmd.results import JobResult
 from swarmd.telemetry.tracing import Tracing
 
-__all__ = ["AsyncClient", "Client", "JobInfo", "StoredEntry", "Submitted", "VerifyReport"]
+__all__ = ["AsyncClient", "Client", "JobHandle", "JobInfo", "JobResult", "StoredEntry", "Submitted", "VerifyReport"]
 
 _JOB_KEYS = frozenset(
     {
@@ -63,15 +65,6 @@ _JOB_KEYS = frozenset(
 LEDGER_BATCH: Final = 5000
 
 
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """What `submit_many` stored: the jobs' ids, in the order given, and the swarm's id (None
-    unless ``swarm=True``)."""
-
-    job_ids: list[str]
-    swarm_id: str | None
-
-
 class AsyncClient:
     """Submit jobs and read their fate, from async code."""
 
@@ -86,8 +79,12 @@ class AsyncClient:
         blocking_io: bool = False,
         read_only: bool = False,
         socket: str | Path | None = None,
+        wait_backstop: float | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        #: Seconds between two looks at the ledger while a wait hears no notification (a lost
+        #: one): ``wait_backstop``, else ``$SWARMD_WAIT_BACKSTOP``, else 1.
+        self.wait_backstop = backstop_interval(wait_backstop)
         directory = resolve_state_dir(str(state_dir) if state_dir else self.settings.state_dir)
         # blocking_io: the blocking Client's private loop runs nothing else, so its SQLite work
         # need not hop to a thread and back. read_only: for reading an existing state (status,
@@ -183,10 +180,11 @@ class AsyncClient:
             now=now,
         )
 
-    async def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
-        """Submit one job; return its id once it is durable."""
+    async def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> JobHandle:
+        """Submit one job; return its id once it is durable (a `JobHandle`: a ``str`` with
+        ``await handle.wait()`` and ``await handle.result()``)."""
         result = await self.submit_many([{"agent": agent, "gid": gid, "payload": payload, **options}])
-        return result.job_ids[0]
+        return JobHandle(result[0], self)
 
     async def submit_many(
         self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
@@ -215,7 +213,7 @@ class AsyncClient:
             ]
             jobs = seal(drafts, max_payload_bytes=self.max_payload_bytes)
             ids = await self._backend.submit(jobs)
-        return Submitted(ids, swarm_id)
+        return Submitted(ids, swarm_id, self)
 
     async def published_agents(self) -> list[str] | None:
         """The agent names running daemons published (None: no daemon has published any yet)."""
@@ -292,6 +290,87 @@ class AsyncClient:
         """Cancel every queued or running job (never a dead letter) of one state, agent, gid or
         swarm (those given; none given: all of them); return the ids affected."""
         return await self._backend.cancel_matching(JobFilter(state=state, agent=agent, gid=gid, swarm_id=swarm_id))
+
+    # -- results ---------------------------------------------------------------------------
+    async def wait(self, job_id: str, timeout: float | None = None) -> JobResult:  # noqa: ASYNC109 - a bound
+        """The job's `JobResult` once its outcome is recorded (at once if it is already).
+        Raises `JobNotFound` at once for an unknown id, `WaitTimeout` after ``timeout`` seconds."""
+        return (await self.wait_many([job_id], timeout))[0]
+
+    async def result(self, job_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - a bound
+        """What the job's handler returned, once recorded; raises `JobFailed` (carrying the
+        `JobResult`) if it failed, was dead-lettered or was cancelled."""
+        return _value(await self.wait(job_id, timeout))
+
+    async def wait_many(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        check_ids: bool = True,
+    ) -> list[JobResult]:
+        """The `JobResult` of each job, in the order given, once all are recorded. ``check_ids``:
+        raise `JobNotFound` at once for an unknown id (False: they are known, as a `Submitted`'s)."""
+        if check_ids:
+            await self._check_ids(job_ids)
+        found = await self._backend.wait_finished(job_ids, timeout, backstop=self.wait_backstop, every=True)
+        missing = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in found]
+        if missing:
+            raise WaitTimeout(missing, timeout or 0.0)
+        return [_result(found[job_id]) for job_id in job_ids]
+
+    async def results_of(
+        self,
+        job_ids: Sequence[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        check_ids: bool = True,
+    ) -> list[Any]:
+        """What each job's handler returned, in the order given; raises `JobFailed` for the
+        first (in that order) that did not succeed."""
+        return [_value(r) for r in await self.wait_many(job_ids, timeout, check_ids=check_ids)]
+
+    async def wait_swarm(self, swarm_id: str, timeout: float | None = None) -> list[JobResult]:  # noqa: ASYNC109
+        """The `JobResult` of every member of the swarm, in submit order, once all are recorded."""
+        return await self.wait_many(await self._members(swarm_id), timeout, check_ids=False)
+
+    async def as_completed(
+        self,
+        swarm_id: str | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a bound, in seconds
+        check_ids: bool = True,
+    ) -> AsyncGenerator[JobResult]:
+        """Each member's `JobResult` of a swarm (or of ``job_ids``), once each, as its outcome is
+        recorded. Raises `JobNotFound` for an unknown id (unless ``check_ids`` is False: the ids
+        are known), `WaitTimeout` when ``timeout`` seconds pass before the last."""
+        if job_ids is None:
+            if swarm_id is None:
+                raise ValueError("as_completed needs a swarm id or job_ids")
+            job_ids = await self._members(swarm_id)
+        elif check_ids:
+            await self._check_ids(job_ids)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pending = list(dict.fromkeys(job_ids))
+        while pending:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            found = await self._backend.wait_finished(pending, left, backstop=self.wait_backstop)
+            if not found:
+                raise WaitTimeout(pending, timeout or 0.0)
+            for entry in sorted(found.values(), key=lambda e: e.index):
+                yield _result(entry)
+            pending = [job_id for job_id in pending if job_id not in found]
+
+    async def _check_ids(self, job_ids: Sequence[str]) -> None:
+        """`JobNotFound` now for an id unknown to the queue and the ledger, not a wait forever."""
+        for job_id in dict.fromkeys(job_ids):
+            await self._backend.status(job_id)
+
+    async def _members(self, swarm_id: str) -> list[str]:
+        """The swarm's job ids in submit order (ids of one submit increase); `JobNotFound`."""
+        return sorted({info.job_id for info in await self._backend.swarm_status(swarm_id)})
 
     # -- the ledger ------------------------------------------------------------------------
     async def ledger(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
@@ -386,13 +465,50 @@ class Client:
     ) -> None:
         self.close()
 
-    def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
-        return self._run(self._async.submit(agent, gid=gid, payload=payload, **options))
+    def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> JobHandle:
+        return JobHandle(self._run(self._async.submit(agent, gid=gid, payload=payload, **options)), self)
 
     def submit_many(
         self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
     ) -> Submitted:
-        return self._run(self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast))
+        submitted = self._run(self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast))
+        return Submitted(submitted, submitted.swarm_id, self)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobResult:
+        return self._run(self._async.wait(job_id, timeout))
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        return self._run(self._async.result(job_id, timeout))
+
+    def wait_many(
+        self, job_ids: Sequence[str], timeout: float | None = None, *, check_ids: bool = True
+    ) -> list[JobResult]:
+        return self._run(self._async.wait_many(job_ids, timeout, check_ids=check_ids))
+
+    def results_of(self, job_ids: Sequence[str], timeout: float | None = None, *, check_ids: bool = True) -> list[Any]:
+        return self._run(self._async.results_of(job_ids, timeout, check_ids=check_ids))
+
+    def wait_swarm(self, swarm_id: str, timeout: float | None = None) -> list[JobResult]:
+        return self._run(self._async.wait_swarm(swarm_id, timeout))
+
+    def as_completed(
+        self,
+        swarm_id: str | None = None,
+        *,
+        job_ids: Sequence[str] | None = None,
+        timeout: float | None = None,
+        check_ids: bool = True,
+    ) -> Iterator[JobResult]:
+        """`AsyncClient.as_completed`, one result per step of this client's loop."""
+        results = self._async.as_completed(swarm_id, job_ids=job_ids, timeout=timeout, check_ids=check_ids)
+        try:
+            while True:
+                try:
+                    yield self._run(anext(results))
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._run(results.aclose())
 
     def published_agents(self) -> list[str] | None:
         return self._run(self._async.published_agents())
@@ -484,3 +600,14 @@ class Client:
 
     def purge_dead(self, older_than: float) -> int:
         return self._run(self._async.purge_dead(older_than))
+
+
+def _result(entry: StoredEntry) -> JobResult:
+    return JobResult.from_record(str(entry.job_id), entry.index, entry.decoded())
+
+
+def _value(result: JobResult) -> Any:
+    """What a job returned; `JobFailed` if it did not succeed."""
+    if not result.ok:
+        raise JobFailed(result)
+    return result.result

@@ -135,6 +135,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     poison_after: Annotated[int, msgspec.Meta(ge=0)] = 2
     #: Largest encoded job payload accepted at submit, in bytes.
     max_payload_bytes: PositiveInt = 1024 * 1024
+    #: Largest encoded result a handler may return, in bytes: a larger one fails its job
+    #: permanently with ResultTooLarge (the result is not kept).
+    max_result_bytes: PositiveInt = 64 * 1024
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
     # -- API socket (producers who are not the daemon's user; see swarmd.api) ---------------
@@ -235,7 +238,12 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
-        if key in ("config", "test_strict", "socket"):  # SWARMD_SOCKET: the client's, not a setting
+        if key in (
+            "config",
+            "test_strict",
+            "socket",
+            "wait_backstop",
+        ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
             continue
         field = _FIELDS.get(key)
         if field is None or key in ("agent", "api"):

@@ -17,6 +17,9 @@ rather than parse text. Each also keeps the built-in base a caller may already c
     ├── StateCorrupt                          the state database is damaged
     ├── DaemonAlreadyRunning                  another daemon holds the state directory
     ├── JobNotFound (LookupError)             no such job or swarm
+    ├── WaitTimeout (TimeoutError)            a wait for a job or a swarm ran out of time
+    ├── JobFailed                             a job whose result was asked for did not succeed
+    ├── ResultTooLarge                        a handler returned more than max_result_bytes
     ├── BackendUnavailable                    the queue backend cannot take work right now
     ├── ListenError (OSError)                 the HTTP listener cannot bind its address
     ├── ApiError                              the API socket refused a request, or cannot be used
@@ -36,10 +39,23 @@ every log line, span, ledger entry and health message that shows an error goes t
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Any, Final, Protocol
 
 #: Longest message `describe` returns (a handler's exception can carry megabytes).
 MAX_MESSAGE: Final = 2000
+
+
+class JobResultLike(Protocol):
+    """What `JobFailed` needs of the result it carries (a `swarmd.JobResult`)."""
+
+    @property
+    def job_id(self) -> str: ...
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def error(self) -> dict[str, Any] | None: ...
 
 
 class SwarmdError(Exception):
@@ -122,6 +138,42 @@ class JobNotFound(SwarmdError, LookupError):
     def __init__(self, what: str) -> None:
         self.what = what
         super().__init__(f"not found: {what}")
+
+
+class WaitTimeout(SwarmdError, TimeoutError):
+    """A wait for a job (or a swarm) ran out of time before its outcome was recorded.
+
+    ``job_ids`` are the jobs still unfinished and ``timeout`` the seconds waited.
+    """
+
+    def __init__(self, job_ids: list[str], timeout: float) -> None:
+        self.job_ids = job_ids
+        self.timeout = timeout
+        shown = ", ".join(job_ids[:3]) + (f" and {len(job_ids) - 3} more" if len(job_ids) > 3 else "")
+        super().__init__(f"no outcome after {timeout:g}s for {shown}")
+
+
+class JobFailed(SwarmdError):
+    """The job whose result was asked for failed, was dead-lettered or was cancelled.
+
+    ``result`` is its `swarmd.JobResult` (outcome, error with type, message and traceback).
+    """
+
+    def __init__(self, result: JobResultLike) -> None:
+        self.result = result
+        error = result.error or {}
+        detail = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
+        super().__init__(f"job {result.job_id} {result.outcome}" + (f": {detail}" if detail else ""))
+
+
+class ResultTooLarge(SwarmdError):
+    """A handler returned a result larger, encoded, than ``max_result_bytes``: the job fails
+    permanently with this error (``size`` and ``limit`` in bytes), its result not kept."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"result of {size} bytes exceeds max_result_bytes ({limit} bytes)")
 
 
 class BackendUnavailable(SwarmdError):

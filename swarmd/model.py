@@ -142,7 +142,17 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
 
 
 _job_decoder: Final = msgspec.json.Decoder(Job)
-_encoder: Final = msgspec.json.Encoder()
+
+
+def plain_strings(value: Any) -> Any:
+    """msgspec's ``enc_hook`` for the ``str`` subclasses JSON data may hold (a `swarmd.JobHandle`
+    that `submit` returned, put into a payload or a result): encoded as the string they are."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"Encoding objects of type {type(value).__name__} is unsupported")
+
+
+_encoder: Final = msgspec.json.Encoder(enc_hook=plain_strings)
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"Object contains unknown field `([^`]*)`")
 
@@ -153,10 +163,11 @@ def new_job_id() -> str:
 
 
 def new_job_ids(n: int) -> list[str]:
-    """``n`` job ids from one read of the random source (for batches)."""
+    """``n`` job ids from one read of the random source (for batches), in increasing order:
+    sorting a batch's ids gives back the order its jobs were submitted in."""
     prefix = f"{time.time_ns() // 1_000_000:012x}"
     randomness = os.urandom(10 * n).hex()
-    return [prefix + randomness[20 * i : 20 * i + 20] for i in range(n)]
+    return sorted(prefix + randomness[20 * i : 20 * i + 20] for i in range(n))
 
 
 def _field_of(message: str) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from swarmd.errors import (
     SwarmdError,
 )
 from swarmd.ledger.chain import StoredEntry
-from swarmd.model import MAX_PAYLOAD_BYTES, AgentName, Gid, Job, JobId, JobState
+from swarmd.model import MAX_PAYLOAD_BYTES, AgentName, Gid, Job, JobId, JobState, plain_strings
 from swarmd.queue.base import JobInfo
 
 #: The protocol version this swarmd speaks.
@@ -47,6 +47,8 @@ MAX_BATCH: Final = 100_000
 MAX_LIST: Final = 10_000
 HEADER: Final = struct.Struct(">I")
 
+#: Longest one ``wait_finished`` request may wait, in seconds (a client waits longer by asking again).
+MAX_WAIT: Final = 60.0
 Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_LIST)]
 
@@ -64,6 +66,8 @@ class Op(enum.StrEnum):
     COUNT_JOBS = "count_jobs"
     CANCEL_MATCHING = "cancel_matching"
     HOLDS = "holds"
+    LEDGER_ENTRIES = "ledger_entries"
+    WAIT_FINISHED = "wait_finished"
     PUBLISHED_AGENTS = "published_agents"
     PING = "ping"
 
@@ -138,6 +142,18 @@ class LedgerTailArgs(msgspec.Struct, forbid_unknown_fields=True):
     n: Count = 10
 
 
+class JobIdsArgs(msgspec.Struct, forbid_unknown_fields=True):
+    job_ids: Annotated[list[JobId], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+
+
+class WaitFinishedArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Wait at most ``timeout`` seconds for the commit of any of ``job_ids``; the answer names
+    those committed (at once if some already are; empty on timeout)."""
+
+    job_ids: Annotated[list[JobId], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    timeout: Annotated[float, msgspec.Meta(ge=0, le=MAX_WAIT)] = 1.0
+
+
 class NoArgs(msgspec.Struct, forbid_unknown_fields=True):
     """For operations without arguments."""
 
@@ -169,11 +185,13 @@ OPERATIONS: Final[dict[Op, Operation]] = {
     Op.COUNT_JOBS: Operation(FilterArgs, int),
     Op.CANCEL_MATCHING: Operation(FilterArgs, list[str]),
     Op.HOLDS: Operation(NoArgs, dict[str, str]),
+    Op.LEDGER_ENTRIES: Operation(JobIdsArgs, list[StoredEntry]),
+    Op.WAIT_FINISHED: Operation(WaitFinishedArgs, list[str]),
     Op.PUBLISHED_AGENTS: Operation(NoArgs, list[str] | None),
     Op.PING: Operation(NoArgs, PingResult),
 }
 
-_encoder: Final = msgspec.msgpack.Encoder()
+_encoder: Final = msgspec.msgpack.Encoder(enc_hook=plain_strings)  # a JobHandle is sent as its id
 _request_decoder: Final = msgspec.msgpack.Decoder(Request)
 _response_decoder: Final = msgspec.msgpack.Decoder(Response)
 _args_decoders: Final = {op: msgspec.msgpack.Decoder(spec.args) for op, spec in OPERATIONS.items()}

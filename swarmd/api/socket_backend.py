@@ -21,9 +21,12 @@ import msgspec
 
 from swarmd.api.protocol import (
     HEADER,
+    MAX_LIST,
+    MAX_WAIT,
     VERSION,
     CancelArgs,
     FilterArgs,
+    JobIdsArgs,
     LedgerTailArgs,
     ListJobsArgs,
     NoArgs,
@@ -33,6 +36,7 @@ from swarmd.api.protocol import (
     StatusArgs,
     SubmitArgs,
     SwarmStatusArgs,
+    WaitFinishedArgs,
     decode_response,
     decode_result,
     encode,
@@ -44,6 +48,7 @@ from swarmd.errors import ApiError, ApiProtocolError, ApiRefused, BackendUnavail
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import Job, JobState
 from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, WakeReason
+from swarmd.queue.waiting import wait_for_entries
 
 
 class SocketBackend:
@@ -148,6 +153,38 @@ class SocketBackend:
     async def cancel_matching(self, where: JobFilter) -> list[str]:
         result: list[str] = await self._call(Op.CANCEL_MATCHING, _filter_args(where))
         return result
+
+    async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
+        found: list[StoredEntry] = []
+        for start in range(0, len(job_ids), MAX_LIST):
+            found += await self._call(Op.LEDGER_ENTRIES, JobIdsArgs(list(job_ids[start : start + MAX_LIST])))
+        return found
+
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+        every: bool = False,
+    ) -> dict[str, StoredEntry]:
+        """See `QueueBackend.wait_finished`: the daemon answers as soon as it commits one."""
+        wanted = list(job_ids)
+
+        async def notified(seconds: float) -> set[str] | None:
+            return await self.committed(wanted, seconds)
+
+        return await wait_for_entries(self.ledger_entries_of, wanted, timeout, backstop, notified, every=every)
+
+    async def committed(self, job_ids: list[str], seconds: float) -> set[str] | None:
+        """Wait at most ``seconds`` for the daemon to commit the outcome of one of ``job_ids``;
+        the ids it committed (the daemon looks at its ledger first: none are missed)."""
+        seconds = max(0.0, min(seconds, MAX_WAIT))
+        done: set[str] = set()
+        for start in range(0, len(job_ids), MAX_LIST):
+            chunk = job_ids[start : start + MAX_LIST]
+            done.update(await self._call(Op.WAIT_FINISHED, WaitFinishedArgs(chunk, seconds if not done else 0.0)))
+        return done
 
     async def holds(self) -> dict[str, str]:
         result: dict[str, str] = await self._call(Op.HOLDS, NoArgs())

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -19,9 +20,10 @@ from typing import Final
 
 from swarmd.api.socket_backend import SocketBackend
 from swarmd.config import Settings, resolve_api_socket
-from swarmd.errors import StateDirError
+from swarmd.errors import ApiError, BackendUnavailable, StateDirError
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
+from swarmd.queue.sqlite.backend import SqliteBackend
 
 #: Where the shipped systemd unit's daemon serves its socket (RuntimeDirectory=swarmd).
 SYSTEMD_SOCKET: Final = Path("/run/swarmd/swarmd.sock")
@@ -47,7 +49,10 @@ def choose_backend(
         return open_backend(settings, state_dir, blocking=blocking, read_only=read_only)
     problem = direct_problem(state_dir, read_only=read_only)
     if problem is None:
-        return open_backend(settings, state_dir, blocking=blocking, read_only=read_only)
+        backend = open_backend(settings, state_dir, blocking=blocking, read_only=read_only)
+        if isinstance(backend, SqliteBackend):  # its waits are woken through the daemon's socket
+            backend.push = DaemonPush(socket_candidates(settings, state_dir, environ))
+        return backend
     tried: list[str] = []
     for candidate in socket_candidates(settings, state_dir, environ):
         answer = probe(candidate)
@@ -107,3 +112,41 @@ def probe(path: Path) -> str | None:
     finally:
         sock.close()
     return None
+
+
+class DaemonPush:
+    """The commits of a local daemon, for a client that opens the SQLite state itself: a
+    connection to the daemon's API socket, made at the first wait and kept. Where no daemon
+    answers, a wait sleeps its interval (the backstop look then finds what committed)."""
+
+    def __init__(self, candidates: list[Path]) -> None:
+        self._candidates = candidates
+        self._socket: SocketBackend | None = None
+
+    async def __call__(self, job_ids: list[str], seconds: float) -> set[str] | None:
+        socket_backend = self._socket or await self._connect()
+        if socket_backend is None:
+            await asyncio.sleep(seconds)
+            return set()
+        try:
+            return await socket_backend.committed(job_ids, seconds)
+        except (ApiError, BackendUnavailable, OSError):  # the daemon went away: look, then retry
+            await self.close()
+            return None
+
+    async def _connect(self) -> SocketBackend | None:
+        for candidate in self._candidates:
+            if probe(candidate) is None:
+                connected = SocketBackend(candidate)
+                try:
+                    await connected.open()
+                except (ApiError, BackendUnavailable, OSError):
+                    continue
+                self._socket = connected
+                return connected
+        return None
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            socket_backend, self._socket = self._socket, None
+            await socket_backend.close()

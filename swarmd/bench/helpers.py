@@ -124,34 +124,40 @@ def await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0, s
 
 
 # -- round trips of a swarm through a daemon -----------------------------------------------
-def swarm_round_trips(client: Client, length: Callable[[], int], repeat: int) -> tuple[list[float], list[float]]:
-    """Round trips of a 50-agent swarm of `AGENT_SECONDS` sleeps, submitted by ``client`` and
-    seen done when ``length()`` (the ledger's) has grown by 50: the walls - 10 ms, and how long
-    each submit call took. Three rounds of warm-up come first, not counted."""
-    samples, submits = [], []
+def swarm_round_trips(client: Client, repeat: int) -> tuple[list[float], list[float], list[float]]:
+    """Round trips of a 50-agent swarm of `AGENT_SECONDS` sleeps, submitted by ``client``, until
+    all 50 results are in its hands (`Submitted.wait`): the walls - 10 ms, how long each submit
+    call took, and how long after the last outcome's commit (its ``finished_at``) the waiter
+    woke. Three rounds of warm-up come first, not counted."""
+    samples, submits, wakes = [], [], []
     specs = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
     for round_ in range(repeat + 3):
-        before = length()
         started = time.perf_counter()
-        client.submit_many(specs, swarm=True)
+        swarm = client.submit_many(specs, swarm=True)
         submitted = time.perf_counter()
-        done = await_entries(length, before + 50)
+        results = swarm.wait(timeout=60)
+        done, woke = time.perf_counter(), time.time()
+        if len(results) != 50 or not all(result.ok for result in results):
+            raise BenchError(f"e2e: {sum(not result.ok for result in results)} of the swarm's 50 jobs failed")
         if round_ >= 3:
             samples.append(done - started - AGENT_SECONDS)
             submits.append(submitted - started)
-    return samples, submits
+            wakes.append(woke - max(result.finished_at for result in results))
+    return samples, submits, wakes
 
 
-def e2e_result(ours: list[float], floor: list[float], submits: list[float]) -> dict[str, Any]:
-    """A 50-agent-swarm round trip against the bare floor. Overheads are wall - 10 ms; the
-    floor's can be slightly negative (the loop's timers have 1 ms granularity), so the ratio
-    compares whole walls. ``submits``: how long the producer's durable submit call took, the
-    first part of each round trip."""
+def e2e_result(ours: list[float], floor: list[float], submits: list[float], wakes: list[float]) -> dict[str, Any]:
+    """A 50-agent-swarm round trip (submit -> 50 results in the producer's hands) against the
+    bare floor. Overheads are wall - 10 ms; the floor's can be slightly negative (the loop's
+    timers have 1 ms granularity), so the ratio compares whole walls. ``submits``: how long the
+    producer's durable submit call took, the first part of each round trip; ``wakes``: from the
+    last outcome's commit to the waiter waking, the last part."""
     s, f = spread(ours), spread(floor)
     return {
         "swarmd_overhead_s": s,
         "floor_overhead_s": f,
         "submit_s": spread(submits),
+        "commit_to_wake_s": spread(wakes),
         "wall_ratio": (s["median"] + AGENT_SECONDS) / (f["median"] + AGENT_SECONDS),
         "met": s["median"] <= 0.003,
     }

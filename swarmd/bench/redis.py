@@ -109,11 +109,11 @@ def bench_redis_e2e(repeat: int = 20) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
             state = Path(tmp) / "state"
             with store.daemon(state), store.client(state) as client:
-                samples, submits = swarm_round_trips(client, store.ledger_length, repeat)
+                samples, submits, wakes = swarm_round_trips(client, repeat)
                 report = client.verify()
         if not report.ok or report.entries != 50 * (repeat + 3):
             raise BenchError(f"redis-e2e: ledger has {report.entries} entries ({report.summary()})")
     finally:
         store.drop()
     floor = [floor_e2e() for _ in range(repeat)]
-    return e2e_result(samples, floor, submits)
+    return e2e_result(samples, floor, submits, wakes)

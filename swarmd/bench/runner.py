@@ -101,7 +101,10 @@ def summary(result: dict[str, Any]) -> str:
             f"{name} ({met}: {result['target']})\n  50-agent swarm of 10 ms agents through the queue: overhead "
             f"{s['median'] * 1e3:.2f} ms [p10 {s['p10'] * 1e3:.2f}, p90 {s['p90'] * 1e3:.2f}]; bare TaskGroup floor "
             f"{f['median'] * 1e3:.2f} ms; whole wall {result['wall_ratio']:.2f}x the floor's\n"
-            f"  of which the durable submit call {result['submit_s']['median'] * 1e3:.2f} ms"
+            f"  of which the durable submit call {result['submit_s']['median'] * 1e3:.2f} ms, and from the last "
+            f"outcome (its finished_at, before its group commit) to the waiter waking "
+            f"{result['commit_to_wake_s']['median'] * 1e3:.2f} ms "
+            f"[p90 {result['commit_to_wake_s']['p90'] * 1e3:.2f}]"
         )
     if name in ("throughput", "redis-throughput"):
         s, f = result["swarmd_jobs_per_s"], result["floor_jobs_per_s"]

@@ -1,8 +1,9 @@
 """The `swarmd` command line: one function per command, on the public `Client` only.
 
 Exit codes: 0 done; 1 the thing asked about is not well (job not found, ledger broken, a bulk
-cancel not confirmed); 2 bad input (a malformed job, an unknown agent, a bad config, an unusable
-state directory); 141 stdout was closed early (``swarmd ledger export | head -1``), quietly.
+cancel not confirmed, a job waited for failed); 2 bad input (a malformed job, an unknown agent, a
+bad config, an unusable state directory); 124 a wait ran out of time; 141 stdout was closed
+early (``swarmd ledger export | head -1``), quietly.
 Errors print one line, ``swarmd: error: ...``, that says what was wrong and where.
 """
 
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from swarmd.cli.output import Progress, note, plural, print_infos, print_json, warn
+from swarmd.cli import results
+from swarmd.cli.output import Progress, note, plural, print_details, print_infos, print_json, warn
 from swarmd.cli.parser import MAX_SUBMIT_COUNT, build_parser, parse_duration
+from swarmd.cli.results import wait_and_print
 from swarmd.client import Client
 from swarmd.config import Settings, load_settings, resolve_state_dir
 from swarmd.errors import CliError as CliError  # noqa: PLC0414 - re-exported: commands.CliError
@@ -157,6 +160,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 progress.advance(0)  # one transaction: the counter says it is under way
             result = client.submit_many([spec] * args.count, swarm=args.swarm, fail_fast=args.fail_fast)
         serving = client.daemon_serving()
+        if args.wait:  # the results, not the ids, are the data
+            if not serving:
+                warn(f"no daemon is serving {_queue_name(settings)}; waiting for one to start")
+            return wait_and_print(client, result.job_ids, args.wait_timeout, args.json)
     elapsed = time.monotonic() - started
     if new_state:
         note(f"creating a new state in {_queue_name(settings)}")
@@ -188,6 +195,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print_json(info.as_dict())
             else:
                 print_infos([info], False)
+                print_details(info.result, info.error)
     return 0
 
 
@@ -310,6 +318,16 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_result(args: argparse.Namespace) -> int:
+    with _client(args, read_only=True) as client:
+        return results.cmd_result(args, client)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    with _client(args, read_only=True) as client:
+        return results.cmd_wait(args, client)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from swarmd.cli.demo import run_demo  # noqa: PLC0415
 
@@ -326,6 +344,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "submit": cmd_submit,
     "status": cmd_status,
+    "result": cmd_result,
+    "wait": cmd_wait,
     "jobs": cmd_jobs,
     "ledger": cmd_ledger,
     "dlq": cmd_dlq,

@@ -44,10 +44,11 @@ def plural(count: int, noun: str) -> str:
 
 
 def describe_error(error: dict[str, Any]) -> str:
-    """A recorded error, readably: ``Type: message`` (plus what else it says, as key=value)."""
+    """A recorded error, readably: ``Type: message`` (plus what else it says, as key=value;
+    its traceback goes on the lines below, see `print_details`)."""
     kind, message = error.get("type"), error.get("message")
     head = ": ".join(str(part) for part in (kind, message) if part is not None)
-    rest = " ".join(f"{key}={value}" for key, value in error.items() if key not in ("type", "message"))
+    rest = " ".join(f"{key}={value}" for key, value in error.items() if key not in ("type", "message", "traceback"))
     return " ".join(part for part in (head, f"({rest})" if rest else "") if part) or "-"
 
 
@@ -66,6 +67,16 @@ def print_infos(infos: list[JobInfo], as_json: bool) -> None:
             f"{info.job_id}  {detail:<13} agent={info.agent} gid={info.gid} attempt={info.attempt}"
             f"{index}{error}{waiting}{violation}"
         )
+
+
+def print_details(result: Any, error: dict[str, Any] | None) -> None:
+    """The lines under one job's row (``swarmd status JOB_ID``; listings keep one job a line):
+    its result (JSON), or its error's traceback, indented."""
+    if result is not None:
+        print("  result: " + _json.encode(result).decode())
+    traceback = (error or {}).get("traceback")
+    if isinstance(traceback, str) and traceback:
+        print("  " + traceback.rstrip("\n").replace("\n", "\n  "))
 
 
 class Progress:

@@ -129,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, help="seconds the handler may run (default: the daemon's)")
     submit.add_argument("--max-attempts", type=int, help="attempts before dead-lettering (default: the daemon's)")
     submit.add_argument("--idempotency-key", help="a second submit with this key returns the first job's id")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the jobs, print their results (exit 1: one failed, 124: time out)",
+    )
+    submit.add_argument("--wait-timeout", type=float, metavar="S", help="with --wait: give up after S seconds")
+
+    result = commands.add_parser("result", parents=[common, as_json], help="a finished job's result or error", **sub)
+    result.add_argument("job_id", type=job_id, help="the job")
+    result.add_argument("--wait", action="store_true", help="wait for the job to finish (exit 124: time out)")
+    result.add_argument("--timeout", type=float, metavar="S", help="with --wait: give up after S seconds")
+
+    wait = commands.add_parser("wait", parents=[common, as_json], help="wait for jobs or a swarm, print results", **sub)
+    wait.add_argument("job_ids", nargs="*", type=job_id, metavar="JOB_ID", help="the jobs to wait for")
+    wait.add_argument("--swarm", metavar="SWARM_ID", type=job_id, help="wait for every member of this swarm")
+    wait.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 124)")
 
     status = commands.add_parser("status", parents=[common, as_json], help="where a job (or a swarm) is", **sub)
     status.add_argument("job_id", nargs="?", type=job_id, help="the job to show")

@@ -18,10 +18,11 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from swarmd.errors import LedgerEntryError
+from swarmd.model import plain_strings
 
 GENESIS_HASH: Final = "0" * 64
 #: Encodes a record with sorted keys: the canonical bytes the chain hashes.
-CANONICAL_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+CANONICAL_ENCODER: Final = msgspec.json.Encoder(order="sorted", enc_hook=plain_strings)
 
 
 @dataclass(frozen=True, slots=True)

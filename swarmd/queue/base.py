@@ -120,6 +120,8 @@ class JobInfo:
     waiting: str | None = None
     #: The identity check's finding on a finished job (see `swarmd.identity`); None: it held.
     identity_violation: str | None = None
+    #: What the handler returned (JSON data), for a job that succeeded.
+    result: Any = None
 
     @classmethod
     def from_ledger(cls, entry: StoredEntry) -> JobInfo:
@@ -137,6 +139,7 @@ class JobInfo:
             outcome=record.get("outcome"),
             ledger_index=entry.index,
             identity_violation=record.get("identity_violation"),
+            result=record.get("result"),
         )
 
     def with_entry(self, entry: StoredEntry) -> JobInfo:
@@ -255,6 +258,26 @@ class QueueBackend(Protocol):
     async def daemon_serving(self) -> bool:
         """Whether a daemon serves this queue, as far as the store can tell (SQLite: one holds the
         state directory's lock now; Redis: one has published its agents there)."""
+        ...
+
+    # -- waiters ---------------------------------------------------------------------------
+    async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
+        """The ledger entries of those of ``job_ids`` that have one (finished jobs)."""
+        ...
+
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+        every: bool = False,
+    ) -> dict[str, StoredEntry]:
+        """The ledger entries of those of ``job_ids`` that have finished, as soon as one has
+        (``every``: once all have), at once if that is so already; when ``timeout`` seconds pass
+        first (None: no limit), those found by then, possibly none.
+        Woken by the commit of an outcome, not by polling: ``backstop`` is the slow look at the
+        ledger for a lost notification. Leaves nothing behind when cancelled."""
         ...
 
     # -- operators -------------------------------------------------------------------------

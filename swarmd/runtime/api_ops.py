@@ -10,6 +10,7 @@ and its attempt count reset. Nothing is written unless every job of the batch pa
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
@@ -20,6 +21,7 @@ import structlog
 from swarmd.api.protocol import (
     CancelArgs,
     FilterArgs,
+    JobIdsArgs,
     LedgerTailArgs,
     ListJobsArgs,
     NoArgs,
@@ -29,14 +31,17 @@ from swarmd.api.protocol import (
     StatusArgs,
     SubmitArgs,
     SwarmStatusArgs,
+    WaitFinishedArgs,
     decode_args,
     encode,
 )
 from swarmd.config import Settings
 from swarmd.errors import ApiRefused, JobValidationError, UnknownAgentError
+from swarmd.ledger.chain import StoredEntry
 from swarmd.model import check_payload
 from swarmd.policies.api_access import ApiAccess, Peer
 from swarmd.queue.base import JobFilter, QueueBackend
+from swarmd.runtime.finished_waiters import FinishedWaiters
 from swarmd.telemetry.metrics import Metrics
 from swarmd.version import __version__
 
@@ -50,8 +55,17 @@ Handler = Callable[[Peer, Any], Awaitable[Any]]
 class ApiOps:
     """The operations, bound to one backend, the daemon's agents, settings and metrics."""
 
-    def __init__(self, backend: QueueBackend, agents: Collection[str], settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        backend: QueueBackend,
+        agents: Collection[str],
+        settings: Settings,
+        metrics: Metrics,
+        waiters: FinishedWaiters | None = None,
+    ) -> None:
         self._backend = backend
+        #: Woken by the worker's commits (see `wait_finished`).
+        self.waiters = waiters or FinishedWaiters()
         self._agents = frozenset(agents)
         self._settings = settings
         self._metrics = metrics
@@ -67,6 +81,8 @@ class ApiOps:
             Op.COUNT_JOBS: self.count_jobs,
             Op.CANCEL_MATCHING: self.cancel_matching,
             Op.HOLDS: self.holds,
+            Op.LEDGER_ENTRIES: self.ledger_entries,
+            Op.WAIT_FINISHED: self.wait_finished,
             Op.PUBLISHED_AGENTS: self.published_agents,
             Op.PING: self.ping,
         }
@@ -166,6 +182,25 @@ class ApiOps:
 
     async def ledger_tail(self, peer: Peer, args: LedgerTailArgs) -> Any:
         return await self._backend.ledger_tail(args.n)
+
+    async def ledger_entries(self, peer: Peer, args: JobIdsArgs) -> list[StoredEntry]:
+        return await self._backend.ledger_entries_of(args.job_ids)
+
+    async def wait_finished(self, peer: Peer, args: WaitFinishedArgs) -> list[str]:
+        """The ids of the jobs among ``args.job_ids`` whose outcome is committed: at once if some
+        are, else as soon as a commit records one (or [] after ``args.timeout`` seconds). The
+        waiter registers before it looks at the ledger, so no commit falls in between."""
+        future = self.waiters.register(args.job_ids)
+        try:
+            done = [entry.job_id for entry in await self._backend.ledger_entries_of(args.job_ids) if entry.job_id]
+            if done:
+                return done
+            try:
+                return sorted(await asyncio.wait_for(asyncio.shield(future), args.timeout))
+            except TimeoutError:
+                return []
+        finally:
+            self.waiters.forget(args.job_ids, future)
 
     async def holds(self, peer: Peer, args: NoArgs) -> dict[str, str]:
         return await self._backend.holds()

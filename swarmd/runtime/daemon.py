@@ -37,12 +37,14 @@ import uvloop
 
 from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, resolve_state_dir
 from swarmd.errors import error_text
-from swarmd.queue.base import QueueBackend
+from swarmd.queue.base import Disposition, QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.registry import Registry, build_registry
 from swarmd.runtime.api_ops import ApiOps
 from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
+from swarmd.runtime.execution import Attempt
+from swarmd.runtime.finished_waiters import FinishedWaiters
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
@@ -162,9 +164,9 @@ class Daemon:
             self._watch_crashes(worker, CrashRecords(state_dir))
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
-            api = ApiServer.for_settings(
-                settings, state_dir, ApiOps(backend, registry.names(), settings, metrics), metrics, dict(self.environ)
-            )
+            ops = ApiOps(backend, registry.names(), settings, metrics)
+            worker.on_committed.append(functools.partial(_wake_waiters, ops.waiters))
+            api = ApiServer.for_settings(settings, state_dir, ops, metrics, dict(self.environ))
             await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
             stalls = StallWatcher(
                 last_turn=lambda: worker.health.last_tick,
@@ -323,6 +325,15 @@ class Daemon:
             await asyncio.sleep(interval)
             if time.monotonic() - worker.health.last_tick <= max(STALL_SECONDS, interval):
                 notify("WATCHDOG=1")
+
+
+#: The dispositions whose commit writes a ledger entry: the job is finished.
+_RECORDED: Final = frozenset({Disposition.DONE, Disposition.DEAD})
+
+
+def _wake_waiters(waiters: FinishedWaiters, batch: list[Attempt]) -> None:
+    """After a commit: wake the API socket's waiters for the jobs it recorded."""
+    waiters.committed(a.finish.job_id for a in batch if a.finish.disposition in _RECORDED)
 
 
 def _report_stall(metrics: Metrics, stall: Stall) -> None:

@@ -20,14 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 import structlog
 
-from swarmd.errors import describe, error_text, type_name
+from swarmd.errors import ResultTooLarge, describe, error_text
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, Outcome
+from swarmd.model import Job, Outcome, plain_strings
 from swarmd.policies.admission import Admission, AgentGate
 from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
 from swarmd.runtime.deadlines import Deadlines
+from swarmd.runtime.failures import failure_info
 from swarmd.telemetry.logs import debug_enabled, job_context
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -35,7 +36,8 @@ from swarmd.telemetry.tracing import Tracing
 if TYPE_CHECKING:
     from swarmd.runtime.running import RunningJobs
 
-#: Results larger than this (encoded) are not kept in the ledger entry.
+#: Results larger than this (encoded) fail their job with ResultTooLarge (default of the
+#: ``max_result_bytes`` setting, which `JobRunner.max_result_bytes` holds).
 MAX_RESULT_BYTES: Final = 64 * 1024
 #: Why a running job was cancelled on purpose (anything else re-raises).
 CANCEL_REQUESTED: Final = "cancelled"
@@ -52,7 +54,7 @@ class HandlerCancelled(Exception):
     future someone else cancelled): a failure of that attempt, retried like any other."""
 
 
-_encode = msgspec.json.Encoder().encode
+_encode = msgspec.json.Encoder(enc_hook=plain_strings).encode
 
 
 @dataclass(slots=True)
@@ -93,9 +95,10 @@ class HandlerRun(msgspec.Struct, frozen=True):
 
 
 def _error(exc: BaseException, attempt: int, *, permanent: bool, kind: str | None = None) -> dict[str, Any]:
+    info = failure_info(exc)  # type, message, traceback: never raises
     return {
-        "type": kind or type_name(exc),
-        "message": describe(exc),
+        **info,
+        "type": kind or info["type"],
         "attempt": attempt,
         "permanent": permanent,
         "at": time.time(),
@@ -131,6 +134,8 @@ class JobRunner:
         self.poison_after = 0
         self.on_cleared: Callable[[str], None] | None = None
         self._suspect_running: str | None = None
+        #: Largest encoded result kept; a larger one fails the job (the worker sets the setting).
+        self.max_result_bytes = MAX_RESULT_BYTES
 
     # -- refusals -------------------------------------------------------------------------
     def refuse(self, reserved: Reserved, reason: str, message: str, reserved_wall: float) -> Attempt:
@@ -381,9 +386,9 @@ class JobRunner:
             except (TypeError, msgspec.EncodeError) as exc:
                 bad = TypeError(f"handler returned {type(result).__name__}, which is not JSON data: {describe(exc)}")
                 return self._failed(run, gate, bad, Outcome.FAILED, permanent=True, violation=violation)
-            if size > MAX_RESULT_BYTES:
-                log.warning("result_not_kept", bytes=size, limit=MAX_RESULT_BYTES)
-                result = None
+            if size > self.max_result_bytes:
+                too_large = ResultTooLarge(size, self.max_result_bytes)
+                return self._failed(run, gate, too_large, Outcome.FAILED, permanent=True, violation=violation)
         gate.breaker.record_success()
         span = run.span
         self._trace_transitions(gate, span)
@@ -426,6 +431,7 @@ class JobRunner:
                 delay_s=round(delay, 3),
                 error=error["type"],
                 message=error["message"],
+                traceback=error.get("traceback"),
             )
             finish = Finish(job.id, Disposition.RETRY, not_before=now + delay, handle=run.reserved.handle)
             return Attempt(
@@ -445,6 +451,7 @@ class JobRunner:
             max_attempts=max_attempts,
             error=error["type"],
             message=error["message"],
+            traceback=error.get("traceback"),
             permanent=permanent,
         )
         return self._final(

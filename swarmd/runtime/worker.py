@@ -122,6 +122,7 @@ class Worker:
         #: Told the ids of the jobs running when an exception escaped `run` (before it re-raises).
         self.on_crash: Callable[[list[str], BaseException], None] | None = None
         self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, self.running, rng)
+        self.runner.max_result_bytes = settings.max_result_bytes
         self.limit = make_limit(settings)
         self.health = Health()
         self.in_flight = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -726,3 +727,84 @@ async def test_holds_published_by_a_daemon_are_read_back_and_replaced(case: Case
         assert await q.holds() == {"fail": "circuit open", "gone": "not loaded"}
         await q.publish_holds({})
         assert await q.holds() == {}
+
+
+# -- waiting for outcomes (the results API's one backend method) -------------------------------
+async def test_wait_finished_returns_at_once_for_a_finished_job_and_empty_on_timeout(case: Case) -> None:
+    async with case.opened() as q:
+        finished, unfinished = job(), job()
+        await q.submit([finished, unfinished])
+        reserved = {r.job_id: r for r in await q.reserve(2, lease=LEASE)}
+        await q.finish([done(reserved[finished.id])])
+        started = time.monotonic()
+        found = await q.wait_finished([unfinished.id, finished.id], None, backstop=30.0)
+        assert list(found) == [finished.id] and time.monotonic() - started < 1.0
+        assert found[finished.id].decoded()["outcome"] == "succeeded"
+        started = time.monotonic()
+        assert await q.wait_finished([unfinished.id], 0.2, backstop=30.0) == {}
+        assert 0.2 <= time.monotonic() - started < 2.0
+
+
+async def test_a_waiter_is_woken_by_the_commit_of_the_outcome_not_by_polling(case: Case) -> None:
+    """With the backstop look at 30 s, only the commit's notification can wake the waiter."""
+    if case.kind == "sqlite":
+        pytest.skip(
+            "SQLite has no notifications of its own: its waiters are woken by the daemon, through its API socket "
+            "(tests/integration/test_sqlite_waiters_are_woken_by_the_daemon.py)"
+        )
+    async with case.opened() as waiter, case.opened() as worker:
+        j = job()
+        await worker.submit([j])
+        [reserved] = await worker.reserve(1, lease=LEASE)
+        waiting = asyncio.create_task(waiter.wait_finished([j.id], 20.0, backstop=30.0))
+        await _until_subscribed(worker, 1)
+        await worker.finish([done(reserved)])
+        committed = time.monotonic()
+        found = await asyncio.wait_for(waiting, 5.0)
+        woke = time.monotonic() - committed
+        assert list(found) == [j.id]
+        assert woke < 0.1, f"woken {woke * 1000:.1f} ms after the commit"
+        # a waiter that goes away leaves nothing behind: its subscription is gone
+        other = asyncio.create_task(waiter.wait_finished([job().id], None, backstop=30.0))
+        await _until_subscribed(worker, 1)
+        other.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await other
+        await _until_subscribed(worker, 0)
+
+
+async def _until_subscribed(backend: Any, count: int) -> None:
+    """Until exactly ``count`` clients subscribe to the finish notifications (deadline 5 s)."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        [(_, subscribers)] = await backend.client.pubsub_numsub(backend.finished_channel)
+        if subscribers == count:
+            return
+        assert time.monotonic() < deadline, f"{subscribers} subscribers, expected {count}"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_failures_traceback_survives_the_round_trip(case: Case) -> None:
+    traceback = 'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\nValueError: é ✓ "quoted"\n'
+    error = {"type": "ValueError", "message": "é ✓", "traceback": traceback}
+    async with case.opened() as q:
+        j = job()
+        await q.submit([j])
+        [reserved] = await q.reserve(1, lease=LEASE)
+        finish = dead(reserved, error=json.dumps(error))
+        record = OutcomeRecord(
+            job_id=j.id,
+            gid=j.gid,
+            agent=j.agent,
+            outcome="dead_lettered",
+            attempt=1,
+            finished_at=time.time(),
+            error=error,
+        ).encode()
+        finish.record = record
+        await q.finish([finish])
+        [letter] = await q.dead_letters(10)
+        found = await q.wait_finished([j.id], 1.0)
+        assert (await q.status(j.id)).error == error
+        assert letter.error == error
+        assert found[j.id].decoded()["error"] == error

@@ -213,3 +213,19 @@ async def crash_daemon(ctx: JobContext, payload: dict[str, Any]) -> None:
 
     Metrics.observe_loop_lag = broken  # type: ignore[method-assign]
     await asyncio.sleep(3600)
+
+
+@agent("sized_result", max_attempts=1)
+async def sized_result(ctx: JobContext, payload: dict[str, Any]) -> str:
+    """Return a JSON string whose encoding is exactly ``bytes`` bytes long (quotes included)."""
+    return "x" * (int(payload["bytes"]) - 2)
+
+
+def _innermost(message: str) -> None:
+    raise ValueError(message)
+
+
+@agent("raises_deep", max_attempts=1)
+async def raises_deep(ctx: JobContext, payload: Any) -> None:
+    """Fail with a ValueError raised two frames down (`_innermost`), for tracebacks."""
+    _innermost(f"deep failure of {ctx.gid}")

@@ -16,7 +16,9 @@ PUBLIC_NAMES = {
     # producing and operating: the clients, and the types their methods take and return
     "AsyncClient",
     "Client",
+    "JobHandle",
     "JobInfo",
+    "JobResult",
     "JobState",
     "StoredEntry",
     "Submitted",
@@ -40,14 +42,17 @@ PUBLIC_NAMES = {
     "BackendUnavailable",
     "ConfigError",
     "DaemonAlreadyRunning",
+    "JobFailed",
     "JobNotFound",
     "JobValidationError",
     "LedgerEntryError",
     "LedgerError",
+    "ResultTooLarge",
     "StateDirError",
     "SwarmdError",
     "TracingConfigError",
     "UnknownAgentError",
+    "WaitTimeout",
     "__version__",
 }
 

@@ -44,6 +44,7 @@ from swarmd.queue.base import (
 )
 from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
+from swarmd.queue.waiting import wait_for_entries
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Finish attempts before giving up on a contended ledger tail.
@@ -584,6 +585,41 @@ class RedisBackend:
         that stopped for good still counts)."""
         return await self.published_agents() is not None
 
+    # -- waiters ---------------------------------------------------------------------------
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+        every: bool = False,
+    ) -> dict[str, StoredEntry]:
+        """See `QueueBackend.wait_finished`: the finish script PUBLISHes the ids of the jobs it
+        recorded on `finished_channel`; this waiter subscribes before it looks at the ledger."""
+        pubsub = self.client.pubsub()
+        try:
+            with self._guard("wait"):
+                await pubsub.subscribe(self.finished_channel)
+
+            async def published(seconds: float) -> set[str] | None:
+                with self._guard("wait"):
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+                if message is None:
+                    return set()
+                data = message.get("data")
+                return set(data.decode().split("\n")) if isinstance(data, bytes) else None
+
+            return await wait_for_entries(self._entries_of, job_ids, timeout, backstop, published, every=every)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+
+    @property
+    def finished_channel(self) -> str:
+        """The Pub/Sub channel on which the finish script names the jobs it recorded (one
+        message per commit, ids separated by newlines)."""
+        return self._p + "finished"
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         rows = _infos(await self._eval("info", job_id))
@@ -593,6 +629,9 @@ class RedisBackend:
         if not entries:
             raise JobNotFound(f"job {job_id}")
         return JobInfo.from_ledger(entries[0])
+
+    async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
+        return await self._entries_of(job_ids)
 
     async def _entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
         """The ledger entries of these job ids (those that have one), in index order."""

@@ -308,12 +308,16 @@ for _, it in ipairs(items) do
   end
 end
 pos = app_start
+local finished = {}
 for i = 1, n_app do
   redis.call('RPUSH', LEDGER, ARGV[pos + 1])
   redis.call('HSET', IDS, ARGV[pos], n + i - 1)
   last = string.sub(ARGV[pos + 1], 1, 64)
+  finished[i] = ARGV[pos]
   pos = pos + 2
 end
+-- the wake-up of clients waiting on these jobs, in the commit of their outcomes
+if n_app > 0 then redis.call('PUBLISH', P .. 'finished', table.concat(finished, '\\n')) end
 local out = {'ok', n + n_app, last}
 for g = 1, n_groups do
   local grp = groups[g]

@@ -49,6 +49,7 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
@@ -131,6 +132,8 @@ class SqliteBackend:
         self.check_integrity = check_integrity
         #: Open the file read-only (operators' reading commands): nothing is created or written.
         self.read_only = read_only
+        #: Where `wait_finished` learns of commits (the daemon's API socket); None: backstop only.
+        self.push: Push | None = None
         self.path = state_dir / DB_NAME
         self.durability = durability
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -151,6 +154,9 @@ class SqliteBackend:
                 raise StateCorrupt(str(self.path), "quick_check: " + "; ".join(problems[:3]))
 
     async def close(self) -> None:
+        closer = getattr(self.push, "close", None)  # the push's connection to the daemon, if any
+        if closer is not None:
+            await closer()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -485,6 +491,46 @@ class SqliteBackend:
 
     async def daemon_serving(self) -> bool:
         return await self._run(daemon_holds, self.state_dir)
+
+    # -- waiters ---------------------------------------------------------------------------
+    async def wait_finished(
+        self,
+        job_ids: Collection[str],
+        timeout: float | None,  # noqa: ASYNC109 - a bound, in seconds
+        *,
+        backstop: float = 1.0,
+        every: bool = False,
+    ) -> dict[str, StoredEntry]:
+        """See `QueueBackend.wait_finished`. SQLite has no notifications of its own: the push
+        comes from the daemon, through its API socket (`push`, set by the client); without one,
+        the backstop look is the only wake-up."""
+        wanted = list(job_ids)
+        push = self.push
+
+        async def notified(seconds: float) -> set[str] | None:
+            if push is None:
+                await asyncio.sleep(seconds)
+                return set()
+            return await push(wanted, seconds)
+
+        return await wait_for_entries(self._entries_of, wanted, timeout, backstop, notified, every=every)
+
+    async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
+        return await self._entries_of(list(job_ids))
+
+    async def _entries_of(self, job_ids: list[str]) -> list[StoredEntry]:
+        return await self._run(self._select_entries, job_ids)
+
+    def _select_entries(self, job_ids: list[str]) -> list[StoredEntry]:
+        entries: list[StoredEntry] = []
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id IN ({marks})", chunk
+            )
+            entries.extend(entry_from_row(row) for row in rows)
+        return sorted(entries, key=lambda entry: entry.index)
 
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
