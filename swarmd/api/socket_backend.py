@@ -174,6 +174,9 @@ class SocketBackend:
         async def notified(seconds: float) -> set[str] | None:
             return await self.committed(wanted, seconds)
 
+        # The daemon looks at the ledger when a wait registers: no commit is missed, and an own
+        # look is needed only when it went away (a call then raises), so it asks once a minute.
+        backstop = max(backstop, MAX_WAIT)
         return await wait_for_entries(self.ledger_entries_of, wanted, timeout, backstop, notified, every=every)
 
     async def committed(self, job_ids: list[str], seconds: float) -> set[str] | None:

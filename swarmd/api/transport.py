@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -114,25 +115,67 @@ def probe(path: Path) -> str | None:
     return None
 
 
+#: Seconds a waiter with no daemon to push to waits before it looks and tries to connect again.
+NO_DAEMON_RETRY: Final = 1.0
+#: Longest one request of `DaemonPush`'s pump waits: a waiter that joins meanwhile is in the next.
+PUMP_WAIT: Final = 1.0
+
+
 class DaemonPush:
-    """The commits of a local daemon, for a client that opens the SQLite state itself: a
-    connection to the daemon's API socket, made at the first wait and kept. Where no daemon
-    answers, a wait sleeps its interval (the backstop look then finds what committed)."""
+    """The commits of a local daemon, for a client that opens the SQLite state itself.
+
+    Every wait of this client shares one connection to the daemon's API socket and one
+    request in flight at a time: a pump asks the daemon for the commit of any job some local
+    waiter waits for (`PUMP_WAIT` seconds at most per request, so a waiter that joins is in the
+    next one), and wakes the waiters of what it commits. So 1,000 waits in one process cost the
+    daemon one pending request, not 1,000. Where no daemon answers, a wait looks again within
+    `NO_DAEMON_RETRY` (the backstop look then finds what committed) and tries to connect again.
+    """
 
     def __init__(self, candidates: list[Path]) -> None:
         self._candidates = candidates
         self._socket: SocketBackend | None = None
+        self._waiting: dict[str, set[asyncio.Future[set[str] | None]]] = {}
+        self._pump: asyncio.Task[None] | None = None
 
     async def __call__(self, job_ids: list[str], seconds: float) -> set[str] | None:
-        socket_backend = self._socket or await self._connect()
-        if socket_backend is None:
-            await asyncio.sleep(seconds)
-            return set()
-        try:
-            return await socket_backend.committed(job_ids, seconds)
-        except (ApiError, BackendUnavailable, OSError):  # the daemon went away: look, then retry
-            await self.close()
+        if self._socket is None and await self._connect() is None:  # no daemon now
+            await asyncio.sleep(min(seconds, NO_DAEMON_RETRY))
             return None
+        future: asyncio.Future[set[str] | None] = asyncio.get_running_loop().create_future()
+        for job_id in job_ids:
+            self._waiting.setdefault(job_id, set()).add(future)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+        try:
+            return await asyncio.wait_for(future, seconds)
+        except TimeoutError:
+            return set()
+        finally:
+            for job_id in job_ids:
+                futures = self._waiting.get(job_id)
+                if futures is not None:
+                    futures.discard(future)
+                    if not futures:
+                        del self._waiting[job_id]
+
+    async def _run_pump(self) -> None:
+        """Ask the daemon, one request at a time, for the commits of every awaited job."""
+        while self._waiting and self._socket is not None:
+            try:
+                committed = await self._socket.committed(list(self._waiting), PUMP_WAIT)
+            except (ApiError, BackendUnavailable, OSError):  # the daemon went away: every waiter looks
+                await self.close()
+                self._wake(None, list(self._waiting))
+                return
+            if committed:
+                self._wake(committed, committed)
+
+    def _wake(self, result: set[str] | None, job_ids: list[str] | set[str]) -> None:
+        for job_id in job_ids:
+            for future in list(self._waiting.get(job_id, ())):
+                if not future.done():
+                    future.set_result(result)
 
     async def _connect(self) -> SocketBackend | None:
         for candidate in self._candidates:
@@ -147,6 +190,11 @@ class DaemonPush:
         return None
 
     async def close(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done() and pump is not asyncio.current_task():
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
         if self._socket is not None:
             socket_backend, self._socket = self._socket, None
             await socket_backend.close()

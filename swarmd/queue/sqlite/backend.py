@@ -62,6 +62,8 @@ _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swa
 _UNAVAILABLE: Final = frozenset(
     {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN}
 )
+#: Seconds between a waiter's own looks at the ledger while the daemon pushes its commits.
+PUSHED_BACKSTOP: Final = 60.0
 #: Primary SQLite result codes that say the file itself is damaged, or no database at all.
 _DAMAGED: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
@@ -513,6 +515,11 @@ class SqliteBackend:
                 return set()
             return await push(wanted, seconds)
 
+        # With a push, the daemon looks at the ledger when a wait registers, so no commit is
+        # missed: the client's own look is only for a daemon that went away (the push then
+        # returns None at once), and a wait costs the daemon one request a minute, not a second.
+        if push is not None:
+            backstop = max(backstop, PUSHED_BACKSTOP)
         return await wait_for_entries(self._entries_of, wanted, timeout, backstop, notified, every=every)
 
     async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
