@@ -39,6 +39,8 @@ class OutcomeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     started_at: float | None = None
     #: Who submitted the job through the API socket (SO_PEERCRED; absent for a direct submit).
     submitted_by: str | None = None
+    #: Unix time the job was submitted (its queue wait is ``started_at - enqueued_at``).
+    enqueued_at: float | None = None
 
     def encode(self) -> bytes:
         """The canonical bytes of this record: what the ledger stores and hashes."""

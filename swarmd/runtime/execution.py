@@ -160,6 +160,7 @@ class JobRunner:
             error=error,
             reserved_at=reserved_wall,
             submitted_by=job.submitted_by if job else None,
+            enqueued_at=(job.enqueued_at or None) if job else None,
         ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
@@ -494,6 +495,7 @@ class JobRunner:
             reserved_at=run.reserved_wall,
             started_at=run.started_wall,
             submitted_by=job.submitted_by,
+            enqueued_at=job.enqueued_at or None,
         ).encode()
         handle = run.reserved.handle
         if not dead:

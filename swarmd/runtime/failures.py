@@ -7,8 +7,11 @@ a hostile exception's ``__str__`` or frames do: the type name stands in for what
 
 from __future__ import annotations
 
+import asyncio
 import traceback
 from typing import Any, Final
+
+from swarmd.errors import describe, type_name
 
 #: Largest traceback kept with a failure, in bytes of UTF-8 (its end: the innermost frames).
 MAX_TRACEBACK_BYTES: Final = 16 * 1024
@@ -21,20 +24,21 @@ TRUNCATED: Final = "… (traceback truncated: innermost frames kept)\n"
 def failure_info(exc: BaseException) -> dict[str, Any]:
     """``{"type", "message", "traceback"}`` of ``exc``; never raises (a part that cannot be
     formatted is replaced by the type name)."""
-    kind = _type_name(exc)
-    try:
-        message = str(exc)[:MAX_MESSAGE_CHARS]
-    except BaseException:
-        message = kind
-    return {"type": kind, "message": message, "traceback": format_traceback(exc)}
+    return {
+        "type": type_name(exc),
+        "message": describe(exc, limit=MAX_MESSAGE_CHARS),
+        "traceback": format_traceback(exc),
+    }
 
 
 def format_traceback(exc: BaseException, limit: int = MAX_TRACEBACK_BYTES) -> str:
     """The formatted traceback of ``exc``, cut to its last ``limit`` bytes at a line start."""
     try:
         text = "".join(traceback.format_exception(exc))
-    except BaseException:
-        return _type_name(exc) + "\n"
+    except asyncio.CancelledError:
+        raise
+    except BaseException:  # a frame or a message that cannot be formatted: the type stands for it
+        return type_name(exc) + "\n"
     return bounded(text, limit)
 
 
@@ -50,10 +54,3 @@ def bounded(text: str, limit: int = MAX_TRACEBACK_BYTES) -> str:
     if 0 <= newline < len(tail) - 1:
         tail = tail[newline + 1 :]
     return TRUNCATED + tail
-
-
-def _type_name(exc: BaseException) -> str:
-    try:
-        return str(type(exc).__name__)
-    except BaseException:
-        return "Exception"

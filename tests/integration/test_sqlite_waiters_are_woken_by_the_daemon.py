@@ -36,6 +36,8 @@ def test_a_wait_ends_at_the_commit_not_at_the_backstop(tmp_path: Path) -> None:
         result = job.wait()
         waited = time.monotonic() - started
     assert result.outcome == "succeeded"
+    assert result.queue_wait_s is not None and 0 <= result.queue_wait_s < waited
+    assert result.run_s is not None and result.run_s > 0.4  # the handler slept 0.5 s (by the loop's clock)
     assert waited < BACKSTOP / 2, f"woken after {waited:.1f} s: by the backstop, not by the commit"
     assert len(looks) == 2, looks  # one look before the wait, one after the daemon's push
 

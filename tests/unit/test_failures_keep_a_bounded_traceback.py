@@ -54,7 +54,7 @@ class Hostile(Exception):
 
 def test_an_exception_whose_str_raises_falls_back_to_its_type_name() -> None:
     info = failure_info(_caught(_raise, Hostile()))
-    assert info["type"] == "Hostile" and info["message"] == "Hostile"
+    assert info["type"] == "Hostile" and info["message"] == "<Hostile: str() failed>"  # as swarmd.errors.describe
     assert isinstance(info["traceback"], str) and info["traceback"]
 
 
