@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.api import RawClient
 from support.harness import Daemon, wait_until
+from support.strategies import msgpack_values as values
 
 from swarmd.api.protocol import HEADER, MAX_FRAME, VERSION, Op, PingResult, Request, decode_result, encode, frame
 from swarmd.runtime.api_server import MAX_CONNECTIONS, MAX_IN_FLIGHT
@@ -29,16 +30,6 @@ DOCUMENTED = {"ApiProtocolError", "JobValidationError", "UnknownAgentError", "Jo
 IDLE_CONNECTIONS = 1000
 RSS_GROWTH_LIMIT = 32 * 1024 * 1024
 
-values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
 job_ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=40)
 jobs = st.fixed_dictionaries(
     {"id": job_ids, "gid": st.text(min_size=1, max_size=12), "agent": st.sampled_from(["echo", "nope", ""])},

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.strategies import msgpack_values as values
 
 from swarmd.api.protocol import (
     HEADER,
@@ -28,18 +29,6 @@ from swarmd.api.protocol import (
     raise_error,
 )
 from swarmd.errors import ApiProtocolError, ApiRefused, JobNotFound, JobValidationError, UnknownAgentError
-
-#: Any value MessagePack can carry.
-values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
 
 
 def test_a_request_round_trips() -> None:
