@@ -25,6 +25,7 @@ from swarmd.errors import ApiError, BackendUnavailable, StateDirError
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.factory import open_backend
 from swarmd.queue.sqlite.backend import SqliteBackend
+from swarmd.queue.waiting import FinishedWaiters
 
 #: Where the shipped systemd unit's daemon serves its socket (RuntimeDirectory=swarmd).
 SYSTEMD_SOCKET: Final = Path("/run/swarmd/swarmd.sock")
@@ -135,16 +136,14 @@ class DaemonPush:
     def __init__(self, candidates: list[Path]) -> None:
         self._candidates = candidates
         self._socket: SocketBackend | None = None
-        self._waiting: dict[str, set[asyncio.Future[set[str] | None]]] = {}
+        self._waiters = FinishedWaiters()
         self._pump: asyncio.Task[None] | None = None
 
     async def __call__(self, job_ids: list[str], seconds: float) -> set[str] | None:
         if self._socket is None and await self._connect() is None:  # no daemon now
             await asyncio.sleep(min(seconds, NO_DAEMON_RETRY))
             return None
-        future: asyncio.Future[set[str] | None] = asyncio.get_running_loop().create_future()
-        for job_id in job_ids:
-            self._waiting.setdefault(job_id, set()).add(future)
+        future = self._waiters.register(job_ids)
         if self._pump is None or self._pump.done():
             self._pump = asyncio.get_running_loop().create_task(self._run_pump())
         try:
@@ -152,30 +151,19 @@ class DaemonPush:
         except TimeoutError:
             return set()
         finally:
-            for job_id in job_ids:
-                futures = self._waiting.get(job_id)
-                if futures is not None:
-                    futures.discard(future)
-                    if not futures:
-                        del self._waiting[job_id]
+            self._waiters.forget(job_ids, future)
 
     async def _run_pump(self) -> None:
         """Ask the daemon, one request at a time, for the commits of every awaited job."""
-        while self._waiting and self._socket is not None:
+        while self._waiters and self._socket is not None:
             try:
-                committed = await self._socket.committed(list(self._waiting), PUMP_WAIT)
+                committed = await self._socket.committed(self._waiters.job_ids(), PUMP_WAIT)
             except (ApiError, BackendUnavailable, OSError):  # the daemon went away: every waiter looks
                 await self.close()
-                self._wake(None, list(self._waiting))
+                self._waiters.wake_all(None)
                 return
             if committed:
-                self._wake(committed, committed)
-
-    def _wake(self, result: set[str] | None, job_ids: list[str] | set[str]) -> None:
-        for job_id in job_ids:
-            for future in list(self._waiting.get(job_id, ())):
-                if not future.done():
-                    future.set_result(result)
+                self._waiters.committed(committed)
 
     async def _connect(self) -> SocketBackend | None:
         for candidate in self._candidates:

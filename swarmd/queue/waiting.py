@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Final
 
 from swarmd.ledger.chain import StoredEntry
@@ -76,3 +76,56 @@ async def wait_for_entries(
             if ids is None or any(job_id in ids and job_id not in found for job_id in wanted):
                 break
     return found
+
+
+class FinishedWaiters:
+    """Who waits for which jobs to finish: job id -> the waiters' futures, each resolved with
+    the job ids of the commit that woke it (None: woken to look, as when the source of the
+    notifications went away). The daemon's API socket keeps one (its commits wake it); so does
+    a client that waits through that socket (its pump's answers wake it)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, set[asyncio.Future[set[str] | None]]] = {}
+
+    def register(self, job_ids: Iterable[str]) -> asyncio.Future[set[str] | None]:
+        """A future resolved with the job ids of the first commit that records any of these."""
+        future: asyncio.Future[set[str] | None] = asyncio.get_running_loop().create_future()
+        for job_id in job_ids:
+            self._waiting.setdefault(job_id, set()).add(future)
+        return future
+
+    def forget(self, job_ids: Iterable[str], future: asyncio.Future[set[str] | None]) -> None:
+        """Drop a waiter (answered, timed out or gone): nothing of it is left behind."""
+        for job_id in job_ids:
+            futures = self._waiting.get(job_id)
+            if futures is not None:
+                futures.discard(future)
+                if not futures:
+                    del self._waiting[job_id]
+
+    def committed(self, job_ids: Iterable[str]) -> None:
+        """These jobs' outcomes are committed: wake whoever waits for them."""
+        if not self._waiting:
+            return
+        woken: dict[asyncio.Future[set[str] | None], set[str]] = {}
+        for job_id in job_ids:
+            for future in self._waiting.get(job_id, ()):
+                woken.setdefault(future, set()).add(job_id)
+        for future, ids in woken.items():
+            if not future.done():
+                future.set_result(ids)
+
+    def wake_all(self, result: set[str] | None) -> None:
+        """Wake every waiter with ``result`` (None: look, the notifications may have been lost)."""
+        for futures in list(self._waiting.values()):
+            for future in futures:
+                if not future.done():
+                    future.set_result(result)
+
+    def job_ids(self) -> list[str]:
+        """The job ids someone waits for now."""
+        return list(self._waiting)
+
+    def __len__(self) -> int:
+        """How many job ids someone waits for (for tests and metrics)."""
+        return len(self._waiting)

@@ -41,7 +41,7 @@ from swarmd.ledger.chain import StoredEntry
 from swarmd.model import check_payload
 from swarmd.policies.api_access import ApiAccess, Peer
 from swarmd.queue.base import JobFilter, QueueBackend
-from swarmd.runtime.finished_waiters import FinishedWaiters
+from swarmd.queue.waiting import FinishedWaiters
 from swarmd.telemetry.metrics import Metrics
 from swarmd.version import __version__
 
@@ -196,9 +196,10 @@ class ApiOps:
             if done:
                 return done
             try:
-                return sorted(await asyncio.wait_for(asyncio.shield(future), args.timeout))
+                woken = await asyncio.wait_for(asyncio.shield(future), args.timeout)
             except TimeoutError:
                 return []
+            return sorted(woken or ())
         finally:
             self.waiters.forget(args.job_ids, future)
 

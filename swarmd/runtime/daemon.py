@@ -39,12 +39,12 @@ from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, r
 from swarmd.errors import error_text
 from swarmd.queue.base import Disposition, QueueBackend
 from swarmd.queue.factory import open_backend
+from swarmd.queue.waiting import FinishedWaiters
 from swarmd.registry import Registry, build_registry
 from swarmd.runtime.api_ops import ApiOps
 from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
-from swarmd.runtime.finished_waiters import FinishedWaiters
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
