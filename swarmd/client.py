@@ -33,33 +33,18 @@ import uvloop
 
 from swarmd.api.transport import choose_backend
 from swarmd.config import Settings, resolve_state_dir
-from swarmd.errors import JobFailed, JobValidationError, UnknownAgentError, WaitTimeout
+from swarmd.errors import JobFailed, UnknownAgentError, WaitTimeout
 from swarmd.handles import JobHandle, Submitted
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.ledger.chain import verify as verify_chain
-from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id, new_job_ids, seal
-from swarmd.queue.base import JobFilter, JobInfo
+from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, SwarmPlan, draft_spec, new_job_id, new_job_ids, seal
+from swarmd.queue.base import JobFilter, JobInfo, SwarmProgress
 from swarmd.queue.waiting import backstop_interval
 from swarmd.results import JobResult
 from swarmd.telemetry.tracing import Tracing
+from swarmd.workflows import check_swarm_options, plan_follow_up
 
 __all__ = ["AsyncClient", "Client", "JobHandle", "JobInfo", "JobResult", "StoredEntry", "Submitted", "VerifyReport"]
-
-_JOB_KEYS = frozenset(
-    {
-        "agent",
-        "gid",
-        "payload",
-        "priority",
-        "max_attempts",
-        "timeout",
-        "delay",
-        "not_before",
-        "idempotency_key",
-        "job_id",
-    }
-)
-
 
 #: Ledger entries `iter_ledger` reads per query.
 LEDGER_BATCH: Final = 5000
@@ -155,30 +140,17 @@ class AsyncClient:
         now: float | None = None,
     ) -> Job:
         """A job from a spec mapping (fields checked by `seal`, all at once, afterwards)."""
-        if not spec.keys() <= _JOB_KEYS:
-            raise JobValidationError(sorted(set(spec) - _JOB_KEYS)[0], "unknown field")
-        get = spec.get
-        agent, gid = get("agent"), get("gid")
-        if agent is None or gid is None:
-            raise JobValidationError("agent" if agent is None else "gid", "required")
-        self._check_agent(agent)
-        return draft_job(
-            agent=agent,
-            gid=gid,
-            payload=get("payload"),
-            priority=get("priority", 0),
-            max_attempts=get("max_attempts"),
-            timeout=get("timeout"),
-            delay=get("delay", 0.0),
-            not_before=get("not_before"),
-            idempotency_key=get("idempotency_key"),
-            job_id=get("job_id") or job_id,
+        job = draft_spec(
+            spec,
+            job_id=job_id,
             swarm_id=swarm_id,
             swarm_size=swarm_size,
             fail_fast=fail_fast,
             traceparent=traceparent,
             now=now,
         )
+        self._check_agent(job.agent)
+        return job
 
     async def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> JobHandle:
         """Submit one job; return its id once it is durable (a `JobHandle`: a ``str`` with
@@ -187,12 +159,19 @@ class AsyncClient:
         return JobHandle(result[0], self)
 
     async def submit_many(
-        self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        *,
+        swarm: bool = False,
+        fail_fast: bool = False,
+        then: Mapping[str, Any] | None = None,
+        then_when: str = "always",
     ) -> Submitted:
         """Submit jobs in one transaction; ``swarm=True`` makes them one swarm (``fail_fast``:
-        the first permanent failure cancels the rest)."""
-        if fail_fast and not swarm:
-            raise JobValidationError("fail_fast", "only a swarm can fail fast (use swarm=True)")
+        the first permanent failure cancels the rest; ``then``: a job spec submitted once, when
+        the swarm's last member has ended — ``then_when="all_succeeded"`` runs it only if every
+        member succeeded, else records it cancelled). The follow-up's id is ``.follow_up``."""
+        check_swarm_options(swarm=swarm, fail_fast=fail_fast, then=then, then_when=then_when)
         swarm_id = new_job_id() if swarm else None
         now = time.time()
         submitted_by = getattr(self._backend, "peer", None)  # through the API socket: who the daemon sees
@@ -212,8 +191,21 @@ class AsyncClient:
                 for spec, job_id in zip(specs, ids, strict=True)
             ]
             jobs = seal(drafts, max_payload_bytes=self.max_payload_bytes)
-            ids = await self._backend.submit(jobs)
-        return Submitted(ids, swarm_id, self)
+            plans: list[SwarmPlan] = []
+            if then is not None and swarm_id is not None and jobs:
+                plan = plan_follow_up(
+                    then,
+                    swarm_id=swarm_id,
+                    size=len(jobs),
+                    then_when=then_when,
+                    traceparent=traceparent,
+                    now=now,
+                    max_payload_bytes=self.max_payload_bytes,
+                )
+                self._check_agent(plan.then.agent)
+                plans.append(plan)
+            ids = await self._backend.submit(jobs, plans)
+        return Submitted(ids, swarm_id, self, plans[0].then.id if plans else None)
 
     async def published_agents(self) -> list[str] | None:
         """The agent names running daemons published (None: no daemon has published any yet)."""
@@ -233,6 +225,11 @@ class AsyncClient:
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         """Where each member of a swarm is; raises `JobNotFound`."""
         return await self._with_holds(await self._backend.swarm_status(swarm_id))
+
+    async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        """How many of a swarm's members have ended, of how many, and its follow-up's id (None:
+        the store keeps no count of this swarm)."""
+        return await self._backend.swarm_progress(swarm_id)
 
     async def list_jobs(
         self,
@@ -469,13 +466,24 @@ class Client:
         return JobHandle(self._run(self._async.submit(agent, gid=gid, payload=payload, **options)), self)
 
     def submit_many(
-        self, specs: Sequence[Mapping[str, Any]], *, swarm: bool = False, fail_fast: bool = False
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        *,
+        swarm: bool = False,
+        fail_fast: bool = False,
+        then: Mapping[str, Any] | None = None,
+        then_when: str = "always",
     ) -> Submitted:
-        submitted = self._run(self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast))
-        return Submitted(submitted, submitted.swarm_id, self)
+        submitted = self._run(
+            self._async.submit_many(specs, swarm=swarm, fail_fast=fail_fast, then=then, then_when=then_when)
+        )
+        return Submitted(submitted, submitted.swarm_id, self, submitted.follow_up)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobResult:
         return self._run(self._async.wait(job_id, timeout))
+
+    def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        return self._run(self._async.swarm_progress(swarm_id))
 
     def result(self, job_id: str, timeout: float | None = None) -> Any:
         return self._run(self._async.result(job_id, timeout))

@@ -20,6 +20,7 @@ rather than parse text. Each also keeps the built-in base a caller may already c
     ├── WaitTimeout (TimeoutError)            a wait for a job or a swarm ran out of time
     ├── JobFailed                             a job whose result was asked for did not succeed
     ├── ResultTooLarge                        a handler returned more than max_result_bytes
+    ├── WorkflowError (RuntimeError)          ctx.submit used where no daemon can commit it
     ├── BackendUnavailable                    the queue backend cannot take work right now
     ├── ListenError (OSError)                 the HTTP listener cannot bind its address
     ├── ApiError                              the API socket refused a request, or cannot be used
@@ -174,6 +175,11 @@ class ResultTooLarge(SwarmdError):
         self.size = size
         self.limit = limit
         super().__init__(f"result of {size} bytes exceeds max_result_bytes ({limit} bytes)")
+
+
+class WorkflowError(SwarmdError, RuntimeError):
+    """``ctx.submit`` (or ``ctx.swarm_results``) was used where no daemon can commit it: outside
+    a handler the daemon runs, or after the handler returned."""
 
 
 class BackendUnavailable(SwarmdError):

@@ -50,10 +50,15 @@ class Submitted(list[str]):
     swarm's id (None unless ``swarm=True``), with waits for all of them."""
 
     swarm_id: str | None
+    #: The id of the swarm's follow-up (``then=``), known at once; None: no follow-up.
+    follow_up: str | None
 
-    def __init__(self, job_ids: Iterable[str], swarm_id: str | None, client: Any = None) -> None:
+    def __init__(
+        self, job_ids: Iterable[str], swarm_id: str | None, client: Any = None, follow_up: str | None = None
+    ) -> None:
         super().__init__(job_ids)
         self.swarm_id = swarm_id
+        self.follow_up = follow_up
         self._client = client
 
     @property
@@ -76,8 +81,12 @@ class Submitted(list[str]):
 
     def _bound(self) -> Any:
         if self._client is None:
-            raise RuntimeError("these jobs were not submitted through a client: wait with client.wait_many(job_ids)")
+            raise RuntimeError(
+                "these jobs were not submitted through a client (a handler's children are written when its "
+                "outcome commits): wait for them with a client's wait_many(job_ids)"
+            )
         return self._client
 
     def __repr__(self) -> str:
-        return f"Submitted(job_ids={self.job_ids!r}, swarm_id={self.swarm_id!r})"
+        follow_up = f", follow_up={self.follow_up!r}" if self.follow_up else ""
+        return f"Submitted(job_ids={self.job_ids!r}, swarm_id={self.swarm_id!r}{follow_up})"

@@ -9,12 +9,13 @@ other way is dead-lettered with its reason instead of crashing anything.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -75,6 +76,8 @@ class JobState(enum.StrEnum):
     LEASED = "leased"
     DEAD = "dead"
     DONE = "done"
+    #: A swarm's follow-up, not submitted yet: it waits for the swarm's last member to end.
+    AWAITING = "awaiting"
 
 
 class CircuitState(enum.StrEnum):
@@ -113,6 +116,15 @@ class ApiRefuseReason(enum.StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
 
 
+class FollowWhen(enum.StrEnum):
+    """When a swarm's follow-up runs once the swarm's last member has ended."""
+
+    #: Whatever the members came to (the follow-up sees each outcome).
+    ALWAYS = "always"
+    #: Only if every member succeeded; else the follow-up is recorded as cancelled ("skipped").
+    ALL_SUCCEEDED = "all_succeeded"
+
+
 class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One unit of work for one agent, speaking for one identity (GID)."""
 
@@ -139,6 +151,31 @@ class Job(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True)
     #: Who submitted it through the API socket (``uid:1000(alice)/gid:1000/pid:42``, from
     #: SO_PEERCRED, set by the daemon); None for a direct submit. Since state version 2.
     submitted_by: Annotated[str, msgspec.Meta(max_length=256)] | None = None
+    #: The job whose handler submitted this one (``ctx.submit``); None for a producer's job.
+    #: Since state version 3, as are ``follows`` and ``follow_when``.
+    parent_id: JobId | None = None
+    #: The swarm this job is the follow-up of: it is submitted when the swarm's last member ends.
+    follows: JobId | None = None
+    #: When the follow-up runs (see `FollowWhen`); None: always.
+    follow_when: Literal["always", "all_succeeded"] | None = None
+
+
+class SwarmPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A swarm whose end submits a follow-up: stored with its members, in the same commit."""
+
+    swarm_id: JobId
+    #: How many members the swarm has; the follow-up is submitted when this many have ended.
+    size: Annotated[int, msgspec.Meta(ge=1)]
+    #: The follow-up, sealed (its id derived from the swarm's: see `derived_id`).
+    then: Job
+
+
+def derived_id(base: str, tag: str) -> str:
+    """A job id that is a function of ``base`` (a job or swarm id) and ``tag`` (a position):
+    every attempt of a handler names the same children, and a swarm always the same follow-up.
+    Keeps the time prefix of a swarmd-made ``base``, so a family sorts with its root."""
+    prefix = base[:12] if len(base) >= 12 and all(c in "0123456789abcdef" for c in base[:12]) else "0" * 12
+    return prefix + hashlib.blake2b(f"{base}/{tag}".encode(), digest_size=10).hexdigest()
 
 
 _job_decoder: Final = msgspec.json.Decoder(Job)
@@ -248,6 +285,9 @@ def draft_job(
     traceparent: str | None = None,
     job_id: str | None = None,
     now: float | None = None,
+    parent_id: str | None = None,
+    follows: str | None = None,
+    follow_when: str | None = None,
 ) -> Job:
     """A job whose payload is checked but whose fields are not validated yet: `seal` them."""
     now = time.time() if now is None else now
@@ -290,6 +330,59 @@ def draft_job(
         idempotency_key=idempotency_key,
         traceparent=traceparent,
         enqueued_at=now,
+        parent_id=parent_id,
+        follows=follows,
+        follow_when=follow_when,  # type: ignore[arg-type]  # `seal` checks it
+    )
+
+
+#: The keys a job spec (a mapping given to ``submit_many``, ``ctx.submit_many``) may have.
+JOB_SPEC_KEYS: Final = frozenset(
+    {
+        "agent",
+        "gid",
+        "payload",
+        "priority",
+        "max_attempts",
+        "timeout",
+        "delay",
+        "not_before",
+        "idempotency_key",
+        "job_id",
+    }
+)
+
+
+def draft_spec(
+    spec: Mapping[str, Any],
+    *,
+    job_id: str,
+    allowed: frozenset[str] = JOB_SPEC_KEYS,
+    **fields: Any,
+) -> Job:
+    """A job from a spec mapping (``agent``, ``gid``, ``payload``, ...: see `JOB_SPEC_KEYS`; those
+    outside ``allowed`` are refused), with ``fields`` (swarm, trace, family) set by the caller;
+    checked by `seal` afterwards, all at once."""
+    if not isinstance(spec, Mapping):
+        raise JobValidationError("$", f"a job spec is a mapping, not {type(spec).__name__}")
+    if not spec.keys() <= allowed:
+        raise JobValidationError(sorted(set(spec) - allowed, key=str)[0], "unknown field")
+    get = spec.get
+    agent, gid = get("agent"), get("gid")
+    if agent is None or gid is None:
+        raise JobValidationError("agent" if agent is None else "gid", "required")
+    return draft_job(
+        agent=agent,
+        gid=gid,
+        payload=get("payload"),
+        priority=get("priority", 0),
+        max_attempts=get("max_attempts"),
+        timeout=get("timeout"),
+        delay=get("delay", 0.0),
+        not_before=get("not_before"),
+        idempotency_key=get("idempotency_key"),
+        job_id=get("job_id") or job_id,
+        **fields,
     )
 
 

@@ -14,14 +14,16 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from swarmd.builtin_agents import register_builtins
-from swarmd.errors import ConfigError, UnknownAgentError
-from swarmd.model import AGENT_PATTERN, Job
+from swarmd.errors import ConfigError, UnknownAgentError, WorkflowError
+from swarmd.handles import Submitted
+from swarmd.model import AGENT_PATTERN, Job, SwarmPlan
+from swarmd.results import JobResult
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -53,6 +55,23 @@ class AgentSpec:
     policy: AgentPolicy = field(default_factory=AgentPolicy)
 
 
+class Workflow(Protocol):
+    """What the daemon lends a handler's context for ``ctx.submit`` (swarmd.runtime.spawning)."""
+
+    def spawn(
+        self,
+        ctx: JobContext,
+        specs: Sequence[Mapping[str, Any]],
+        *,
+        swarm: bool,
+        fail_fast: bool,
+        then: Mapping[str, Any] | None,
+        then_when: str,
+    ) -> Submitted: ...
+
+    async def swarm_results(self, swarm_id: str) -> list[JobResult]: ...
+
+
 @dataclass(slots=True)
 class JobContext:
     """What a handler gets besides its payload."""
@@ -60,6 +79,15 @@ class JobContext:
     job: Job
     #: A structlog logger bound with job_id, gid and agent.
     log: Any
+    #: The daemon's side of ``submit`` (None: a context no daemon runs, where submit refuses).
+    workflow: Workflow | None = None
+    #: What this run submitted so far (written when its outcome commits, if it succeeds).
+    children: list[Job] | None = None
+    plans: list[SwarmPlan] | None = None
+    #: Positions taken by submits so far: children's ids are derived from the job's id and these.
+    positions: int = 0
+    #: Set once the handler has returned: a submit then has no commit to join.
+    closed: bool = False
 
     @property
     def gid(self) -> str:
@@ -68,6 +96,50 @@ class JobContext:
     @property
     def attempt(self) -> int:
         return self.job.attempt
+
+    @property
+    def parent_id(self) -> str | None:
+        """The job whose handler submitted this one (None: a producer's job)."""
+        return self.job.parent_id
+
+    @property
+    def follows(self) -> str | None:
+        """The swarm this job is the follow-up of (None: not a follow-up)."""
+        return self.job.follows
+
+    def submit(self, agent: str, *, gid: str, payload: Any = None, **options: Any) -> str:
+        """Submit a child job: written with this job's outcome, in the same commit, if and only
+        if this attempt succeeds. Returns the child's id at once (the same on every attempt).
+        Options as for `swarmd.AsyncClient.submit`, except ``job_id`` and ``idempotency_key``."""
+        return self.submit_many([{"agent": agent, "gid": gid, "payload": payload, **options}])[0]
+
+    def submit_many(
+        self,
+        specs: Sequence[Mapping[str, Any]],
+        *,
+        swarm: bool = False,
+        fail_fast: bool = False,
+        then: Mapping[str, Any] | None = None,
+        then_when: str = "always",
+    ) -> Submitted:
+        """Submit child jobs (``swarm=True``: as one swarm, with an optional follow-up ``then``,
+        a job spec run when the swarm's last member has ended; ``then_when``: "always" or
+        "all_succeeded"). Written with this job's outcome if this attempt succeeds."""
+        if self.workflow is None:
+            raise WorkflowError("ctx.submit works only in a handler the daemon runs (this context has no daemon)")
+        if self.closed:
+            raise WorkflowError(
+                f"ctx.submit after the handler of job {self.job.id} returned: its outcome is committed without it"
+            )
+        return self.workflow.spawn(self, specs, swarm=swarm, fail_fast=fail_fast, then=then, then_when=then_when)
+
+    async def swarm_results(self) -> list[JobResult]:
+        """The outcomes of the members of the swarm this job follows up, in ledger order."""
+        if self.job.follows is None:
+            raise WorkflowError(f"job {self.job.id} is not the follow-up of a swarm")
+        if self.workflow is None:
+            raise WorkflowError("ctx.swarm_results works only in a handler the daemon runs")
+        return await self.workflow.swarm_results(self.job.follows)
 
 
 class Registry:

@@ -34,8 +34,8 @@ from swarmd.errors import (
     SwarmdError,
 )
 from swarmd.ledger.chain import StoredEntry
-from swarmd.model import MAX_PAYLOAD_BYTES, AgentName, Gid, Job, JobId, JobState, plain_strings
-from swarmd.queue.base import JobInfo
+from swarmd.model import MAX_PAYLOAD_BYTES, AgentName, Gid, Job, JobId, JobState, SwarmPlan, plain_strings
+from swarmd.queue.base import JobInfo, SwarmProgress
 
 #: The protocol version this swarmd speaks.
 VERSION: Final = 1
@@ -69,6 +69,7 @@ class Op(enum.StrEnum):
     LEDGER_ENTRIES = "ledger_entries"
     WAIT_FINISHED = "wait_finished"
     PUBLISHED_AGENTS = "published_agents"
+    SWARM_PROGRESS = "swarm_progress"
     PING = "ping"
 
 
@@ -106,6 +107,8 @@ class SubmitArgs(msgspec.Struct, forbid_unknown_fields=True):
     """Jobs sealed by the client (`swarmd.model.seal`), checked again by the daemon."""
 
     jobs: Annotated[list[Job], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    #: Swarms among the jobs that have a follow-up (``then=``).
+    plans: Annotated[list[SwarmPlan], msgspec.Meta(max_length=1)] = msgspec.field(default_factory=list)
 
 
 class StatusArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -188,6 +191,7 @@ OPERATIONS: Final[dict[Op, Operation]] = {
     Op.LEDGER_ENTRIES: Operation(JobIdsArgs, list[StoredEntry]),
     Op.WAIT_FINISHED: Operation(WaitFinishedArgs, list[str]),
     Op.PUBLISHED_AGENTS: Operation(NoArgs, list[str] | None),
+    Op.SWARM_PROGRESS: Operation(SwarmStatusArgs, SwarmProgress | None),
     Op.PING: Operation(NoArgs, PingResult),
 }
 

@@ -46,8 +46,8 @@ from swarmd.api.protocol import (
 )
 from swarmd.errors import ApiError, ApiProtocolError, ApiRefused, BackendUnavailable, JobValidationError
 from swarmd.ledger.chain import StoredEntry, VerifyReport
-from swarmd.model import Job, JobState
-from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, WakeReason
+from swarmd.model import Job, JobState, SwarmPlan
+from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, SwarmProgress, WakeReason
 from swarmd.queue.waiting import wait_for_entries
 
 
@@ -117,9 +117,16 @@ class SocketBackend:
         return decode_result(op, response.result)
 
     # -- producers and readers ----------------------------------------------------------------
-    async def submit(self, jobs: Sequence[Job]) -> list[str]:
-        result: list[str] = await self._call(Op.SUBMIT_MANY, SubmitArgs(list(jobs)))
+    async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
+        result: list[str] = await self._call(Op.SUBMIT_MANY, SubmitArgs(list(jobs), list(plans)))
         return result
+
+    async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        result: SwarmProgress | None = await self._call(Op.SWARM_PROGRESS, SwarmStatusArgs(swarm_id))
+        return result
+
+    async def swarm_outcomes(self, swarm_id: str) -> list[StoredEntry]:
+        self._direct_only("reading a swarm's outcomes")
 
     async def published_agents(self) -> list[str] | None:
         result: list[str] | None = await self._call(Op.PUBLISHED_AGENTS, NoArgs())

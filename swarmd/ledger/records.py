@@ -41,6 +41,12 @@ class OutcomeRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     submitted_by: str | None = None
     #: Unix time the job was submitted (its queue wait is ``started_at - enqueued_at``).
     enqueued_at: float | None = None
+    #: The job whose handler submitted this one (``ctx.submit``).
+    parent_id: str | None = None
+    #: The jobs this job's handler submitted, written in the same commit as this record.
+    children: list[str] | None = None
+    #: The swarm this job was the follow-up of.
+    follows: str | None = None
 
     def encode(self) -> bytes:
         """The canonical bytes of this record: what the ledger stores and hashes."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import msgspec
 
 from swarmd.ledger.chain import StoredEntry, VerifyReport
-from swarmd.model import Job, JobState
+from swarmd.model import Job, JobState, SwarmPlan
 
 
 @dataclass(slots=True)
@@ -85,6 +85,14 @@ class Finish:
     #: Fail-fast: cancel the queued and running members of this swarm in the same commit.
     cancel_swarm: str | None = None
     handle: Any = None
+    #: The swarm the job belongs to and the final outcome its record carries (DONE and DEAD):
+    #: the commit counts the member as ended, and submits the swarm's follow-up with its last.
+    swarm_id: str | None = None
+    outcome: str | None = None
+    #: Jobs the handler submitted (``ctx.submit``), and the follow-ups of swarms among them:
+    #: written by the commit that records this job's outcome for the first time, never by another.
+    children: Sequence[Job] = ()
+    plans: Sequence[SwarmPlan] = ()
 
 
 @dataclass(slots=True)
@@ -97,6 +105,20 @@ class FinishReport:
     cancelled: list[str] = field(default_factory=list)
     #: Last ledger index after the commit (None: ledger empty).
     ledger_index: int | None = None
+    #: Swarms whose last member this commit recorded.
+    swarms_ended: list[str] = field(default_factory=list)
+    #: Jobs this commit submitted: children of the jobs it finished, follow-ups of the swarms it ended.
+    submitted: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SwarmProgress:
+    """How far a swarm is: members ended of its size, and its follow-up (if it has one)."""
+
+    swarm_id: str
+    size: int
+    ended: int
+    follow_up: str | None = None
 
 
 @dataclass(slots=True)
@@ -122,6 +144,12 @@ class JobInfo:
     identity_violation: str | None = None
     #: What the handler returned (JSON data), for a job that succeeded.
     result: Any = None
+    #: The job whose handler submitted this one (None: a producer's job).
+    parent_id: str | None = None
+    #: The jobs this job's handler submitted (as its ledger entry lists them).
+    children: list[str] | None = None
+    #: The swarm this job is the follow-up of.
+    follows: str | None = None
 
     @classmethod
     def from_ledger(cls, entry: StoredEntry) -> JobInfo:
@@ -140,6 +168,24 @@ class JobInfo:
             ledger_index=entry.index,
             identity_violation=record.get("identity_violation"),
             result=record.get("result"),
+            parent_id=record.get("parent_id"),
+            children=record.get("children"),
+            follows=record.get("follows"),
+        )
+
+    @classmethod
+    def awaiting(cls, follow_up: Job, swarm_id: str, size: int, ended: int) -> JobInfo:
+        """A swarm's follow-up that waits for the swarm to end (it is not submitted yet)."""
+        return cls(
+            job_id=follow_up.id,
+            state=JobState.AWAITING,
+            agent=follow_up.agent,
+            gid=follow_up.gid,
+            attempt=0,
+            priority=follow_up.priority,
+            waiting=f"swarm {swarm_id}: {ended} of {size} members ended",
+            parent_id=follow_up.parent_id,
+            follows=swarm_id,
         )
 
     def with_entry(self, entry: StoredEntry) -> JobInfo:
@@ -191,9 +237,9 @@ class QueueBackend(Protocol):
     async def close(self) -> None: ...
 
     # -- producers -------------------------------------------------------------------------
-    async def submit(self, jobs: Sequence[Job]) -> list[str]:
+    async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
         """Store jobs durably; return their ids (an idempotency key already used gives the
-        id of the job it first made)."""
+        id of the job it first made). ``plans``: swarms among them that have a follow-up."""
         ...
 
     # -- the worker ------------------------------------------------------------------------
@@ -278,6 +324,16 @@ class QueueBackend(Protocol):
         first (None: no limit), those found by then, possibly none.
         Woken by the commit of an outcome, not by polling: ``backstop`` is the slow look at the
         ledger for a lost notification. Leaves nothing behind when cancelled."""
+        ...
+
+    # -- workflows ---------------------------------------------------------------------------
+    async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        """How many of the swarm's members have ended, and its follow-up (None: the store keeps
+        no count of this swarm: submitted before state version 3, or expired)."""
+        ...
+
+    async def swarm_outcomes(self, swarm_id: str) -> list[StoredEntry]:
+        """The ledger entries of the swarm's members that have ended, in ledger order."""
         ...
 
     # -- operators -------------------------------------------------------------------------

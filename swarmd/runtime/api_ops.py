@@ -84,6 +84,7 @@ class ApiOps:
             Op.LEDGER_ENTRIES: self.ledger_entries,
             Op.WAIT_FINISHED: self.wait_finished,
             Op.PUBLISHED_AGENTS: self.published_agents,
+            Op.SWARM_PROGRESS: self.swarm_progress,
             Op.PING: self.ping,
         }
 
@@ -112,8 +113,9 @@ class ApiOps:
         encoded arguments' size (no payload can be larger than its frame)."""
         submitter = peer.label()
         jobs = args.jobs
+        follow_ups = [plan.then for plan in args.plans]
         limit = self._settings.max_payload_bytes
-        for position, job in enumerate(jobs):
+        for position, job in enumerate([*jobs, *follow_ups]):
             # Every typed field was checked by decoding (the same constraints as `seal`); what
             # MessagePack can carry and JSON cannot (bytes, extension types, deep nesting), and
             # the payload's size as it will be stored, are checked here.
@@ -126,13 +128,18 @@ class ApiOps:
                     if size > limit:
                         raise JobValidationError("payload", f"{size} bytes is over the limit of {limit}")
             except JobValidationError as exc:
+                if position >= len(jobs):
+                    raise JobValidationError(f"then.{exc.field}", exc.reason) from None
                 where = f" (job {position} of {len(jobs)})" if len(jobs) > 1 else ""
                 raise JobValidationError(exc.field, exc.reason + where) from None
-        self._check_access(peer, {job.gid for job in jobs}, "submit")
-        for job in jobs:  # decoded for this request alone: set in place, not copied
+        for plan in args.plans:
+            if plan.then.follows != plan.swarm_id or not any(job.swarm_id == plan.swarm_id for job in jobs):
+                raise JobValidationError("then", f"the follow-up must follow swarm {plan.swarm_id} of this submit")
+        self._check_access(peer, {job.gid for job in [*jobs, *follow_ups]}, "submit")
+        for job in [*jobs, *follow_ups]:  # decoded for this request alone: set in place, not copied
             msgspec.structs.force_setattr(job, "submitted_by", submitter)
             msgspec.structs.force_setattr(job, "attempt", 0)
-        ids = await self._backend.submit(jobs)
+        ids = await self._backend.submit(jobs, args.plans)
         log.info(
             "api_submitted",
             submitted_by=submitter,
@@ -147,6 +154,9 @@ class ApiOps:
 
     async def swarm_status(self, peer: Peer, args: SwarmStatusArgs) -> Any:
         return await self._backend.swarm_status(args.swarm_id)
+
+    async def swarm_progress(self, peer: Peer, args: SwarmStatusArgs) -> Any:
+        return await self._backend.swarm_progress(args.swarm_id)
 
     async def cancel(self, peer: Peer, args: CancelArgs) -> list[str]:
         if (args.job_id is None) == (args.swarm_id is None):

@@ -23,7 +23,7 @@ import structlog
 from swarmd.errors import ResultTooLarge, describe, error_text
 from swarmd.identity import current_gid, identity_violation
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, Outcome, plain_strings
+from swarmd.model import FollowWhen, Job, Outcome, SwarmPlan, plain_strings
 from swarmd.policies.admission import Admission, AgentGate
 from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
@@ -35,6 +35,7 @@ from swarmd.telemetry.tracing import Tracing
 
 if TYPE_CHECKING:
     from swarmd.runtime.running import RunningJobs
+    from swarmd.runtime.spawning import Spawning
 
 #: Results larger than this (encoded) fail their job with ResultTooLarge (default of the
 #: ``max_result_bytes`` setting, which `JobRunner.max_result_bytes` holds).
@@ -92,6 +93,9 @@ class HandlerRun(msgspec.Struct, frozen=True):
     started_wall: float | None = None
     #: Seconds the handler ran (None: not recorded).
     duration: float | None = None
+    #: What the handler submitted (``ctx.submit``): committed with a successful outcome only.
+    children: list[Job] | None = None
+    plans: list[SwarmPlan] | None = None
 
 
 def _error(exc: BaseException, attempt: int, *, permanent: bool, kind: str | None = None) -> dict[str, Any]:
@@ -136,6 +140,8 @@ class JobRunner:
         self._suspect_running: str | None = None
         #: Largest encoded result kept; a larger one fails the job (the worker sets the setting).
         self.max_result_bytes = MAX_RESULT_BYTES
+        #: What handlers' contexts submit through (the worker sets it; None: ctx.submit refuses).
+        self.workflow: Spawning | None = None
 
     # -- refusals -------------------------------------------------------------------------
     def refuse(self, reserved: Reserved, reason: str, message: str, reserved_wall: float) -> Attempt:
@@ -164,6 +170,8 @@ class JobRunner:
         ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
+        finish.swarm_id = job.swarm_id if job else None
+        finish.outcome = Outcome.DEAD_LETTERED
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
 
     def internal_error(self, reserved: Reserved, exc: BaseException, reserved_wall: float) -> Attempt:
@@ -213,6 +221,12 @@ class JobRunner:
                 return self.refuse(
                     reserved, "unknown_agent", f"no agent named {job.agent!r} is registered", reserved_wall
                 )
+            if job.follow_when == "all_succeeded" and job.follows is not None:
+                skipped = await self._skipped(job)
+                if skipped is not None:
+                    error = {"type": "Skipped", "message": skipped}
+                    run = HandlerRun(reserved, job, reserved_wall=reserved_wall)
+                    return self._final(run, Outcome.CANCELLED, time.time(), error=error)
             if not gate.breaker.allow():
                 return self.release(reserved, job.agent, time.time() + max(gate.breaker.retry_after(), 0.05))
             gate.running += 1
@@ -226,7 +240,7 @@ class JobRunner:
                     agent_metrics = self.metrics.agent(job.agent)
                     job_context.set(job)  # this task's own context, like the GID
                     current_gid.set(job.gid)  # tasks the handler spawns inherit it
-                    ctx = JobContext(job, log)
+                    ctx = JobContext(job, log, self.workflow)
                     timeout = job.timeout or gate.timeout
                     with self.tracing.consumer(
                         self.queue,
@@ -250,8 +264,16 @@ class JobRunner:
                             finally:
                                 self.deadlines.cancel(job.id)
                                 self.metrics.job_finished()
+                                ctx.closed = True
                                 run = HandlerRun(
-                                    reserved, job, span, reserved_wall, started_wall, time.perf_counter() - started
+                                    reserved,
+                                    job,
+                                    span,
+                                    reserved_wall,
+                                    started_wall,
+                                    time.perf_counter() - started,
+                                    ctx.children,
+                                    ctx.plans,
                                 )
                         except asyncio.CancelledError as exc:
                             return self._interrupted(run, gate, exc, timeout)
@@ -271,6 +293,21 @@ class JobRunner:
             raise
         except BaseException as exc:  # even a BaseException raised by a handler's result
             return self.internal_error(reserved, exc, reserved_wall)
+
+    async def _skipped(self, job: Job) -> str | None:
+        """Why a follow-up that runs only if its whole swarm succeeded is recorded cancelled
+        instead of run: some member did not succeed (None: run it)."""
+        if job.follows is None or self.workflow is None:
+            return None
+        results = await self.workflow.swarm_results(job.follows)
+        failed = sum(1 for result in results if not result.ok)
+        if not failed:
+            return None
+        log.info("follow_up_skipped", job_id=job.id, swarm_id=job.follows, failed=failed, members=len(results))
+        return (
+            f"skipped: {failed} of the {len(results)} members of swarm {job.follows} did not succeed "
+            f"(then_when={FollowWhen.ALL_SUCCEEDED.value})"
+        )
 
     async def _suspect(self, reserved: Reserved, reserved_wall: float, reserved_perf: float) -> Attempt:
         """A job named in crash records: dead-lettered as poison once named ``poison_after``
@@ -480,6 +517,7 @@ class JobRunner:
         not the same). Its Finish carries the ledger record, and a dead letter if ``dead`` (a
         fail-fast swarm's member dead-lettered also cancels its siblings)."""
         job = run.job
+        children = run.children if outcome is Outcome.SUCCEEDED else None
         record = OutcomeRecord(
             job_id=job.id,
             gid=job.gid,
@@ -496,12 +534,20 @@ class JobRunner:
             started_at=run.started_wall,
             submitted_by=job.submitted_by,
             enqueued_at=job.enqueued_at or None,
+            parent_id=job.parent_id,
+            children=[child.id for child in children] if children else None,
+            follows=job.follows,
         ).encode()
         handle = run.reserved.handle
         if not dead:
             finish = Finish(job.id, Disposition.DONE, record=record, handle=handle)
         else:
             finish = _dead_letter(job.id, handle, record, error, job.swarm_id if job.fail_fast else None)
+        finish.swarm_id = job.swarm_id
+        finish.outcome = outcome
+        if children:
+            finish.children = children
+            finish.plans = run.plans or ()
         return Attempt(
             run.reserved,
             finish,

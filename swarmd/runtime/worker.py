@@ -65,6 +65,7 @@ from swarmd.runtime.health import Health
 from swarmd.runtime.outcome_metrics import OutcomeMetrics
 from swarmd.runtime.reserve_ahead import MAX_WAIT, AheadPacing, ReservedAhead
 from swarmd.runtime.running import ABANDON_AFTER, RunningJobs
+from swarmd.runtime.spawning import Spawning
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
 
@@ -123,6 +124,15 @@ class Worker:
         self.on_crash: Callable[[list[str], BaseException], None] | None = None
         self.runner = JobRunner(self.admission, metrics, tracing, settings.queue, self.running, rng)
         self.runner.max_result_bytes = settings.max_result_bytes
+        admission = self.admission
+        self.runner.workflow = Spawning(
+            tracing,
+            settings.queue,
+            known_agent=lambda name: name in admission.gates or name in admission.served_elsewhere,
+            agents=lambda: sorted({*admission.gates, *admission.served_elsewhere}),
+            swarm_outcomes=backend.swarm_outcomes,
+            max_payload_bytes=settings.max_payload_bytes,
+        )
         self.limit = make_limit(settings)
         self.health = Health()
         self.in_flight = 0

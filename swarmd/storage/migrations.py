@@ -39,9 +39,27 @@ def _jobs_name_their_submitter(conn: sqlite3.Connection) -> None:
     would dead-letter such jobs as malformed, refuse the file instead."""
 
 
+def _swarms_are_counted(conn: sqlite3.Connection) -> None:
+    """Version 3: swarms are counted as their members end, and a swarm with a follow-up keeps
+    its members' outcomes until the follow-up is submitted (``swarmd.queue.sqlite.workflows``).
+    Stored jobs may carry ``parent_id``, ``follows`` and ``follow_when``."""
+    conn.execute(
+        "CREATE TABLE swarms ("
+        " swarm_id TEXT PRIMARY KEY, size INTEGER NOT NULL, ended INTEGER NOT NULL DEFAULT 0,"
+        " created_at REAL NOT NULL, ended_at REAL, then_id TEXT, then_body BLOB)"
+    )
+    conn.execute("CREATE INDEX swarms_then ON swarms (then_id) WHERE then_id IS NOT NULL")
+    conn.execute(
+        "CREATE TABLE swarm_members ("
+        " swarm_id TEXT NOT NULL, job_id TEXT NOT NULL, idx INTEGER NOT NULL,"
+        " PRIMARY KEY (swarm_id, job_id)) WITHOUT ROWID"
+    )
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
+    Migration(3, "swarms are counted; jobs may have a parent or follow a swarm", _swarms_are_counted),
 )
 
 

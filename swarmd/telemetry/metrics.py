@@ -62,7 +62,7 @@ __all__ = [
 #: Every outcome a job run can end with (the ``outcome`` label).
 OUTCOMES: Final = tuple(outcome.value for outcome in Outcome)
 #: The states of ``swarmd_queue_jobs``: where a job waits in the queue (a done job is not in it).
-QUEUE_STATES: Final = tuple(state.value for state in JobState if state is not JobState.DONE)
+QUEUE_STATES: Final = tuple(state.value for state in JobState if state not in (JobState.DONE, JobState.AWAITING))
 #: Why a job was refused before it ran (``swarmd_rejected_jobs_total``).
 REJECT_REASONS: Final = tuple(reason.value for reason in RejectReason)
 #: Why the API socket refused a request (``swarmd_api_refused_total``).

@@ -229,3 +229,47 @@ def _innermost(message: str) -> None:
 async def raises_deep(ctx: JobContext, payload: Any) -> None:
     """Fail with a ValueError raised two frames down (`_innermost`), for tracebacks."""
     _innermost(f"deep failure of {ctx.gid}")
+
+
+# -- workflows (children, follow-ups) ------------------------------------------------------------
+
+
+@agent("spawner")
+async def spawner(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Submit ``children`` echo children, then fail on the first ``fail_times`` attempts: only the
+    attempt that succeeds commits them. ``agent`` names the children's agent (default echo)."""
+    ids = [
+        ctx.submit(str(payload.get("agent", "echo")), gid=ctx.gid, payload={"n": n})
+        for n in range(int(payload["children"]))
+    ]
+    if ctx.attempt <= int(payload.get("fail_times", 0)):
+        raise RuntimeError(f"spawner fails after submitting, attempt {ctx.attempt}")
+    return {"children": ids}
+
+
+@agent("fan_out")
+async def fan_out(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline stage: a swarm of ``width`` ``member`` jobs whose follow-up is ``then``."""
+    specs = [
+        {"agent": payload.get("member", "echo"), "gid": ctx.gid, "payload": {"n": n}} for n in range(payload["width"])
+    ]
+    submitted = ctx.submit_many(specs, swarm=True, then=payload["then"])
+    return {"swarm_id": submitted.swarm_id, "follow_up": submitted.follow_up}
+
+
+@agent("pass_or_fail", max_attempts=1)
+async def pass_or_fail(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Succeed, or fail at once (no retry) when ``payload["fail"]``."""
+    if payload.get("fail"):
+        raise Permanent(f"member {payload.get('n')} fails")
+    return {"n": payload.get("n")}
+
+
+@agent("aggregate")
+async def aggregate(ctx: JobContext, payload: Any) -> dict[str, Any]:
+    """A follow-up: count its swarm's outcomes (and pass its payload on)."""
+    results = await ctx.swarm_results()
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    return {"follows": ctx.follows, "members": len(results), "outcomes": counts, "payload": payload}

@@ -21,7 +21,7 @@ LABEL_SETS: dict[str, tuple[object, set[str], tuple[str, ...]]] = {
     ),
     "QUEUE_STATES": (
         metrics.QUEUE_STATES,
-        {state.value for state in JobState} - {JobState.DONE.value},
+        {state.value for state in JobState} - {JobState.DONE.value, JobState.AWAITING.value},
         ("ready", "delayed", "leased", "dead"),
     ),
     "REJECT_REASONS": (

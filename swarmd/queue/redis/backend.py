@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValidationError
 from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
+from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import (
     Disposition,
     Finish,
@@ -39,6 +39,7 @@ from swarmd.queue.base import (
     JobFilter,
     JobInfo,
     Reserved,
+    SwarmProgress,
     WakeReason,
     error_object,
 )
@@ -121,6 +122,35 @@ def _infos(raw: Sequence[bytes | None]) -> list[tuple[int, JobInfo]]:
 def _list_args(where: JobFilter, state: str | None, limit: int) -> list[Any]:
     """The ``list`` script's arguments after Q and P: state, limit, then the filters."""
     return [where.state or state or "", limit, where.agent or "", where.gid or "", where.swarm_id or ""]
+
+
+def _swarm_fields(jobs: Sequence[Job], plans: Sequence[SwarmPlan]) -> list[Any]:
+    """The registrations of the swarms among ``jobs`` (see the scripts' ``register_swarm``),
+    led by their number; the script counts each swarm's size from the members it creates."""
+    sizes: dict[str, int] = {}
+    for job in jobs:
+        if job.swarm_id is not None:
+            sizes[job.swarm_id] = sizes.get(job.swarm_id, 0) + 1
+    then = {plan.swarm_id: plan.then for plan in plans}
+    fields: list[Any] = [len(sizes)]
+    for swarm_id, size in sizes.items():
+        follow_up = then.get(swarm_id)
+        fields.extend((swarm_id, size, "0" if follow_up is None else "1"))
+        if follow_up is not None:
+            fields.extend(_job_fields(follow_up))
+    return fields
+
+
+def _children_fields(items: Sequence[Finish]) -> list[Any]:
+    """The finish script's children section: the jobs each finished job's handler submitted."""
+    parents = [item for item in items if item.children]
+    fields: list[Any] = [len(parents)]
+    for item in parents:
+        fields.extend((item.job_id, len(item.children)))
+        for child in item.children:
+            fields.extend(_job_fields(child))
+        fields.extend(_swarm_fields(item.children, item.plans))
+    return fields
 
 
 def _job_fields(job: Job) -> list[Any]:
@@ -287,12 +317,13 @@ class RedisBackend:
         )
 
     # -- producers -------------------------------------------------------------------------
-    async def submit(self, jobs: Sequence[Job]) -> list[str]:
+    async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
         if not jobs:
             return []
         args: list[Any] = [len(jobs)]
         for job in jobs:
             args.extend(_job_fields(job))
+        args.extend(_swarm_fields(jobs, plans))
         try:
             ids = await self._eval("submit", *args)
         except ResponseError as exc:
@@ -398,6 +429,10 @@ class RedisBackend:
                         count = int(raw[pos])
                         report.cancelled.extend(job_id.decode() for job_id in raw[pos + 1 : pos + 1 + count])
                         pos += 1 + count
+                for ids in (report.swarms_ended, report.submitted):
+                    count = int(raw[pos])
+                    ids.extend(value.decode() for value in raw[pos + 1 : pos + 1 + count])
+                    pos += 1 + count
                 return report
             self.cas_misses += 1
             self._contended = tag == b"tail"
@@ -423,18 +458,20 @@ class RedisBackend:
         planned: dict[str, int] = {}
         appends: list[Any] = []
 
-        def append(job_id: str, record: bytes) -> int:
+        def append(job_id: str, record: bytes, swarm_id: str | None) -> int:
             nonlocal index, prev
             if job_id in known:
                 return known[job_id]
             if job_id not in planned:
                 digest = chain_hash(index, prev, record)
-                appends.extend((job_id, _pack(digest, prev, job_id, record)))
+                appends.extend((job_id, _pack(digest, prev, job_id, record), swarm_id or ""))
                 planned[job_id] = index
                 prev, index = digest, index + 1
             return planned[job_id]
 
-        indices = {item.job_id: append(item.job_id, item.record) for item in items if item.record is not None}
+        indices = {
+            item.job_id: append(item.job_id, item.record, item.swarm_id) for item in items if item.record is not None
+        }
         disp = {item.job_id: item for item in items}
         gone: set[str] = set()
         group_args: list[Any] = []
@@ -462,6 +499,7 @@ class RedisBackend:
                         swarm_id=member.swarm_id,
                         error={"type": "Cancelled", "message": reason},
                     ).encode(),
+                    member.swarm_id,
                 )
         item_args: list[Any] = []
         for item in items:
@@ -474,8 +512,8 @@ class RedisBackend:
                     "" if item.handle is None else str(item.handle),
                 )
             )
-        header = [start if appends else -1, start_hash, len(items), len(appends) // 2, len(groups)]
-        return [*header, *item_args, *appends, *group_args], indices
+        header = [start if appends else -1, start_hash, len(items), len(appends) // 3, len(groups)]
+        return [*header, *item_args, *appends, *group_args, *_children_fields(items)], indices
 
     def _effective(self, member: _Member, item: Finish | None) -> tuple[str | None, int]:
         """Mirror of the finish script's ``effective``: state and attempt after ``item``."""
@@ -624,11 +662,27 @@ class RedisBackend:
     async def status(self, job_id: str) -> JobInfo:
         rows = _infos(await self._eval("info", job_id))
         if rows:
-            return (await self._with_entries([rows[0][1]]))[0]
+            info = (await self._with_entries([rows[0][1]]))[0]
+            with self._guard("status"):
+                body = await self.client.hget(self.job_key(job_id), "body")
+            with contextlib.suppress(JobValidationError):  # an undecodable job has no family to show
+                if body is not None:
+                    job = decode_job(body)
+                    info.parent_id, info.follows = job.parent_id, job.follows
+            return info
         entries = await self._entries_of([job_id])
-        if not entries:
+        if entries:
+            return JobInfo.from_ledger(entries[0])
+        with self._guard("status"):
+            swarm: Any = await self.client.hget(self._q + "then", job_id)
+            found: Any = (
+                None
+                if swarm is None
+                else await self.client.hmget(f"{self._q}swarmc:{swarm.decode()}", ["size", "ended", "then_body"])
+            )
+        if found is None or found[2] is None:
             raise JobNotFound(f"job {job_id}")
-        return JobInfo.from_ledger(entries[0])
+        return JobInfo.awaiting(decode_job(found[2]), swarm.decode(), int(found[0]), int(found[1] or 0))
 
     async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:
         return await self._entries_of(job_ids)
@@ -645,6 +699,20 @@ class RedisBackend:
                     pipe.lindex(self._p + "ledger", index)
                 raws = await pipe.execute()
         return [_unpack(index, raw) for index, raw in zip(found, raws, strict=True) if raw is not None]
+
+    # -- workflows ---------------------------------------------------------------------------
+    async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        with self._guard("swarm_progress"):
+            found: Any = await self.client.hmget(f"{self._q}swarmc:{swarm_id}", ["size", "ended", "then_id"])
+        size, ended, then_id = found
+        if size is None:
+            return None
+        return SwarmProgress(swarm_id, int(size), int(ended or 0), _s(then_id))
+
+    async def swarm_outcomes(self, swarm_id: str) -> list[StoredEntry]:
+        with self._guard("swarm_outcomes"):
+            members: Any = await self.client.smembers(f"{self._q}swarm:{swarm_id}")
+        return await self._entries_of(sorted(member.decode() for member in members))
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         with self._guard("swarm_status"):

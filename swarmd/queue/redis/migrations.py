@@ -52,6 +52,11 @@ MIGRATIONS: tuple[RedisMigration, ...] = (
     # an older swarmd's strict decoder would dead-letter as malformed; the version makes it
     # refuse the prefix instead.
     RedisMigration(2, "jobs may carry submitted_by (the API socket's peer)", "return"),
+    RedisMigration(
+        3,
+        "swarms are counted (swarmc:<id>); jobs may carry parent_id, follows and follow_when",
+        "return",
+    ),
 )
 
 

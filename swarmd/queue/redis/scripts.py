@@ -79,6 +79,55 @@ local function create(b, now)
   enqueue(id, ARGV[b + 5])
   return true
 end
+-- a swarm as counted (see "Workflows" in docs/design/redis-scripts.md)
+local function ckey(swarm) return Q .. 'swarmc:' .. swarm end
+-- ARGV[b ..]: swarm id, size, then flag ('1': 9 fields of the follow-up follow, as for create);
+-- counts the swarm from now on (once: a second registration changes nothing), with ``size``
+-- the members this script created (``sizes``; nil: ARGV's size); returns the next b
+local function register_swarm(b, now, sizes)
+  local key = ckey(ARGV[b])
+  local has_then = ARGV[b + 2] == '1'
+  local size = ARGV[b + 1]
+  if sizes then size = sizes[ARGV[b]] end
+  if size and redis.call('HSETNX', key, 'size', size) == 1 then
+    redis.call('HSET', key, 'ended', 0, 'created_at', now)
+    if has_then then
+      redis.call('HSET', key, 'then_id', ARGV[b + 3], 'then_idem', ARGV[b + 4], 'then_body', ARGV[b + 5],
+                 'then_agent', ARGV[b + 6], 'then_gid', ARGV[b + 7], 'then_priority', ARGV[b + 8],
+                 'then_not_before', ARGV[b + 9])
+      redis.call('HSET', Q .. 'then', ARGV[b + 3], ARGV[b])
+    end
+  end
+  if has_then then return b + 12 end
+  return b + 3
+end
+-- a member of ``swarm`` ended (its entry was written just now, once): count it; with the last,
+-- the swarm ends and its follow-up, if any, is submitted; returns the follow-up's id or true
+-- (ended without one) or false (not ended, or not counted)
+local function member_ended(swarm, now)
+  local key = ckey(swarm)
+  local h = redis.call('HMGET', key, 'size', 'ended_at', 'then_id')
+  if not h[1] or h[2] then return false end
+  local ended = redis.call('HINCRBY', key, 'ended', 1)
+  if ended < tonumber(h[1]) then return false end
+  redis.call('HSET', key, 'ended_at', now)
+  if not h[3] then return true end
+  redis.call('HDEL', Q .. 'then', h[3])
+  local t = redis.call('HMGET', key, 'then_body', 'then_agent', 'then_gid', 'then_priority', 'then_not_before')
+  local id = h[3]
+  local body = string.gsub(t[1], '"enqueued_at":[-+%d.eE]+', '"enqueued_at":' .. string.format('%.6f', now), 1)
+  local jk = jkey(id)
+  local seq = redis.call('INCR', P .. 'seq')
+  redis.call('HSET', jk, 'body', body, 'agent', t[2], 'gid', t[3], 'priority', t[4], 'not_before', t[5],
+             'attempt', '0', 'seq', seq, 'cancel', '0')
+  if tonumber(t[5]) > now then
+    redis.call('HSET', jk, 'state', 'delayed')
+    redis.call('ZADD', Q .. 'delayed', t[5], id)
+  else
+    enqueue(id, t[4])
+  end
+  return id
+end
 local INFO = {'state', 'agent', 'gid', 'attempt', 'priority', 'not_before', 'swarm_id', 'error', 'seq'}
 local function info_rows(ids)
   local out = {}
@@ -95,7 +144,8 @@ end
 
 #: Script bodies by name, each run as ``PRELUDE + body``.
 SCRIPTS: Final[dict[str, str]] = {
-    # ARGV: Q, P, n, then 9 fields per job (see create)
+    # ARGV: Q, P, n, then 9 fields per job (see create), then the number of swarms and each
+    # swarm's registration (see register_swarm)
     "submit": """
 local n = tonumber(ARGV[3])
 local now = clock()
@@ -124,6 +174,15 @@ local ready = false
 for _, b in ipairs(fresh) do
   if create(b, now) then ready = true end
 end
+local sizes = {}
+for _, f in ipairs(fresh) do
+  local swarm = ARGV[f + 7]
+  if swarm ~= '' then sizes[swarm] = (sizes[swarm] or 0) + 1 end
+end
+local b = 4 + n * 9
+local n_swarms = tonumber(ARGV[b] or '0')
+b = b + 1
+for _ = 1, n_swarms do b = register_swarm(b, now, sizes) end
 if ready then wake('w') end
 return ids
 """,
@@ -197,7 +256,9 @@ return out
 """,
     # ARGV: Q, P, owner, expected ledger length (-1: no check), expected last hash,
     #       n items, n appends, n groups, then items (id, disposition, not_before, error,
-    #       handle), appends (job id, packed entry), groups (kind, value, n, n x (id, attempt))
+    #       handle), appends (job id, packed entry, swarm id or ''), groups (kind, value, n,
+    #       n x (id, attempt)), then children: n parents, each (parent id, n jobs, 9 fields per
+    #       job as for create, n swarms, each a swarm's registration as for register_swarm)
     "finish": """
 local owner, exp_n, exp_hash = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local n_items, n_app, n_groups = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -224,7 +285,7 @@ for i = 1, n_app do
     exists[#exists + 1] = ARGV[pos]
     exists[#exists + 1] = idx
   end
-  pos = pos + 2
+  pos = pos + 3
 end
 if #exists > 3 then return exists end
 
@@ -275,13 +336,17 @@ for g = 1, n_groups do
   groups[g] = {members = members, queued = queued}
 end
 
+local children_start = pos
+
 -- every check passed: write
 local requeued, flagged = false, false
+local first = {}
 for _, it in ipairs(items) do
   local key = jkey(it.id)
   local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt')
   if h[1] and h[1] ~= 'dead' then
     if it.d == 'done' then
+      first[it.id] = true
       unqueue(it.id, h[1], h[3], h[4])
       redis.call('DEL', key)
     elseif it.d == 'dead' then
@@ -308,13 +373,40 @@ for _, it in ipairs(items) do
   end
 end
 pos = app_start
-local finished = {}
+local finished, ended, submitted = {}, {}, {}
 for i = 1, n_app do
   redis.call('RPUSH', LEDGER, ARGV[pos + 1])
   redis.call('HSET', IDS, ARGV[pos], n + i - 1)
   last = string.sub(ARGV[pos + 1], 1, 64)
   finished[i] = ARGV[pos]
+  if ARGV[pos + 2] ~= '' then
+    local swarm_end = member_ended(ARGV[pos + 2], now)
+    if swarm_end then
+      ended[#ended + 1] = ARGV[pos + 2]
+      if swarm_end ~= true then submitted[#submitted + 1] = swarm_end end
+    end
+  end
+  pos = pos + 3
+end
+-- the children of jobs recorded for the first time now (never those of a job that ran twice)
+pos = children_start
+local n_parents = tonumber(ARGV[pos] or '0')
+pos = pos + 1
+for _ = 1, n_parents do
+  local parent, n_jobs = ARGV[pos], tonumber(ARGV[pos + 1])
   pos = pos + 2
+  local sizes = nil
+  if not first[parent] then sizes = {} end  -- registers nothing
+  for _ = 1, n_jobs do
+    if first[parent] and not redis.call('HGET', jkey(ARGV[pos]), 'body') then
+      create(pos, now)
+      submitted[#submitted + 1] = ARGV[pos]
+    end
+    pos = pos + 9
+  end
+  local n_swarms = tonumber(ARGV[pos])
+  pos = pos + 1
+  for _ = 1, n_swarms do pos = register_swarm(pos, now, sizes) end
 end
 -- the wake-up of clients waiting on these jobs, in the commit of their outcomes
 if n_app > 0 then redis.call('PUBLISH', P .. 'finished', table.concat(finished, '\\n')) end
@@ -342,7 +434,11 @@ for g = 1, n_groups do
   out[#out + 1] = #leased
   for _, m in ipairs(leased) do out[#out + 1] = m end
 end
-if requeued then wake('w') end
+out[#out + 1] = #ended
+for _, swarm in ipairs(ended) do out[#out + 1] = swarm end
+out[#out + 1] = #submitted
+for _, id in ipairs(submitted) do out[#out + 1] = id end
+if requeued or #submitted > 0 then wake('w') end
 if flagged then wake('c') end
 return out
 """,

@@ -37,7 +37,7 @@ from swarmd.ledger.sqlite import (
     ledger_tail,
     read_entries,
 )
-from swarmd.model import Job, JobState, decode_job, decode_reserved, encode_job, new_job_id
+from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import (
     Disposition,
     Finish,
@@ -45,10 +45,19 @@ from swarmd.queue.base import (
     JobFilter,
     JobInfo,
     Reserved,
+    SwarmProgress,
     WakeReason,
     error_object,
 )
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.sqlite.workflows import (
+    awaiting,
+    count_ended,
+    insert_jobs,
+    register_swarms,
+    swarm_outcomes,
+    swarm_progress,
+)
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
@@ -190,16 +199,16 @@ class SqliteBackend:
             raise
 
     # -- producers -------------------------------------------------------------------------
-    async def submit(self, jobs: Sequence[Job]) -> list[str]:
-        ids = await self._run(self._submit, jobs)
+    async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
+        ids = await self._run(self._submit, jobs, plans)
         wake(self.state_dir)
         return ids
 
-    def _submit(self, jobs: Sequence[Job]) -> list[str]:
+    def _submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
         conn = self.conn
         now = time.time()
         ids: list[str] = []
-        rows: list[tuple[Any, ...]] = []
+        new: list[Job] = []
         with transaction(conn):
             for job in jobs:
                 if job.idempotency_key is not None:
@@ -211,31 +220,13 @@ class SqliteBackend:
                         continue
                     conn.execute("INSERT INTO idempotency (key, job_id) VALUES (?, ?)", (job.idempotency_key, job.id))
                 ids.append(job.id)
-                rows.append(
-                    (
-                        job.id,
-                        job.agent,
-                        job.gid,
-                        job.priority,
-                        job.not_before,
-                        JobState.DELAYED.value if job.not_before > now else JobState.READY.value,
-                        job.attempt,
-                        job.swarm_id,
-                        encode_job(job),
-                    )
-                )
-            recorded = existing_indices(conn, [row[0] for row in rows])
+                new.append(job)
+            recorded = existing_indices(conn, [job.id for job in new])
             if recorded:  # a finished job's id: running it again would write its ledger entry twice
                 job_id = next(iter(recorded))
                 raise JobValidationError("id", f"job {job_id} already finished (ledger index {recorded[job_id]})")
-            try:
-                conn.executemany(
-                    "INSERT INTO jobs (id, agent, gid, priority, not_before, state, attempt, swarm_id, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                raise JobValidationError("id", f"a job with this id already exists ({exc})") from None
+            insert_jobs(conn, new, now)
+            register_swarms(conn, new, plans, now)
         return ids
 
     # -- the worker ------------------------------------------------------------------------
@@ -270,7 +261,10 @@ class SqliteBackend:
         return reserved
 
     async def finish(self, items: Sequence[Finish]) -> FinishReport:
-        return await self._run(self._finish, items)
+        report = await self._run(self._finish, items)
+        if report.submitted:  # children and follow-ups are ready work, for this daemon or another
+            wake(self.state_dir)
+        return report
 
     def _finish(self, items: Sequence[Finish]) -> FinishReport:
         now = time.time()
@@ -303,16 +297,51 @@ class SqliteBackend:
                 release,
             )
             if retry or release:  # a cancel requested while they ran wins over running them again
-                self._settle_cancelled(conn, now)
+                self._settle_cancelled(conn, now, report)
             swarms = {item.cancel_swarm for item in items if item.cancel_swarm}
             for swarm_id in swarms:
-                report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", (swarm_id,), now, reason="fail_fast"))
-            if swarms or stale or not written:
+                report.cancelled.extend(
+                    self._cancel_where(conn, "swarm_id = ?", (swarm_id,), now, reason="fail_fast", report=report)
+                )
+            self._consequences(conn, items, report, now)
+            if swarms or stale or not written or report.submitted:
                 last, _ = ledger_tail(conn)
                 report.ledger_index = last - 1 if last else None
             else:
                 report.ledger_index = written[-1]
         return report
+
+    def _consequences(
+        self, conn: sqlite3.Connection, items: Sequence[Finish], report: FinishReport, now: float
+    ) -> None:
+        """Inside the finish transaction, after the ledger entries: the children of jobs recorded
+        for the first time (``report.indices`` holds those, a job that ran twice keeps its first
+        entry and its first children), and the count of the swarm members that ended."""
+        children: list[Job] = []
+        plans: list[SwarmPlan] = []
+        ended: list[tuple[str, str, int]] = []
+        first = report.indices
+        seen: set[str] = set()
+        for item in items:
+            if item.record is None or item.job_id not in first or item.job_id in seen:
+                continue
+            seen.add(item.job_id)
+            children.extend(item.children)
+            plans.extend(item.plans)
+            if item.swarm_id is not None:
+                ended.append((item.job_id, item.swarm_id, first[item.job_id]))
+        if children:
+            insert_jobs(conn, children, now)
+            register_swarms(conn, children, plans, now)
+            report.submitted.extend(job.id for job in children)
+        self._count_ended(conn, ended, report, now)
+
+    def _count_ended(
+        self, conn: sqlite3.Connection, ended: list[tuple[str, str, int]], report: FinishReport, now: float
+    ) -> None:
+        swarms_ended, follow_ups = count_ended(conn, ended, now)
+        report.swarms_ended.extend(swarms_ended)
+        report.submitted.extend(follow_ups)
 
     def _claim_final(self, conn: sqlite3.Connection, items: Sequence[Finish], now: float) -> set[str]:
         """Remove (DONE) or bury (DEAD) the rows of finished jobs; return the ids that were live."""
@@ -338,9 +367,16 @@ class SqliteBackend:
         return fresh
 
     def _cancel_where(
-        self, conn: sqlite3.Connection, where: str, args: Sequence[Any], now: float, reason: str
+        self,
+        conn: sqlite3.Connection,
+        where: str,
+        args: Sequence[Any],
+        now: float,
+        reason: str,
+        report: FinishReport | None = None,
     ) -> list[str]:
-        """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones."""
+        """Inside a transaction: cancel queued jobs (ledger + delete), flag leased ones. Swarm
+        members cancelled count as ended (into ``report``, when the caller keeps one)."""
         rows = conn.execute(f"SELECT id, gid, agent, attempt, swarm_id, state FROM jobs WHERE {where}", args).fetchall()
         queued = [row for row in rows if row[5] in (JobState.READY, JobState.DELAYED)]
         records = [
@@ -359,8 +395,11 @@ class SqliteBackend:
             )
             for job_id, gid, agent, attempt, swarm_id, _ in queued
         ]
-        append_records(conn, records)
+        indices = append_records(conn, records)
         conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in queued])
+        ended = [(row[0], row[4], index) for row, index in zip(queued, indices, strict=True) if row[4] is not None]
+        if ended:
+            self._count_ended(conn, ended, report or FinishReport(), now)
         leased = [(row[0],) for row in rows if row[5] == JobState.LEASED]
         conn.executemany("UPDATE jobs SET cancel = 1 WHERE id = ?", leased)
         return [row[0] for row in queued] + [row[0] for row in leased]
@@ -394,10 +433,15 @@ class SqliteBackend:
             self._settle_cancelled(conn, now)
             return recovered
 
-    def _settle_cancelled(self, conn: sqlite3.Connection, now: float) -> None:
+    def _settle_cancelled(self, conn: sqlite3.Connection, now: float, report: FinishReport | None = None) -> None:
         """Inside a transaction: queued jobs whose cancel was requested end cancelled now."""
         self._cancel_where(
-            conn, "cancel = ? AND state IN ('ready', 'delayed')", (1,), now, reason="cancelled by request"
+            conn,
+            "cancel = ? AND state IN ('ready', 'delayed')",
+            (1,),
+            now,
+            reason="cancelled by request",
+            report=report,
         )
 
     async def listen(self) -> None:
@@ -539,20 +583,36 @@ class SqliteBackend:
             entries.extend(entry_from_row(row) for row in rows)
         return sorted(entries, key=lambda entry: entry.index)
 
+    # -- workflows ---------------------------------------------------------------------------
+    async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
+        found = await self._run(swarm_progress, self.conn, swarm_id)
+        return None if found is None else SwarmProgress(swarm_id, *found)
+
+    async def swarm_outcomes(self, swarm_id: str) -> list[StoredEntry]:
+        return await self._run(swarm_outcomes, self.conn, swarm_id)
+
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
         return await self._run(self._status, job_id)
 
     def _status(self, job_id: str) -> JobInfo:
-        row = self.conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self.conn.execute(f"SELECT {_JOB_COLUMNS}, body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is not None:
-            return self._with_entries([_info(row, time.time())])[0]
+            info = self._with_entries([_info(row[:-1], time.time())])[0]
+            with contextlib.suppress(JobValidationError):  # an undecodable job has no family to show
+                job = decode_job(row[-1])
+                info.parent_id, info.follows = job.parent_id, job.follows
+            return info
         entry = self.conn.execute(
             "SELECT idx, job_id, prev_hash, hash, record FROM ledger WHERE job_id = ?", (job_id,)
         ).fetchone()
-        if entry is None:
+        if entry is not None:
+            return JobInfo.from_ledger(entry_from_row(entry))
+        follow_up = awaiting(self.conn, job_id)
+        if follow_up is None:
             raise JobNotFound(f"job {job_id}")
-        return JobInfo.from_ledger(entry_from_row(entry))
+        swarm_id, size, ended, job = follow_up
+        return JobInfo.awaiting(job, swarm_id, size, ended)
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return await self._run(self._swarm_status, swarm_id)
@@ -611,6 +671,7 @@ class SqliteBackend:
         ids = await self._run(self._cancel_matching, where)
         if ids:
             wake(self.state_dir, WakeReason.CANCEL)
+            wake(self.state_dir)  # a cancelled swarm member may have been its last: a follow-up is due
         return ids
 
     def _cancel_matching(self, where: JobFilter) -> list[str]:
@@ -624,6 +685,7 @@ class SqliteBackend:
     async def cancel(self, job_id: str | None = None, swarm_id: str | None = None) -> list[str]:
         ids = await self._run(self._cancel, job_id, swarm_id)
         wake(self.state_dir, WakeReason.CANCEL)
+        wake(self.state_dir)  # a cancelled swarm member may have been its last: a follow-up is due
         return ids
 
     def _cancel(self, job_id: str | None, swarm_id: str | None) -> list[str]:
