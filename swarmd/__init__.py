@@ -5,7 +5,7 @@ The public surface is what this module exports (`__all__`); everything else is i
 
 from __future__ import annotations
 
-from swarmd.client import AsyncClient, Client, JobHandle, JobInfo, JobResult, Submitted
+from swarmd.client import AsyncClient, Client, JobHandle, JobInfo, JobResult, Submitted, SwarmProgress
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
 from swarmd.errors import (
     BackendUnavailable,
@@ -23,6 +23,7 @@ from swarmd.errors import (
     TracingConfigError,
     UnknownAgentError,
     WaitTimeout,
+    WorkflowError,
 )
 from swarmd.identity import get_gid
 from swarmd.ledger.chain import Ledger, StoredEntry, VerifyReport
@@ -61,12 +62,14 @@ __all__ = [
     "StateDirError",
     "StoredEntry",
     "Submitted",
+    "SwarmProgress",
     "SwarmdError",
     "TaskResult",
     "TracingConfigError",
     "UnknownAgentError",
     "VerifyReport",
     "WaitTimeout",
+    "WorkflowError",
     "__version__",
     "agent",
     "get_gid",

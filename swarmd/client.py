@@ -44,7 +44,17 @@ from swarmd.results import JobResult
 from swarmd.telemetry.tracing import Tracing
 from swarmd.workflows import check_swarm_options, plan_follow_up
 
-__all__ = ["AsyncClient", "Client", "JobHandle", "JobInfo", "JobResult", "StoredEntry", "Submitted", "VerifyReport"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "JobHandle",
+    "JobInfo",
+    "JobResult",
+    "StoredEntry",
+    "Submitted",
+    "SwarmProgress",
+    "VerifyReport",
+]
 
 #: Ledger entries `iter_ledger` reads per query.
 LEDGER_BATCH: Final = 5000

@@ -20,7 +20,17 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from swarmd.cli import results
-from swarmd.cli.output import Progress, note, plural, print_details, print_infos, print_json, warn
+from swarmd.cli.output import (
+    Progress,
+    note,
+    plural,
+    print_details,
+    print_family,
+    print_infos,
+    print_json,
+    swarm_summary,
+    warn,
+)
 from swarmd.cli.parser import MAX_SUBMIT_COUNT, build_parser, parse_duration
 from swarmd.cli.results import wait_and_print
 from swarmd.client import Client
@@ -126,6 +136,10 @@ def _job_spec(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         raise CliError("--fail-fast needs --swarm")
     if args.idempotency_key is not None and args.count > 1:
         raise CliError("--idempotency-key names one job; it cannot go with --count")
+    if args.then is None and (args.then_gid is not None or args.then_payload is not None):
+        raise CliError("--then-gid and --then-payload describe a follow-up: they need --then AGENT")
+    if args.then is not None and not args.swarm:
+        raise CliError("--then needs --swarm (a follow-up runs when a swarm ends)")
     spec: dict[str, Any] = {
         "agent": args.agent,
         "gid": args.gid,
@@ -136,6 +150,19 @@ def _job_spec(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     for key in ("timeout", "max_attempts", "idempotency_key"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
+    return spec
+
+
+def _then_spec(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """The follow-up ``--then`` asks for (None: none)."""
+    if args.then is None:
+        return None
+    spec: dict[str, Any] = {"agent": args.then, "gid": args.then_gid or args.gid}
+    if args.then_payload is not None:
+        try:
+            spec["payload"] = decode_payload(args.then_payload, max_bytes=settings.max_payload_bytes)
+        except JobValidationError as exc:
+            raise JobValidationError("then.payload", exc.reason) from None
     return spec
 
 
@@ -158,7 +185,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         with Progress(f"submitting {plural(args.count, 'job')}") as progress:
             if args.count > 1:
                 progress.advance(0)  # one transaction: the counter says it is under way
-            result = client.submit_many([spec] * args.count, swarm=args.swarm, fail_fast=args.fail_fast)
+            result = client.submit_many(
+                [spec] * args.count,
+                swarm=args.swarm,
+                fail_fast=args.fail_fast,
+                then=_then_spec(args, settings),
+                then_when=args.then_when,
+            )
         serving = client.daemon_serving()
         if args.wait:  # the results, not the ids, are the data
             if not serving:
@@ -168,12 +201,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if new_state:
         note(f"creating a new state in {_queue_name(settings)}")
     if args.json:
-        print_json({"job_ids": result.job_ids, "swarm_id": result.swarm_id})
+        shown: dict[str, Any] = {"job_ids": result.job_ids, "swarm_id": result.swarm_id}
+        if result.follow_up is not None:
+            shown["follow_up"] = result.follow_up
+        print_json(shown)
     else:  # stdout: one job id a line, for scripts; the swarm id, for people, on stderr
         sys.stdout.write("".join(f"{job_id}\n" for job_id in result.job_ids))
         sys.stdout.flush()
         if result.swarm_id is not None:
             print(f"swarm: {result.swarm_id}", file=sys.stderr)
+        if result.follow_up is not None:
+            print(f"follow-up: {result.follow_up}", file=sys.stderr)
     if args.count > 1 and sys.stderr.isatty():
         swarm = f" (swarm {result.swarm_id})" if result.swarm_id is not None else ""
         print(f"submitted {plural(len(result.job_ids), 'job')}{swarm} in {elapsed:.1f} s", file=sys.stderr)
@@ -188,13 +226,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CliError("status needs a JOB_ID or --swarm SWARM_ID (not both)")
     with _client(args, read_only=True) as client:
         if args.swarm is not None:
-            print_infos(client.swarm_status(args.swarm), args.json)
+            members = client.swarm_status(args.swarm)
+            if not args.json:
+                progress = client.swarm_progress(args.swarm)
+                follow_up = None
+                if progress is not None and progress.follow_up is not None:
+                    follow_up = client.status(progress.follow_up)
+                print(swarm_summary(args.swarm, members, follow_up))
+            print_infos(members, args.json)
         else:
             info = client.status(args.job_id)
             if args.json:
                 print_json(info.as_dict())
             else:
                 print_infos([info], False)
+                print_family(info)
                 print_details(info.result, info.error)
     return 0
 

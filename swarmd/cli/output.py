@@ -69,6 +69,29 @@ def print_infos(infos: list[JobInfo], as_json: bool) -> None:
         )
 
 
+def print_family(info: JobInfo) -> None:
+    """The lines under one job's row that name its relatives: parent, children, followed swarm."""
+    if info.parent_id:
+        print(f"  parent: {info.parent_id}")
+    if info.follows:
+        print(f"  follows swarm: {info.follows}")
+    if info.children:
+        print(f"  children ({len(info.children)}): " + " ".join(info.children))
+
+
+def swarm_summary(swarm_id: str, infos: list[JobInfo], follow_up: JobInfo | None) -> str:
+    """One line on a swarm: its members by state (a finished one by its outcome) and its follow-up."""
+    counts: dict[str, int] = {}
+    for info in infos:
+        key = info.outcome or info.state
+        counts[key] = counts.get(key, 0) + 1
+    states = ", ".join(f"{count} {state}" for state, count in sorted(counts.items(), key=lambda item: -item[1]))
+    line = f"swarm {swarm_id}: {plural(len(infos), 'member')} ({states})"
+    if follow_up is not None:
+        line += f"; follow-up {follow_up.job_id} {follow_up.outcome or follow_up.state}"
+    return line
+
+
 def print_details(result: Any, error: dict[str, Any] | None) -> None:
     """The lines under one job's row (``swarmd status JOB_ID``; listings keep one job a line):
     its result (JSON), or its error's traceback, indented."""

@@ -124,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--swarm", action="store_true", help="the N jobs form one swarm (its id goes to stderr)")
     submit.add_argument("--fail-fast", action="store_true", help="the swarm's first permanent failure cancels the rest")
+    submit.add_argument(
+        "--then",
+        metavar="AGENT",
+        help="with --swarm: a follow-up job for AGENT, run once the swarm's last member ended",
+    )
+    submit.add_argument("--then-gid", metavar="GID", help="the follow-up's identity (default: --gid)")
+    submit.add_argument("--then-payload", metavar="JSON", help="the follow-up's JSON payload")
+    submit.add_argument(
+        "--then-when",
+        choices=["always", "all_succeeded"],
+        default="always",
+        help="run the follow-up always (default), or only if every member succeeded (else it is recorded skipped)",
+    )
     submit.add_argument("--priority", type=int, default=0, help="higher runs first (-100..100)")
     submit.add_argument("--delay", type=float, default=0.0, help="seconds before the job may start")
     submit.add_argument("--timeout", type=float, help="seconds the handler may run (default: the daemon's)")

@@ -8,6 +8,7 @@ its last member. Each test runs a real `swarmd serve` on SQLite and on the Redis
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,3 +152,29 @@ async def test_an_unknown_follow_up_agent_is_refused_and_writes_nothing(served: 
     with pytest.raises(JobValidationError, match=r"then\.gid"):
         await served.submit_many([{"agent": "echo", "gid": "GID-1"}], swarm=True, then={"agent": "echo", "gid": "!"})
     assert await served.count_jobs() <= 1  # only the first echo, if it has not run yet
+
+
+async def test_children_of_a_committed_parent_run_once_after_a_kill_9_before_they_start(
+    stack: Stack, tmp_path: Path
+) -> None:
+    marker = tmp_path / "starts"
+    marker.touch()
+    daemon = stack.daemon().start()
+    async with stack.client() as client:
+        parent = await client.submit(
+            "spawner",
+            gid="GID-P",
+            payload={"children": 3, "agent": "record_start", "child": {"marker": str(marker)}, "delay": 4},
+        )
+        assert (await client.wait(parent, timeout=30)).ok
+        daemon.kill9()  # the children are committed, delayed, and none has started
+        assert marker.read_text() == ""
+        children = (await client.status(parent)).children
+        assert children is not None and len(children) == 3
+        with stack.daemon():
+            results = await client.wait_many(children, timeout=60)
+        assert all(result.ok for result in results)
+    assert sorted(marker.read_text().splitlines()) == ["start attempt 1"] * 3
+    async with stack.client() as client:
+        ids = [str(entry.job_id) async for entry in client.iter_ledger()]
+    assert sorted(ids) == sorted([parent, *children])

@@ -236,10 +236,14 @@ async def raises_deep(ctx: JobContext, payload: Any) -> None:
 
 @agent("spawner")
 async def spawner(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
-    """Submit ``children`` echo children, then fail on the first ``fail_times`` attempts: only the
-    attempt that succeeds commits them. ``agent`` names the children's agent (default echo)."""
+    """Submit ``children`` children, then fail on the first ``fail_times`` attempts: only the
+    attempt that succeeds commits them. Each child runs ``agent`` (default echo) with ``child``
+    (default {}) plus its position ``n`` as payload, after ``delay`` seconds (default 0)."""
+    agent_name = str(payload.get("agent", "echo"))
+    base = dict(payload.get("child", {}))
+    delay = float(payload.get("delay", 0))
     ids = [
-        ctx.submit(str(payload.get("agent", "echo")), gid=ctx.gid, payload={"n": n})
+        ctx.submit(agent_name, gid=ctx.gid, payload={**base, "n": n}, delay=delay)
         for n in range(int(payload["children"]))
     ]
     if ctx.attempt <= int(payload.get("fail_times", 0)):

@@ -29,6 +29,7 @@ SECOND_BASES: dict[type[BaseException], type[BaseException] | None] = {
     errors.WaitTimeout: TimeoutError,
     errors.JobFailed: None,
     errors.ResultTooLarge: None,
+    errors.WorkflowError: RuntimeError,
     errors.BackendUnavailable: None,
     errors.ListenError: OSError,
     errors.CliError: None,

@@ -304,7 +304,7 @@ class SqliteBackend:
                     self._cancel_where(conn, "swarm_id = ?", (swarm_id,), now, reason="fail_fast", report=report)
                 )
             self._consequences(conn, items, report, now)
-            if swarms or stale or not written or report.submitted:
+            if swarms or stale or not written:
                 last, _ = ledger_tail(conn)
                 report.ledger_index = last - 1 if last else None
             else:
