@@ -22,6 +22,7 @@ PUBLIC_NAMES = {
     "JobState",
     "StoredEntry",
     "Submitted",
+    "SwarmProgress",
     "VerifyReport",
     # writing agents
     "Job",
@@ -53,6 +54,7 @@ PUBLIC_NAMES = {
     "TracingConfigError",
     "UnknownAgentError",
     "WaitTimeout",
+    "WorkflowError",
     "__version__",
 }
 
