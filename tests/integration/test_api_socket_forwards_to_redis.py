@@ -55,3 +55,25 @@ def test_a_producer_submits_and_reads_through_the_socket_of_a_redis_daemon(
     for entry in entries:
         assert entry.decoded()["submitted_by"].startswith(f"uid:{os.geteuid()}(")
     assert not path.exists()  # the daemon removed the socket it made
+
+
+def test_a_swarm_with_a_follow_up_submitted_through_the_socket_runs_its_follow_up_once(
+    tmp_path: Path, prefix: tuple[str, str]
+) -> None:
+    url, name = prefix
+    path = tmp_path / "api.sock"
+    args = ("--backend", "redis", "--redis-url", url, "--redis-prefix", name, "--allow-volatile-redis")
+    with (
+        Daemon(tmp_path / "state", *args, "--agents", "support.agents", env={"SWARMD_API_SOCKET": str(path)}),
+        Client(None, settings=Settings(backend="sqlite"), socket=path) as client,
+    ):
+        submitted = client.submit_many(
+            [{"agent": "echo", "gid": f"GID-{i}"} for i in range(4)],
+            swarm=True,
+            then={"agent": "aggregate", "gid": "GID-AGG"},
+        )
+        assert submitted.follow_up is not None
+        got = client.wait(submitted.follow_up, timeout=30)
+        progress = client.swarm_progress(str(submitted.swarm_id))
+    assert got.ok and got.result["outcomes"] == {"succeeded": 4}
+    assert progress is not None and (progress.ended, progress.follow_up) == (4, submitted.follow_up)
