@@ -152,8 +152,9 @@ class Daemon:
             if tail:  # the gauge means "last committed index", also before this run's first commit
                 metrics.set_ledger_index(tail[-1].index)
             await backend.listen()
-            self.not_ready_reason = await self._durability_problem(backend)
-            if self.not_ready_reason is None:  # published only by a daemon that serves: producers
+            # /readyz says ready only once everything a producer reaches is up, the API socket too.
+            refusal = await self._durability_problem(backend)
+            if refusal is None:  # published only by a daemon that serves: producers
                 # tell from the published agents whether their jobs will be served.
                 await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
@@ -168,6 +169,7 @@ class Daemon:
             worker.on_committed.append(functools.partial(_wake_waiters, ops.waiters))
             api = ApiServer.for_settings(settings, state_dir, ops, metrics, dict(self.environ))
             await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
+            self.not_ready_reason = refusal
             stalls = StallWatcher(
                 last_turn=lambda: worker.health.last_tick,
                 loop_thread=threading.get_ident(),
