@@ -17,7 +17,7 @@ before anything is written: a malformed job, an unknown agent or an oversized pa
 Operators get the rest of what the ``swarmd`` command line shows and does, which is built on
 this API alone: `status`, `list_jobs`, `count_jobs`, `counts`, `cancel`, `cancel_matching`, the ledger (`ledger`,
 `ledger_tail`, `iter_ledger`, `verify`) and the dead letters (`dead_letters`, `requeue`,
-`purge_dead`).
+`purge_dead`), and the schedules daemons fire (`schedules`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,20 @@ from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, draft_job, new_job_id
 from swarmd.queue.base import JobFilter, JobInfo
 from swarmd.queue.waiting import backstop_interval
 from swarmd.results import JobResult
+from swarmd.schedules import ScheduleInfo
 from swarmd.telemetry.tracing import Tracing
 
-__all__ = ["AsyncClient", "Client", "JobHandle", "JobInfo", "JobResult", "StoredEntry", "Submitted", "VerifyReport"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "JobHandle",
+    "JobInfo",
+    "JobResult",
+    "ScheduleInfo",
+    "StoredEntry",
+    "Submitted",
+    "VerifyReport",
+]
 
 _JOB_KEYS = frozenset(
     {
@@ -410,6 +421,13 @@ class AsyncClient:
         """Delete the dead letters that died more than ``older_than`` seconds ago; return how many."""
         return await self._backend.purge_dead(older_than)
 
+    # -- schedules -------------------------------------------------------------------------
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules daemons published to this queue, by name: each with its next tick
+        (from now), its last tick fired and that tick's job (see swarmd.schedules)."""
+        now = time.time()
+        return [ScheduleInfo.of(state, now) for state in await self._backend.schedule_states()]
+
 
 class Client:
     """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
@@ -600,6 +618,9 @@ class Client:
 
     def purge_dead(self, older_than: float) -> int:
         return self._run(self._async.purge_dead(older_than))
+
+    def schedules(self) -> list[ScheduleInfo]:
+        return self._run(self._async.schedules())
 
 
 def _result(entry: StoredEntry) -> JobResult:

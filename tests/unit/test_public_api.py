@@ -48,6 +48,7 @@ PUBLIC_NAMES = {
     "LedgerEntryError",
     "LedgerError",
     "ResultTooLarge",
+    "ScheduleInfo",
     "StateDirError",
     "SwarmdError",
     "TracingConfigError",

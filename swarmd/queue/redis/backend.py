@@ -43,8 +43,10 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.redis.migrations import open_prefix
+from swarmd.queue.redis.schedules import RECORD_TICK, states_from_hash
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 from swarmd.queue.waiting import wait_for_entries
+from swarmd.schedules import Schedule, ScheduleState
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Finish attempts before giving up on a contended ledger tail.
@@ -776,3 +778,20 @@ class RedisBackend:
 
     async def purge_dead(self, older_than: float) -> int:
         return int(await self._eval("purge", repr(float(older_than))))
+
+    # -- schedules: the hash ``{prefix}:q:<queue>:schedules`` (see swarmd.queue.redis.schedules) --
+    async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
+        if not schedules:
+            return
+        fields = {f"def:{s.name}": msgspec.json.encode(s.as_dict()) for s in schedules}
+        with self._guard("publish_schedules"):
+            await self.client.hset(self._q + "schedules", mapping=fields)  # type: ignore[arg-type]
+
+    async def record_tick(self, name: str, tick: float, job_id: str) -> None:
+        with self._guard("record_tick"):
+            await self.client.eval(RECORD_TICK, 1, self._q + "schedules", f"tick:{name}", repr(float(tick)), job_id)
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        with self._guard("schedule_states"):
+            raw: Any = await self.client.hgetall(self._q + "schedules")
+        return states_from_hash(raw)
