@@ -197,7 +197,7 @@ class Daemon:
             tune_gc()  # everything loaded by now (agents, telemetry) is frozen out of collection
             notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
-            scheduling = self._start_scheduler(backend, metrics)
+            scheduler, scheduling = self._start_scheduler(backend, metrics)
             try:
                 if self.not_ready_reason is None:
                     await worker.run()
@@ -208,7 +208,8 @@ class Daemon:
                     finally:
                         heartbeat.cancel()
             finally:
-                if scheduling is not None:
+                if scheduler is not None and scheduling is not None:
+                    scheduler.stop()
                     scheduling.cancel()
                 watchdog.cancel()
                 stalls.stop()
@@ -220,14 +221,16 @@ class Daemon:
             await backend.close()
             tracing.shutdown()
 
-    def _start_scheduler(self, backend: QueueBackend, metrics: Metrics) -> asyncio.Task[None] | None:
+    def _start_scheduler(
+        self, backend: QueueBackend, metrics: Metrics
+    ) -> tuple[Scheduler | None, asyncio.Task[None] | None]:
         """Fire the schedules in a task of their own, once the daemon serves (not while it refuses)."""
         if not self.schedules or self.not_ready_reason is not None:
-            return None
+            return None, None
         scheduler = Scheduler(backend, self.schedules, metrics, max_payload_bytes=self.settings.max_payload_bytes)
         task = asyncio.get_running_loop().create_task(scheduler.run(), name="swarmd-scheduler")
         task.add_done_callback(_report_scheduler_end)
-        return task
+        return scheduler, task
 
     def _watch_crashes(self, worker: Worker, records: CrashRecords) -> None:
         """Hand the worker the jobs named in earlier crash records (poison jobs and suspects),

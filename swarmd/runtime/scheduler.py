@@ -19,6 +19,7 @@ leader is needed, since the idempotency key makes the second submit a no-op.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -96,6 +97,12 @@ class Scheduler:
         self._pending: dict[str, deque[float]] = {name: deque(maxlen=MAX_CATCH_UP) for name in self.schedules}
         #: Ticks fired (submitted and remembered) by this scheduler, for tests and logs.
         self.fired = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """End `run` at its next step, with no tick half fired. The daemon also cancels the
+        task; this holds even if a client library swallows that cancellation."""
+        self._stopping.set()
 
     async def start(self) -> None:
         """Publish the schedules, read what the store remembers, queue the missed ticks."""
@@ -126,16 +133,26 @@ class Scheduler:
         at the start is waited for, as any other moment."""
         if not self.schedules:
             return
-        while True:
+        delay = 0.0
+        while not await self._stopped_within(delay):
             try:
                 await self.start()
                 break
             except BackendUnavailable as exc:
                 log.warning("schedule_start_deferred", error=error_text(exc), retry_s=self.retry_seconds)
-                await asyncio.sleep(self.retry_seconds)
-        while True:
+                delay = self.retry_seconds
+        else:
+            return
+        delay = 0.0
+        while not await self._stopped_within(delay):
             delay = await self.step()
-            await asyncio.sleep(delay)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until `stop`; whether the scheduler is stopping."""
+        if seconds > 0 and not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
 
     async def step(self) -> float:
         """Fire every tick due by now; return the seconds until the next one is due."""
@@ -146,7 +163,7 @@ class Scheduler:
                 self._next[name] = schedule.next_tick(self._next[name])
         stalled = False
         for name, pending in self._pending.items():
-            while pending and not stalled:
+            while pending and not stalled and not self._stopping.is_set():
                 try:
                     await self._fire(self.schedules[name], pending[0])
                 except BackendUnavailable as exc:

@@ -229,3 +229,9 @@ def _innermost(message: str) -> None:
 async def raises_deep(ctx: JobContext, payload: Any) -> None:
     """Fail with a ValueError raised two frames down (`_innermost`), for tracebacks."""
     _innermost(f"deep failure of {ctx.gid}")
+
+
+@agent("tick")
+async def tick(ctx: JobContext, payload: Any) -> dict[str, Any]:
+    """Return the job's idempotency key: a schedule's job names its schedule and tick there."""
+    return {"key": ctx.job.idempotency_key}
