@@ -323,8 +323,9 @@ class QueueBackend(Protocol):
 
     # -- schedules (swarmd.schedules; fired by swarmd.runtime.scheduler) --------------------
     async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
-        """Record the definitions of the schedules a daemon fires (replacing those of the same
-        names), keeping what is known of their ticks; ``swarmd schedule list`` shows them."""
+        """Record the definitions of the schedules a daemon fires, replacing every definition
+        published before (the last daemon to start wins, as with `publish_agents`) but keeping
+        what is known of every schedule's ticks; ``swarmd schedule list`` shows them."""
         ...
 
     async def record_tick(self, name: str, tick: float, job_id: str) -> None:

@@ -158,6 +158,9 @@ def test_a_restart_fires_no_tick_twice_and_catches_up_as_each_schedule_says(stor
         assert row["next_tick"] > row["last_tick"]
         assert job_of.get((name, row["last_tick"])) in (row["last_job"], None)  # None: queued at the stop
         assert row["cron"] == "* * * * * *"
+    header, *lines = store.cli("schedule", "list").stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "AGENT", "GID"]
+    assert [line.split()[0] for line in lines] == ["every", "latest", "skip"]
 
 
 @pytest.mark.redis

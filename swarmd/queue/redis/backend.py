@@ -781,11 +781,17 @@ class RedisBackend:
 
     # -- schedules: the hash ``{prefix}:q:<queue>:schedules`` (see swarmd.queue.redis.schedules) --
     async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
-        if not schedules:
-            return
+        key = self._q + "schedules"
         fields = {f"def:{s.name}": msgspec.json.encode(s.as_dict()) for s in schedules}
         with self._guard("publish_schedules"):
-            await self.client.hset(self._q + "schedules", mapping=fields)  # type: ignore[arg-type]
+            names: Any = await self.client.hkeys(key)
+            stale = [f for f in (n.decode() for n in names) if f.startswith("def:") and f not in fields]
+            async with self.client.pipeline(transaction=True) as pipe:
+                if stale:
+                    pipe.hdel(key, *stale)
+                if fields:
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                await pipe.execute()
 
     async def record_tick(self, name: str, tick: float, job_id: str) -> None:
         with self._guard("record_tick"):

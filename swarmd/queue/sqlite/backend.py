@@ -716,7 +716,11 @@ class SqliteBackend:
         await self._run(self._publish_schedules, list(schedules))
 
     def _publish_schedules(self, schedules: list[Schedule]) -> None:
+        published = {schedule.name: schedule for schedule in schedules}
         with transaction(self.conn) as conn:
+            for known in self._schedule_states():
+                if known.name not in published and known.schedule is not None:  # no longer fired: ticks kept
+                    self._put_schedule_state(conn, ScheduleState(known.name, None, known.last_tick, known.last_job))
             for schedule in schedules:
                 known = self._schedule_state(conn, schedule.name)
                 state = ScheduleState(schedule.name, schedule, known.last_tick, known.last_job)
