@@ -7,7 +7,9 @@ daemons, or a daemon and its restart, cannot both submit it (see swarmd.runtime.
 
 Expressions are parsed by `croniter` (time zones through tz-aware datetimes, DST included;
 6 fields when the first is seconds; ``@hourly`` and friends; ``H`` hashed on the schedule's
-name). Everything here is pure: the clock is an argument, never read.
+name). Everything here is pure: the clock is an argument, never read. Daylight saving is
+croniter's: a wall time skipped in spring fires at the first instant after the gap; one that
+occurs twice in autumn (02:30 in Europe/Paris) is two ticks, each fired once.
 
 ``catch_up`` says what happens to the ticks that fell while no daemon ran (between the last
 tick fired, as the store remembers it, and the daemon's start): ``none`` fires none of them,

@@ -95,3 +95,9 @@ def test_the_key_of_a_tick_names_the_schedule_and_the_tick_in_utc() -> None:
 def test_a_published_schedule_reads_back_equal() -> None:
     original = schedule("*/5 * * * *", catch_up=CatchUp.ALL, timezone="Europe/Paris")
     assert Schedule.from_dict(original.as_dict()) == original
+
+
+def test_a_wall_time_that_occurs_twice_in_autumn_is_two_ticks() -> None:
+    daily = schedule("30 2 * * *", timezone="Europe/Paris")  # 02:30 happens twice on 2026-10-25
+    ticks = daily.ticks_between(at("2026-10-24 12:00:00", "Europe/Paris"), at("2026-10-25 12:00:00", "Europe/Paris"))
+    assert ticks == [at("2026-10-25 00:30:00"), at("2026-10-25 01:30:00")]  # 02:30 CEST, then 02:30 CET
