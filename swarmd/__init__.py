@@ -31,6 +31,7 @@ from swarmd.ledger.durable import DurableLedger
 from swarmd.ledger.memory import SharedLedger
 from swarmd.model import Job, JobState, Outcome
 from swarmd.registry import JobContext, agent
+from swarmd.schedules import ScheduleInfo
 from swarmd.version import __version__
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "Outcome",
     "Permanent",
     "ResultTooLarge",
+    "ScheduleInfo",
     "SharedLedger",
     "StateDirError",
     "StoredEntry",

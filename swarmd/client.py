@@ -17,7 +17,7 @@ before anything is written: a malformed job, an unknown agent or an oversized pa
 Operators get the rest of what the ``swarmd`` command line shows and does, which is built on
 this API alone: `status`, `list_jobs`, `count_jobs`, `counts`, `cancel`, `cancel_matching`, the ledger (`ledger`,
 `ledger_tail`, `iter_ledger`, `verify`) and the dead letters (`dead_letters`, `requeue`,
-`purge_dead`).
+`purge_dead`), and the schedules daemons fire (`schedules`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, SwarmPlan, draft_spec
 from swarmd.queue.base import JobFilter, JobInfo, SwarmProgress
 from swarmd.queue.waiting import backstop_interval
 from swarmd.results import JobResult
+from swarmd.schedules import ScheduleInfo
 from swarmd.telemetry.tracing import Tracing
 from swarmd.workflows import check_swarm_options, plan_follow_up
 
@@ -50,6 +51,7 @@ __all__ = [
     "JobHandle",
     "JobInfo",
     "JobResult",
+    "ScheduleInfo",
     "StoredEntry",
     "Submitted",
     "SwarmProgress",
@@ -417,6 +419,13 @@ class AsyncClient:
         """Delete the dead letters that died more than ``older_than`` seconds ago; return how many."""
         return await self._backend.purge_dead(older_than)
 
+    # -- schedules -------------------------------------------------------------------------
+    async def schedules(self) -> list[ScheduleInfo]:
+        """The schedules daemons published to this queue, by name: each with its next tick
+        (from now), its last tick fired and that tick's job (see swarmd.schedules)."""
+        now = time.time()
+        return [ScheduleInfo.of(state, now) for state in await self._backend.schedule_states()]
+
 
 class Client:
     """The blocking face of `AsyncClient`, for scripts and the CLI (runs its own event loop)."""
@@ -618,6 +627,9 @@ class Client:
 
     def purge_dead(self, older_than: float) -> int:
         return self._run(self._async.purge_dead(older_than))
+
+    def schedules(self) -> list[ScheduleInfo]:
+        return self._run(self._async.schedules())
 
 
 def _result(entry: StoredEntry) -> JobResult:

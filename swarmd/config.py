@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from swarmd.errors import ConfigError
+from swarmd.schedules import Schedule, ScheduleSettings
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/swarmd/swarmd.toml")
 ENV_PREFIX: Final = "SWARMD_"
@@ -149,12 +150,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     api_group: str | None = None
     #: ``[api]``: the ``allow`` table of user/group -> GID patterns.
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
+    # -- schedules (see swarmd.schedules) ------------------------------------------------------
+    #: ``[[schedule]]`` tables: agent, gid, cron, and optionally name, payload, timezone, catch_up.
+    schedule: list[ScheduleSettings] = msgspec.field(default_factory=list)
 
 
 #: Keys SIGHUP may change in a running daemon.
 RELOADABLE: Final = frozenset({"max_concurrent", "min_concurrent", "log_level", "concurrency"})
 _FIELDS: Final = {field.name: field for field in msgspec.structs.fields(Settings)}
 _AGENT_FIELDS: Final = frozenset(field.name for field in msgspec.structs.fields(AgentSettings))
+_SCHEDULE_FIELDS: Final = frozenset(field.name for field in msgspec.structs.fields(ScheduleSettings))
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
 
@@ -212,6 +217,7 @@ def _validate(data: Mapping[str, Any], source: str, *, strict: bool) -> Settings
                 msgspec.convert(table, AgentSettings, strict=strict)
             except msgspec.ValidationError as exc:
                 _raise_for(exc, source, prefix=f"agent.{name}.")
+    _validate_schedule_tables(data.get("schedule"), source, strict=strict)
     try:
         settings = msgspec.convert(data, Settings, strict=strict)
     except msgspec.ValidationError as exc:
@@ -221,6 +227,40 @@ def _validate(data: Mapping[str, Any], source: str, *, strict: bool) -> Settings
         _check_numbers(agent_settings, source, prefix=f"agent.{name}.")
     check_redis_url(settings.redis_url, source)
     return settings
+
+
+def _validate_schedule_tables(tables: Any, source: str, *, strict: bool) -> None:
+    """``[[schedule]]`` tables one by one, so that an error names the table (``schedule[1].cron``):
+    keys, types, the cron expression, the time zone, and names used once."""
+    if not isinstance(tables, list):
+        return  # absent, or not an array of tables: the conversion of Settings says so
+    names: dict[str, int] = {}
+    for position, table in enumerate(tables):
+        where = f"schedule[{position}]"
+        if isinstance(table, Mapping):
+            _refuse_unknown(table, _SCHEDULE_FIELDS, source, prefix=f"{where}.")
+        try:
+            decoded = msgspec.convert(table, ScheduleSettings, strict=strict)
+        except msgspec.ValidationError as exc:
+            missing = re.match(r"Object missing required field `([^`]*)`$", str(exc))
+            if missing:
+                raise ConfigError(
+                    f"{where}.{missing.group(1)}", "missing (every [[schedule]] needs one)", source
+                ) from None
+            _raise_for(exc, source, prefix=f"{where}.")
+        schedule = Schedule.from_settings(decoded, where, source)
+        if schedule.name in names:
+            raise ConfigError(
+                f"{where}.name",
+                f"schedule {schedule.name!r} is also schedule[{names[schedule.name]}] (give one a distinct name)",
+                source,
+            )
+        names[schedule.name] = position
+
+
+def configured_schedules(settings: Settings) -> list[Schedule]:
+    """The ``[[schedule]]`` tables of checked settings, as schedules."""
+    return [Schedule.from_settings(table, f"schedule[{i}]") for i, table in enumerate(settings.schedule)]
 
 
 def _check_numbers(values: msgspec.Struct, source: str, prefix: str = "") -> None:
@@ -246,7 +286,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
             continue
         field = _FIELDS.get(key)
-        if field is None or key in ("agent", "api"):
+        if field is None or key in ("agent", "api", "schedule"):
             raise ConfigError(name, "unknown setting", "environment")
         if key == "agents":
             values[key] = [item.strip() for item in raw.split(",") if item.strip()]

@@ -24,6 +24,7 @@ from swarmd.errors import ConfigError, UnknownAgentError, WorkflowError
 from swarmd.handles import Submitted
 from swarmd.model import AGENT_PATTERN, Job, SwarmPlan
 from swarmd.results import JobResult
+from swarmd.schedules import CatchUp, Schedule
 
 Handler = Callable[["JobContext", Any], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -53,6 +54,8 @@ class AgentSpec:
     name: str
     handler: Handler
     policy: AgentPolicy = field(default_factory=AgentPolicy)
+    #: The schedule `@agent(..., schedule=...)` declared (named after the agent), if any.
+    schedule: Schedule | None = None
 
 
 class Workflow(Protocol):
@@ -148,7 +151,9 @@ class Registry:
     def __init__(self) -> None:
         self._agents: dict[str, AgentSpec] = {}
 
-    def register(self, name: str, handler: Handler, policy: AgentPolicy | None = None) -> None:
+    def register(
+        self, name: str, handler: Handler, policy: AgentPolicy | None = None, schedule: Schedule | None = None
+    ) -> None:
         if not isinstance(name, str) or not _AGENT_RE.match(name):
             raise ValueError(f"agent name {name!r} does not match {AGENT_PATTERN}")
         if not inspect.iscoroutinefunction(handler):
@@ -156,7 +161,7 @@ class Registry:
         existing = self._agents.get(name)
         if existing is not None and existing.handler is not handler:
             raise ValueError(f"agent {name!r} is already registered")
-        self._agents[name] = AgentSpec(name, handler, policy or AgentPolicy())
+        self._agents[name] = AgentSpec(name, handler, policy or AgentPolicy(), schedule)
 
     def get(self, name: str) -> AgentSpec:
         try:
@@ -173,9 +178,13 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._agents)
 
+    def schedules(self) -> list[Schedule]:
+        """The schedules agents declared with `@agent(..., schedule=...)`, by name."""
+        return sorted((spec.schedule for spec in self if spec.schedule is not None), key=lambda s: s.name)
+
     def update(self, other: Registry) -> None:
         for spec in other:
-            self.register(spec.name, spec.handler, spec.policy)
+            self.register(spec.name, spec.handler, spec.policy, spec.schedule)
 
 
 #: Where `@agent` registers by default; the daemon loads it after importing agent modules.
@@ -194,12 +203,41 @@ def agent(
     concurrency: int | None = None,
     rate: float | None = None,
     burst: int | None = None,
+    schedule: str | None = None,
+    gid: str | None = None,
+    payload: Any = None,
+    timezone: str = "UTC",
+    catch_up: CatchUp | str = CatchUp.LATEST,
 ) -> Callable[[H], H]:
     """Register an async handler under ``name``::
 
     @agent("summarize", max_attempts=5, timeout=30)
     async def summarize(ctx: JobContext, payload: dict) -> dict: ...
+
+    ``schedule`` (a cron expression; see swarmd.schedules) has the daemon submit a job for this
+    agent at each tick, as ``gid``, with ``payload``; the schedule is named after the agent (a
+    ``[[schedule]]`` table of the config with that name replaces it). A bad expression, time zone
+    or a missing ``gid`` raises ConfigError when the module is imported.
     """
+    where = f"@agent({name!r})"
+    if schedule is None and gid is not None:
+        raise ConfigError(f"{where}.gid", "a gid is for a schedule: give schedule= too")
+    if schedule is not None and gid is None:
+        raise ConfigError(f"{where}.gid", "missing: a schedule needs the gid its jobs speak for")
+    scheduled = (
+        Schedule.checked(
+            name=name,
+            agent=name,
+            gid=gid or "",
+            cron=schedule,
+            payload=payload,
+            timezone=timezone,
+            catch_up=catch_up,
+            where=where,
+        )
+        if schedule is not None
+        else None
+    )
     policy = AgentPolicy(
         max_attempts=max_attempts,
         timeout=timeout,
@@ -212,7 +250,7 @@ def agent(
     )
 
     def register(handler: H) -> H:
-        (registry or default_registry).register(name, handler, policy)
+        (registry or default_registry).register(name, handler, policy, scheduled)
         return handler
 
     return register

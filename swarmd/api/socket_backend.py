@@ -49,6 +49,7 @@ from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
 from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, SwarmProgress, WakeReason
 from swarmd.queue.waiting import wait_for_entries
+from swarmd.schedules import Schedule, ScheduleState
 
 
 class SocketBackend:
@@ -263,6 +264,16 @@ class SocketBackend:
 
     async def publish_agents(self, names: Sequence[str]) -> None:
         self._direct_only("publishing agents")
+
+    # -- schedules: the daemon's own work; listing them reads the store directly --------------
+    async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
+        self._direct_only("publishing schedules")
+
+    async def record_tick(self, name: str, tick: float, job_id: str) -> None:
+        self._direct_only("firing schedules")
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        self._direct_only("listing schedules")
 
 
 def _filter_args(where: JobFilter) -> FilterArgs:

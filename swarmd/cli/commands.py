@@ -33,6 +33,7 @@ from swarmd.cli.output import (
 )
 from swarmd.cli.parser import MAX_SUBMIT_COUNT, build_parser, parse_duration
 from swarmd.cli.results import wait_and_print
+from swarmd.cli.schedules import cmd_schedule
 from swarmd.client import Client
 from swarmd.config import Settings, load_settings, resolve_state_dir
 from swarmd.errors import CliError as CliError  # noqa: PLC0414 - re-exported: commands.CliError
@@ -398,6 +399,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cancel": cmd_cancel,
     "demo": cmd_demo,
     "bench": cmd_bench,
+    "schedule": lambda args: cmd_schedule(args, _client),
 }
 
 

@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="do cancel what --agent, --gid, --state or --all select (without it: a dry run)",
     )
 
+    schedule = commands.add_parser("schedule", help="the schedules daemons fire", **sub)
+    schedule_commands = schedule.add_subparsers(dest="schedule_command", required=True, metavar="SUBCOMMAND")
+    schedule_commands.add_parser(
+        "list", parents=[common, as_json], help="each schedule with its next and last tick and last job", **sub
+    )
+
     commands.add_parser("demo", help="start a daemon in a temporary directory, run a 50-agent swarm, report", **sub)
     bench = commands.add_parser("bench", parents=[as_json], help="measure swarmd against the bare-asyncio floor", **sub)
     bench.add_argument(

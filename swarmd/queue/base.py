@@ -20,6 +20,7 @@ import msgspec
 
 from swarmd.ledger.chain import StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
+from swarmd.schedules import Schedule, ScheduleState
 
 
 @dataclass(slots=True)
@@ -374,4 +375,21 @@ class QueueBackend(Protocol):
 
     async def purge_dead(self, older_than: float) -> int:
         """Delete dead letters that died more than ``older_than`` seconds ago."""
+        ...
+
+    # -- schedules (swarmd.schedules; fired by swarmd.runtime.scheduler) --------------------
+    async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Record the definitions of the schedules a daemon fires, replacing every definition
+        published before (the last daemon to start wins, as with `publish_agents`) but keeping
+        what is known of every schedule's ticks; ``swarmd schedule list`` shows them."""
+        ...
+
+    async def record_tick(self, name: str, tick: float, job_id: str) -> None:
+        """Remember that schedule ``name``'s tick ``tick`` was submitted as ``job_id``, unless a
+        later tick is remembered already (several daemons fire the same ticks)."""
+        ...
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        """Every schedule the store knows, by name: its published definition (None: only its
+        ticks are known), its last tick fired and that tick's job."""
         ...

@@ -46,10 +46,12 @@ from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.httpserver import HttpServer
+from swarmd.runtime.scheduler import Scheduler, resolve_schedules
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
 from swarmd.runtime.statedir import StateLock, prepare
 from swarmd.runtime.worker import Worker
+from swarmd.schedules import Schedule
 from swarmd.telemetry.logs import configure_logging, set_level
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -86,6 +88,8 @@ class Daemon:
         self._reload_again = False
         self.registry: Registry | None = None
         self.metrics: Metrics | None = None
+        #: What the scheduler fires (swarmd.runtime.scheduler), resolved at the start.
+        self.schedules: list[Schedule] = []
         #: Set once SIGINT and SIGTERM go to the daemon's own handlers: from then on, a
         #: KeyboardInterrupt can only come from a task (see `_run_until`).
         self.signals_installed = False
@@ -124,6 +128,7 @@ class Daemon:
             lock.acquire()
         try:
             registry = build_registry(settings.agents, agents_path=settings.agents_path, state_dir=state_dir)
+            self.schedules = resolve_schedules(settings, registry)  # a bad schedule stops us before any write
             metrics = self.metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
             host, port = listen_address(settings)
             http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)
@@ -194,6 +199,7 @@ class Daemon:
             tune_gc()  # everything loaded by now (agents, telemetry) is frozen out of collection
             notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
+            scheduler, scheduling = self._start_scheduler(backend, metrics)
             try:
                 if self.not_ready_reason is None:
                     await worker.run()
@@ -204,6 +210,9 @@ class Daemon:
                     finally:
                         heartbeat.cancel()
             finally:
+                if scheduler is not None and scheduling is not None:
+                    scheduler.stop()
+                    scheduling.cancel()
                 watchdog.cancel()
                 stalls.stop()
                 await api.close()
@@ -213,6 +222,17 @@ class Daemon:
         finally:
             await backend.close()
             tracing.shutdown()
+
+    def _start_scheduler(
+        self, backend: QueueBackend, metrics: Metrics
+    ) -> tuple[Scheduler | None, asyncio.Task[None] | None]:
+        """Fire the schedules in a task of their own, once the daemon serves (not while it refuses)."""
+        if not self.schedules or self.not_ready_reason is not None:
+            return None, None
+        scheduler = Scheduler(backend, self.schedules, metrics, max_payload_bytes=self.settings.max_payload_bytes)
+        task = asyncio.get_running_loop().create_task(scheduler.run(), name="swarmd-scheduler")
+        task.add_done_callback(_report_scheduler_end)
+        return scheduler, task
 
     def _watch_crashes(self, worker: Worker, records: CrashRecords) -> None:
         """Hand the worker the jobs named in earlier crash records (poison jobs and suspects),
@@ -336,6 +356,14 @@ _RECORDED: Final = frozenset({Disposition.DONE, Disposition.DEAD})
 def _wake_waiters(waiters: FinishedWaiters, batch: list[Attempt]) -> None:
     """After a commit: wake the API socket's waiters for the jobs it recorded."""
     waiters.committed(a.finish.job_id for a in batch if a.finish.disposition in _RECORDED)
+
+
+def _report_scheduler_end(task: asyncio.Task[None]) -> None:
+    """The scheduler only ends by cancellation; an exception is a bug: logged (the jobs keep
+    running; SwarmdScheduleLate fires as the ticks fall behind)."""
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error("scheduler_failed", error=error_text(error))
 
 
 def _report_stall(metrics: Metrics, stall: Stall) -> None:

@@ -272,6 +272,18 @@ class Metrics:
         for name in agents:
             self.add_agent(name)
 
+        # -- schedules (swarmd.runtime.scheduler): a series per schedule, set once it is known --
+        self.schedule_last_tick: Final = Gauge(
+            "swarmd_schedule_last_tick_timestamp_seconds",
+            "Unix time of the last tick of each schedule this daemon fired (or found fired).",
+            ["schedule"], registry=r,
+        )  # fmt: skip
+        self.schedule_next_tick: Final = Gauge(
+            "swarmd_schedule_next_tick_timestamp_seconds",
+            "Unix time of the next tick each schedule is due to fire; in the past: the tick is late.",
+            ["schedule"], registry=r,
+        )  # fmt: skip
+
     # -- agents ---------------------------------------------------------------------------
 
     def add_agent(self, name: str) -> AgentMetrics:
@@ -390,6 +402,15 @@ class Metrics:
                 f"unknown refusal reason {reason!r}; expected one of {list(API_REFUSE_REASONS)!r}"
             ) from None
         child.inc()
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def set_schedule_ticks(self, schedule: str, *, last: float | None, next_tick: float) -> None:
+        """Publish a schedule's last tick fired (None: none yet, no series) and its next tick.
+        ``schedule`` is a configured schedule's name (bounded: it comes from the config)."""
+        if last is not None:
+            self.schedule_last_tick.labels(schedule).set(last)
+        self.schedule_next_tick.labels(schedule).set(next_tick)
 
 
 def _default_registry() -> CollectorRegistry:

@@ -1,7 +1,7 @@
 """grafana/: the dashboard JSON and the provisioning files.
 
 Checks what makes the dashboard portable and correct: a fixed uid, the data source and
-the instance/agent filters as variables used by every query, a unit on every panel, the four
+the instance/agent filters as variables used by every query, a unit on every panel, the five
 rows, queries that name only series the daemon exports or the shipped recording rules
 define, and PromQL that Prometheus itself parses (promtool, skipped without it unless
 ``SWARMD_TEST_STRICT=1``).
@@ -29,7 +29,7 @@ from support.promql import (
 DASHBOARD = ROOT / "grafana" / "dashboards" / "swarmd.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 DS_UID = "${datasource}"
-ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime"]
+ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime", "Schedules"]
 #: Series with an `agent` label: a query on them must honour the agent variable.
 AGENT_LABELLED = (
     "swarmd_scheduling_overhead_seconds",
@@ -147,7 +147,7 @@ def test_units_fit_the_queries(dashboard: dict[str, Any]) -> None:
 def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     by_row = rows(dashboard)
     assert list(by_row) == ROWS
-    overview, latency, queue, runtime = (exprs_of(by_row[r]) for r in ROWS)
+    overview, latency, queue, runtime, schedules = (exprs_of(by_row[r]) for r in ROWS)
     assert "sum by (outcome) (rate(swarmd_jobs_total{" in overview
     in_flight = [
         p
@@ -178,6 +178,9 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     assert "instance:swarmd_ledger_commit_seconds:p99_rate5m" in queue
     assert "swarmd_circuit_state" in queue
     assert "instance:swarmd_event_loop_lag_seconds:p99_rate5m" in runtime
+    # what SwarmdScheduleLate watches: the next tick's lateness on the daemon most on time
+    assert "min by (schedule) (time() - swarmd_schedule_next_tick_timestamp_seconds{" in schedules
+    assert "swarmd_schedule_last_tick_timestamp_seconds" in schedules
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
         assert metric in runtime, metric
 

@@ -304,6 +304,7 @@ def test_rules_name_only_exported_series_and_defined_rules() -> None:
 def test_contract_matches_what_the_daemon_exports() -> None:
     """The names the rules and dashboard may use are the names swarmd.metrics exposes."""
     metrics = Metrics(agents=["echo"])
+    metrics.set_schedule_ticks("report", last=1.0, next_tick=2.0)  # a series per schedule, once known
     exported = {sample.name for family in metrics.registry.collect() for sample in family.samples}
     assert set(SWARMD_SERIES) <= exported, set(SWARMD_SERIES) - exported
     assert {name for name in exported if name.startswith("swarmd_")} == set(SWARMD_SERIES)

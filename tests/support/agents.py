@@ -277,3 +277,9 @@ async def aggregate(ctx: JobContext, payload: Any) -> dict[str, Any]:
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     return {"follows": ctx.follows, "members": len(results), "outcomes": counts, "payload": payload}
+
+
+@agent("tick")
+async def tick(ctx: JobContext, payload: Any) -> dict[str, Any]:
+    """Return the job's idempotency key: a schedule's job names its schedule and tick there."""
+    return {"key": ctx.job.idempotency_key}

@@ -48,6 +48,8 @@ GAUGES: Final = (
     "swarmd_ready",
     "swarmd_abandoned_tasks",
     "swarmd_jobs_unroutable",
+    "swarmd_schedule_last_tick_timestamp_seconds",
+    "swarmd_schedule_next_tick_timestamp_seconds",
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.

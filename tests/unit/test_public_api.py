@@ -49,6 +49,7 @@ PUBLIC_NAMES = {
     "LedgerEntryError",
     "LedgerError",
     "ResultTooLarge",
+    "ScheduleInfo",
     "StateDirError",
     "SwarmdError",
     "TracingConfigError",

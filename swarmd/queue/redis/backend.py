@@ -44,8 +44,10 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.redis.migrations import open_prefix
+from swarmd.queue.redis.schedules import RECORD_TICK, states_from_hash
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 from swarmd.queue.waiting import wait_for_entries
+from swarmd.schedules import Schedule, ScheduleState
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Finish attempts before giving up on a contended ledger tail.
@@ -844,3 +846,26 @@ class RedisBackend:
 
     async def purge_dead(self, older_than: float) -> int:
         return int(await self._eval("purge", repr(float(older_than))))
+
+    # -- schedules: the hash ``{prefix}:q:<queue>:schedules`` (see swarmd.queue.redis.schedules) --
+    async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
+        key = self._q + "schedules"
+        fields = {f"def:{s.name}": msgspec.json.encode(s.as_dict()) for s in schedules}
+        with self._guard("publish_schedules"):
+            names: Any = await self.client.hkeys(key)
+            stale = [f for f in (n.decode() for n in names) if f.startswith("def:") and f not in fields]
+            async with self.client.pipeline(transaction=True) as pipe:
+                if stale:
+                    pipe.hdel(key, *stale)
+                if fields:
+                    pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                await pipe.execute()
+
+    async def record_tick(self, name: str, tick: float, job_id: str) -> None:
+        with self._guard("record_tick"):
+            await self.client.eval(RECORD_TICK, 1, self._q + "schedules", f"tick:{name}", repr(float(tick)), job_id)
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        with self._guard("schedule_states"):
+            raw: Any = await self.client.hgetall(self._q + "schedules")
+        return states_from_hash(raw)

@@ -49,6 +49,7 @@ from swarmd.queue.base import (
     WakeReason,
     error_object,
 )
+from swarmd.queue.schedule_state import decode_state, encode_state
 from swarmd.queue.sqlite.wake import WakeListener, wake
 from swarmd.queue.sqlite.workflows import (
     awaiting,
@@ -59,6 +60,7 @@ from swarmd.queue.sqlite.workflows import (
     swarm_progress,
 )
 from swarmd.queue.waiting import Push, wait_for_entries
+from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
 
@@ -770,3 +772,48 @@ class SqliteBackend:
             return conn.execute(
                 "DELETE FROM jobs WHERE state = 'dead' AND dead_at <= ?", (time.time() - older_than,)
             ).rowcount
+
+    # -- schedules: one row of `meta` per schedule, key ``schedule:<name>`` -----------------
+    async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
+        await self._run(self._publish_schedules, list(schedules))
+
+    def _publish_schedules(self, schedules: list[Schedule]) -> None:
+        published = {schedule.name: schedule for schedule in schedules}
+        with transaction(self.conn) as conn:
+            for known in self._schedule_states():
+                if known.name not in published and known.schedule is not None:  # no longer fired: ticks kept
+                    self._put_schedule_state(conn, ScheduleState(known.name, None, known.last_tick, known.last_job))
+            for schedule in schedules:
+                known = self._schedule_state(conn, schedule.name)
+                state = ScheduleState(schedule.name, schedule, known.last_tick, known.last_job)
+                self._put_schedule_state(conn, state)
+
+    async def record_tick(self, name: str, tick: float, job_id: str) -> None:
+        await self._run(self._record_tick, name, tick, job_id)
+
+    def _record_tick(self, name: str, tick: float, job_id: str) -> None:
+        with transaction(self.conn) as conn:
+            known = self._schedule_state(conn, name)
+            if known.last_tick is None or tick > known.last_tick:
+                self._put_schedule_state(conn, ScheduleState(name, known.schedule, tick, job_id))
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        return await self._run(self._schedule_states)
+
+    def _schedule_states(self) -> list[ScheduleState]:
+        rows = self.conn.execute(
+            "SELECT key, value FROM meta WHERE key >= 'schedule:' AND key < 'schedule;' ORDER BY key"
+        ).fetchall()
+        return [decode_state(str(key).removeprefix("schedule:"), value) for key, value in rows]
+
+    @staticmethod
+    def _schedule_state(conn: sqlite3.Connection, name: str) -> ScheduleState:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (f"schedule:{name}",)).fetchone()
+        return ScheduleState(name) if row is None else decode_state(name, row[0])
+
+    @staticmethod
+    def _put_schedule_state(conn: sqlite3.Connection, state: ScheduleState) -> None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"schedule:{state.name}", encode_state(state)),
+        )
