@@ -97,6 +97,9 @@ class FinishReport:
     cancelled: list[str] = field(default_factory=list)
     #: Last ledger index after the commit (None: ledger empty).
     ledger_index: int | None = None
+    #: Swarms whose last member's outcome this commit recorded (each is named by exactly one
+    #: commit, even with several daemons on one Redis).
+    swarms_ended: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
 from swarmd.runtime.deadlines import Deadlines
 from swarmd.runtime.failures import failure_info
+from swarmd.telemetry.exemplars import span_exemplar
 from swarmd.telemetry.logs import debug_enabled, job_context
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -75,6 +76,8 @@ class Attempt:
     rejected: str | None = None
     job: Job | None = None
     finished_at: float = 0.0
+    #: The ids of the run's span, for its duration's exemplar (None: not sampled, or no run).
+    exemplar: dict[str, str] | None = None
 
 
 class HandlerRun(msgspec.Struct, frozen=True):
@@ -234,12 +237,16 @@ class JobRunner:
                         gid=job.gid,
                         agent=job.agent,
                         attempt=job.attempt,
-                        traceparent=job.traceparent,
+                        # A swarm member without a producer's context runs in its swarm's trace.
+                        traceparent=job.traceparent or (job.swarm_id and self.tracing.swarm_parent(job.swarm_id)),
                     ) as span:
                         started_wall = time.time()
                         started = time.perf_counter()
-                        agent_metrics.scheduling_overhead.observe(started - reserved_perf)
-                        agent_metrics.queue_wait.observe(max(0.0, started_wall - max(job.enqueued_at, job.not_before)))
+                        exemplar = None if span is None else span_exemplar(span)  # sampled runs only
+                        agent_metrics.scheduling_overhead.observe(started - reserved_perf, exemplar)
+                        agent_metrics.queue_wait.observe(
+                            max(0.0, started_wall - max(job.enqueued_at, job.not_before)), exemplar
+                        )
                         self.metrics.job_started()
                         # The timeout cancels this task with a recorded reason (the path of a cancel
                         # request), on a timer shared by every job with the same timeout (swarmd.deadlines).
@@ -445,6 +452,7 @@ class JobRunner:
                 violation,
                 job=job,
                 finished_at=now,
+                exemplar=span_exemplar(run.span),
             )
         log.warning(
             "job_dead_lettered",
@@ -512,6 +520,7 @@ class JobRunner:
             violation,
             job=job,
             finished_at=now,
+            exemplar=span_exemplar(run.span),
         )
 
     def _trace_transitions(self, gate: AgentGate, span: Any) -> None:

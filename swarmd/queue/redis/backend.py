@@ -14,7 +14,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -44,6 +44,7 @@ from swarmd.queue.base import (
 )
 from swarmd.queue.redis.migrations import open_prefix
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
+from swarmd.queue.swarm_ends import swarms_of
 from swarmd.queue.waiting import wait_for_entries
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -58,6 +59,8 @@ _UNLIMITED: Final = 1 << 50
 #: Consumers with nothing pending and idle this long are removed from the groups.
 CONSUMER_IDLE_MS: Final = 3_600_000
 PRUNE_EVERY: Final = 600.0
+#: Seconds a swarm's "ended" marker is kept: long past any commit that could name it again.
+SWARM_ENDED_TTL: Final = 86_400
 
 
 @dataclass(slots=True)
@@ -373,7 +376,18 @@ class RedisBackend:
         report = await self._commit(items, [("swarm", swarm) for swarm in swarms], "fail_fast")
         for item in items:
             self._held.discard(item.job_id)
+        report.swarms_ended = await self._swarms_ended(item.record for item in items if item.record is not None)
         return report
+
+    async def _swarms_ended(self, records: Iterable[bytes]) -> list[str]:
+        """The swarms of ``records`` (outcomes just committed) whose every member has a ledger
+        entry now, each named once across every daemon sharing this Redis (a marker set NX,
+        kept SWARM_ENDED_TTL seconds)."""
+        swarm_ids = swarms_of(records)
+        if not swarm_ids:
+            return []
+        ended = await self._eval("swarms_ended", SWARM_ENDED_TTL, *swarm_ids)
+        return [swarm_id.decode() for swarm_id in ended]
 
     async def _commit(self, items: Sequence[Finish], groups: list[tuple[str, str]], reason: str) -> FinishReport:
         """Finish ``items`` and cancel ``groups`` in one script, re-planned until the CAS holds."""

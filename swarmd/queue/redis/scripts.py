@@ -346,6 +346,22 @@ if requeued then wake('w') end
 if flagged then wake('c') end
 return out
 """,
+    # ARGV: Q, P, ttl, swarm ids... -> the swarms every member of which has a ledger entry and
+    # that no call named before (marker Q swarm_ended:<id>, kept ttl seconds)
+    "swarms_ended": """
+local IDS = P .. 'ledger:ids'
+local out = {}
+for i = 4, #ARGV do
+  local ended = true
+  for _, m in ipairs(redis.call('SMEMBERS', Q .. 'swarm:' .. ARGV[i])) do
+    if redis.call('HEXISTS', IDS, m) == 0 then ended = false break end
+  end
+  if ended and redis.call('SET', Q .. 'swarm_ended:' .. ARGV[i], '1', 'NX', 'EX', ARGV[3]) then
+    out[#out + 1] = ARGV[i]
+  end
+end
+return out
+""",
     # ARGV: Q, P, kind (swarm|job), value -> per existing job: id + 8 fields
     "members": """
 local members

@@ -19,7 +19,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -49,6 +49,7 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.swarm_ends import swarms_of
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
@@ -307,6 +308,7 @@ class SqliteBackend:
             swarms = {item.cancel_swarm for item in items if item.cancel_swarm}
             for swarm_id in swarms:
                 report.cancelled.extend(self._cancel_where(conn, "swarm_id = ?", (swarm_id,), now, reason="fail_fast"))
+            report.swarms_ended = _swarms_ended(conn, new.values())
             if swarms or stale or not written:
                 last, _ = ledger_tail(conn)
                 report.ledger_index = last - 1 if last else None
@@ -708,3 +710,15 @@ class SqliteBackend:
             return conn.execute(
                 "DELETE FROM jobs WHERE state = 'dead' AND dead_at <= ?", (time.time() - older_than,)
             ).rowcount
+
+
+def _swarms_ended(conn: sqlite3.Connection, records: Iterable[bytes]) -> list[str]:
+    """Inside a commit: the swarms of ``records`` (the outcomes it recorded) that have no member
+    left to record. A member leaves `jobs` in the commit that records it (a dead letter stays,
+    as ``dead``), and one daemon commits at a time, so exactly one commit sees a swarm end."""
+    return [
+        swarm_id
+        for swarm_id in swarms_of(records)
+        if conn.execute("SELECT 1 FROM jobs WHERE swarm_id = ? AND state != 'dead' LIMIT 1", (swarm_id,)).fetchone()
+        is None
+    ]
