@@ -18,6 +18,10 @@ Disabled tracing (no exporter configured, ``OTEL_TRACES_EXPORTER=none`` or
 ``OTEL_SDK_DISABLED=true``) returns one shared ``nullcontext`` from every per-job call: no
 span object, no context switch, a method call and an ``is None`` test.
 
+A swarm is one trace: a member without a ``traceparent`` runs under its swarm's span, whose ids
+derive from the swarm id (:meth:`Tracing.swarm_parent`), and the daemon whose commit ends the
+swarm emits that span (:meth:`Tracing.swarm_span`; see swarmd.telemetry.swarm_trace).
+
 A dropped consumer span costs little more: the sampler is asked before the SDK builds anything
 (how, and when that early decision is safe: docs/design/tracing.md).
 
