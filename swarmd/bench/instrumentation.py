@@ -39,7 +39,7 @@ class _NullChild:
 
     __slots__ = ()
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, exemplar: dict[str, str] | None = None) -> None:
         return None
 
     def inc(self, amount: float = 1) -> None:
@@ -59,7 +59,7 @@ class _NullAgent:
     scheduling_overhead = queue_wait = identity_violations = circuit_state = _NULL
     duration = jobs = dict.fromkeys(OUTCOMES, _NULL)
 
-    def record(self, outcome: str, seconds: float) -> None:
+    def record(self, outcome: str, seconds: float, exemplar: dict[str, str] | None = None) -> None:
         return None
 
     def set_circuit(self, state: str) -> None:
@@ -85,7 +85,10 @@ class _NullMetrics:
     def set_concurrency_limit(self, value: float) -> None:
         return None
 
-    set_ledger_index = observe_ledger_commit = observe_loop_lag = observe_swarm_overhead = set_concurrency_limit
+    set_ledger_index = observe_ledger_commit = observe_loop_lag = set_concurrency_limit
+
+    def observe_swarm_overhead(self, seconds: float, exemplar: dict[str, str] | None = None) -> None:
+        return None
 
     def set_queue_depths(self, depths: Any) -> None:
         return None

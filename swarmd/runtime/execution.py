@@ -29,6 +29,7 @@ from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.registry import JobContext
 from swarmd.runtime.deadlines import Deadlines
 from swarmd.runtime.failures import failure_info
+from swarmd.telemetry.exemplars import span_exemplar
 from swarmd.telemetry.logs import debug_enabled, job_context
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
@@ -76,6 +77,8 @@ class Attempt:
     rejected: str | None = None
     job: Job | None = None
     finished_at: float = 0.0
+    #: The ids of the run's span, for its duration's exemplar (None: not sampled, or no run).
+    exemplar: dict[str, str] | None = None
 
 
 class HandlerRun(msgspec.Struct, frozen=True):
@@ -248,12 +251,16 @@ class JobRunner:
                         gid=job.gid,
                         agent=job.agent,
                         attempt=job.attempt,
-                        traceparent=job.traceparent,
+                        # A swarm member without a producer's context runs in its swarm's trace.
+                        traceparent=job.traceparent or self._swarm_parent(job),
                     ) as span:
                         started_wall = time.time()
                         started = time.perf_counter()
-                        agent_metrics.scheduling_overhead.observe(started - reserved_perf)
-                        agent_metrics.queue_wait.observe(max(0.0, started_wall - max(job.enqueued_at, job.not_before)))
+                        exemplar = None if span is None else span_exemplar(span)  # sampled runs only
+                        agent_metrics.scheduling_overhead.observe(started - reserved_perf, exemplar)
+                        agent_metrics.queue_wait.observe(
+                            max(0.0, started_wall - max(job.enqueued_at, job.not_before)), exemplar
+                        )
                         self.metrics.job_started()
                         # The timeout cancels this task with a recorded reason (the path of a cancel
                         # request), on a timer shared by every job with the same timeout (swarmd.deadlines).
@@ -293,6 +300,12 @@ class JobRunner:
             raise
         except BaseException as exc:  # even a BaseException raised by a handler's result
             return self.internal_error(reserved, exc, reserved_wall)
+
+    def _swarm_parent(self, job: Job) -> str | None:
+        """The trace context a job without its own runs under: its swarm's span, for a member or
+        a swarm's follow-up, so that a swarm and what follows it are one trace (None: neither)."""
+        swarm = job.swarm_id or job.follows
+        return None if swarm is None else self.tracing.swarm_parent(swarm)
 
     async def _skipped(self, job: Job) -> str | None:
         """Why a follow-up that runs only if its whole swarm succeeded is recorded cancelled
@@ -482,6 +495,7 @@ class JobRunner:
                 violation,
                 job=job,
                 finished_at=now,
+                exemplar=span_exemplar(run.span),
             )
         log.warning(
             "job_dead_lettered",
@@ -558,6 +572,7 @@ class JobRunner:
             violation,
             job=job,
             finished_at=now,
+            exemplar=span_exemplar(run.span),
         )
 
     def _trace_transitions(self, gate: AgentGate, span: Any) -> None:

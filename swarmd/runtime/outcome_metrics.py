@@ -17,6 +17,7 @@ from swarmd.model import Outcome
 from swarmd.queue.base import Reserved
 from swarmd.runtime.execution import Attempt
 from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.tracing import Tracing
 
 #: A swarm not complete this long after its first reservation is no longer tracked.
 SWARM_TRACK_SECONDS: Final = 3600.0
@@ -37,10 +38,12 @@ class _SwarmTrack:
 class OutcomeMetrics:
     """Counts committed attempts and measures the overhead of the swarms this worker ran."""
 
-    __slots__ = ("_swarms", "metrics")
+    __slots__ = ("_swarms", "metrics", "tracing")
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self.metrics = metrics
+        #: Gives the exemplar of a swarm's overhead: its swarm span (None: no exemplars).
+        self.tracing = tracing
         self._swarms: dict[str, _SwarmTrack] = {}
 
     def reserved(self, batch: Iterable[Reserved], reserved_wall: float) -> None:
@@ -67,7 +70,7 @@ class OutcomeMetrics:
             if attempt.agent is None or attempt.run_outcome is None:
                 continue  # released without running: nothing happened
             agent_metrics = metrics.agent(attempt.agent)
-            agent_metrics.record(attempt.run_outcome, attempt.duration)
+            agent_metrics.record(attempt.run_outcome, attempt.duration, attempt.exemplar)
             if attempt.final is not None and attempt.final is not attempt.run_outcome:
                 agent_metrics.jobs[attempt.final].inc()
             if attempt.violation is not None:
@@ -92,4 +95,8 @@ class OutcomeMetrics:
         track.last_finished = max(track.last_finished, attempt.finished_at)
         if track.done >= track.size:
             del self._swarms[swarm_id]
-            self.metrics.observe_swarm_overhead(max(0.0, track.last_finished - track.first_reserved - track.longest))
+            exemplar = None
+            if self.tracing is not None and attempt.job is not None:
+                exemplar = self.tracing.swarm_exemplar(swarm_id, attempt.job.traceparent)
+            overhead = max(0.0, track.last_finished - track.first_reserved - track.longest)
+            self.metrics.observe_swarm_overhead(overhead, exemplar)

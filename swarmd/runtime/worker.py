@@ -66,6 +66,7 @@ from swarmd.runtime.outcome_metrics import OutcomeMetrics
 from swarmd.runtime.reserve_ahead import MAX_WAIT, AheadPacing, ReservedAhead
 from swarmd.runtime.running import ABANDON_AFTER, RunningJobs
 from swarmd.runtime.spawning import Spawning
+from swarmd.runtime.swarm_spans import trace_ended_swarms
 from swarmd.telemetry.metrics import Metrics
 from swarmd.telemetry.tracing import Tracing
 
@@ -158,7 +159,7 @@ class Worker:
         self._hand_over = self.committer.hand_over  # bound once: called per job
         #: Set whenever a job task ends; only the committer's linger waits on it.
         self._job_ended = self.committer.job_ended
-        self.outcome_metrics = OutcomeMetrics(metrics)
+        self.outcome_metrics = OutcomeMetrics(metrics, tracing)
         self._slot_freed = asyncio.Event()
         #: Set when this worker itself puts jobs back (retry, release): an idle puller looks again.
         self._requeued = asyncio.Event()
@@ -502,6 +503,7 @@ class Worker:
         if any(attempt.finish.disposition in _REQUEUED for attempt in batch):
             self._requeued.set()  # the puller's idle wait was computed without these not_before
         self.outcome_metrics.count(batch)
+        trace_ended_swarms(self.tracing, self.settings.queue, batch, report.swarms_ended)
         for cancelled in report.cancelled:
             self.cancel_job(cancelled)
         for listener in self.on_committed:

@@ -126,12 +126,13 @@ class AgentMetrics:
         self.event_loop_stalls: Counter = metrics.event_loop_stalls.labels(name)
         self.circuit_state: Gauge = metrics.circuit_state.labels(name)  # labels(): exists at 0
 
-    def record(self, outcome: str, seconds: float) -> None:
-        """Count one run that ended with ``outcome`` after ``seconds`` of handler time.
+    def record(self, outcome: str, seconds: float, exemplar: dict[str, str] | None = None) -> None:
+        """Count one run that ended with ``outcome`` after ``seconds`` of handler time;
+        ``exemplar``: its span's ids, for a sampled run (see swarmd.telemetry.exemplars).
 
         Raises KeyError for an outcome outside :data:`OUTCOMES`.
         """
-        self.duration[outcome].observe(seconds)
+        self.duration[outcome].observe(seconds, exemplar)
         self.jobs[outcome].inc()
 
     def set_circuit(self, state: str) -> None:
@@ -375,9 +376,10 @@ class Metrics:
         """Record how late a periodic event-loop tick ran."""
         self.event_loop_lag.observe(seconds)
 
-    def observe_swarm_overhead(self, seconds: float) -> None:
-        """Record one swarm's overhead (wall time minus its longest agent's duration)."""
-        self.swarm_overhead.observe(seconds)
+    def observe_swarm_overhead(self, seconds: float, exemplar: dict[str, str] | None = None) -> None:
+        """Record one swarm's overhead (wall time minus its longest agent's duration);
+        ``exemplar``: the ids of its swarm span, when that is sampled."""
+        self.swarm_overhead.observe(seconds, exemplar)
 
     # -- daemon state ---------------------------------------------------------------------
 

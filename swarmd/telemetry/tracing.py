@@ -18,6 +18,10 @@ Disabled tracing (no exporter configured, ``OTEL_TRACES_EXPORTER=none`` or
 ``OTEL_SDK_DISABLED=true``) returns one shared ``nullcontext`` from every per-job call: no
 span object, no context switch, a method call and an ``is None`` test.
 
+A swarm is one trace: a member without a ``traceparent`` runs under its swarm's span, whose ids
+derive from the swarm id (:meth:`Tracing.swarm_parent`), and the daemon whose commit ends the
+swarm emits that span (:meth:`Tracing.swarm_span`; see swarmd.telemetry.swarm_trace).
+
 A dropped consumer span costs little more: the sampler is asked before the SDK builds anything
 (how, and when that early decision is safe: docs/design/tracing.md).
 
@@ -75,12 +79,16 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 from swarmd.errors import TracingConfigError
+from swarmd.telemetry.exemplars import context_exemplar
+from swarmd.telemetry.swarm_trace import swarm_span_ids, swarm_traceparent
 
 __all__ = ["Tracing", "TracingConfigError", "parse_traceparent"]
 
 #: ``messaging.system`` of every swarmd span.
 MESSAGING_SYSTEM: Final = "swarmd"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
+#: The name of a swarm's span (``swarm <queue>``) and what its sampling decision is asked for.
+_SWARM: Final = "swarm"
 _NULL: Final[nullcontext[None]] = nullcontext(None)
 _TRACEPARENT_RE: Final = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _EXPORTERS: Final = ("otlp", "console", "none")
@@ -121,6 +129,8 @@ class Tracing:
         self._tracer: Tracer | None = None
         #: Set when runs may be sampled before the SDK builds a span (see the module docstring).
         self._ids: _PresetTraceIds | None = None
+        #: The id generator the tracer uses, when it is ours: the swarm span's ids are set on it.
+        self._generator: _PresetTraceIds | None = None
         if provider is not None:
             current: IdGenerator = provider.id_generator
             # A second Tracing on one provider shares the wrapper the first installed.
@@ -132,8 +142,10 @@ class Tracing:
             # The SDK caches tracers by name: one made earlier may keep the old generator. And the
             # early decision needs a sampler whose answer depends on the trace id and the parent
             # only (what from_env builds); any other is left to the SDK, as it is given.
-            if getattr(self._tracer, "id_generator", None) is ids and _decides_by_trace_id(self._sampler):
-                self._ids = ids
+            if getattr(self._tracer, "id_generator", None) is ids:
+                self._generator = ids
+                if _decides_by_trace_id(self._sampler):
+                    self._ids = ids
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Tracing:
@@ -271,6 +283,84 @@ class Tracing:
         )
         return _Unrecorded(NonRecordingSpan(context))
 
+    # -- swarms (see swarmd.telemetry.swarm_trace) -----------------------------------------
+
+    def swarm_parent(self, swarm_id: str) -> str | None:
+        """The ``traceparent`` a member of swarm ``swarm_id`` without one of its own runs under:
+        the swarm span, sampled as this daemon's sampler decides for the swarm's trace. None
+        when tracing is disabled."""
+        if self._tracer is None:
+            return None
+        trace_id, _ = swarm_span_ids(swarm_id)
+        decision = self._sampler.should_sample(Context(), trace_id, _SWARM, SpanKind.INTERNAL).decision
+        return swarm_traceparent(swarm_id, sampled=decision is not Decision.DROP)
+
+    def swarm_exemplar(self, swarm_id: str, traceparent: str | None) -> dict[str, str] | None:
+        """The exemplar of swarm ``swarm_id``'s span (see :meth:`swarm_span`; ``traceparent``: its
+        members' own, if the producer traced them), or None when that span is not recorded."""
+        if self._tracer is None:
+            return None
+        context = self._swarm_context(swarm_id, self._swarm_root(traceparent))
+        return context_exemplar(context) if context is not None else None
+
+    def swarm_span(
+        self, queue: str, swarm_id: str, *, size: int, start: float, end: float, traceparent: str | None
+    ) -> dict[str, str] | None:
+        """Emit the span ``swarm <queue>`` of a swarm that has ended, from ``start`` (its enqueue
+        time) to ``end`` (Unix times), with the ids its members named as their parent; return
+        its exemplar, or None when tracing is off or the span is not sampled.
+
+        ``traceparent``: the members' own (a tracing producer's ``send`` span), whose trace the
+        swarm span then joins as that span's child; without one it is the root of its own trace.
+        Call it once per swarm, from the commit that recorded its last outcome.
+        """
+        tracer, generator = self._tracer, self._generator
+        if tracer is None or generator is None:
+            return None
+        parent = self._swarm_root(traceparent)
+        if self._swarm_context(swarm_id, parent) is None:
+            return None
+        trace_id, span_id = swarm_span_ids(swarm_id)
+        generator.preset(None if trace.get_current_span(parent).get_span_context().is_valid else trace_id)
+        generator.preset_span(span_id)
+        try:
+            span = tracer.start_span(
+                f"{_SWARM} {queue}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                start_time=int(start * 1e9),
+                attributes={
+                    "messaging.system": MESSAGING_SYSTEM,
+                    "messaging.destination.name": queue,
+                    "swarmd.swarm.id": swarm_id,
+                    "swarmd.swarm.size": size,
+                },
+            )
+        finally:
+            generator.preset(None)
+            generator.preset_span(None)
+        span.end(end_time=int(max(end, start) * 1e9))
+        context = span.get_span_context()
+        return context_exemplar(context) if context.trace_flags.sampled else None
+
+    @staticmethod
+    def _swarm_root(traceparent: str | None) -> Context:
+        """The parent of a swarm span: the producer's context, or none (a root span)."""
+        if traceparent and parse_traceparent(traceparent) is not None:
+            return _PROPAGATOR.extract({"traceparent": traceparent}, context=Context())
+        return Context()
+
+    def _swarm_context(self, swarm_id: str, parent: Context) -> SpanContext | None:
+        """The context of swarm ``swarm_id``'s span under ``parent``, or None if it is dropped."""
+        trace_id, span_id = swarm_span_ids(swarm_id)
+        remote = trace.get_current_span(parent).get_span_context()
+        if remote.is_valid:
+            trace_id = remote.trace_id
+        decision = self._sampler.should_sample(parent, trace_id, _SWARM, SpanKind.INTERNAL).decision
+        if decision is not Decision.RECORD_AND_SAMPLE:
+            return None
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
     @staticmethod
     def set_outcome(span: Span | None, outcome: str, error_type: str | None = None) -> None:
         """Record a run's outcome; with ``error_type`` also ``error.type`` and ERROR status."""
@@ -391,6 +481,10 @@ class _PresetTraceIds(IdGenerator):
     def preset(self, trace_id: int | None) -> None:
         self._next.trace_id = trace_id
 
+    def preset_span(self, span_id: int | None) -> None:
+        """Set the next span id drawn on this thread (a swarm span's, derived from its id)."""
+        self._next.span_id = span_id
+
     def generate_trace_id(self) -> int:
         preset: int | None = getattr(self._next, "trace_id", None)
         if preset is None:
@@ -399,7 +493,11 @@ class _PresetTraceIds(IdGenerator):
         return preset
 
     def generate_span_id(self) -> int:
-        return self._inner.generate_span_id()
+        preset: int | None = getattr(self._next, "span_id", None)
+        if preset is None:
+            return self._inner.generate_span_id()
+        self._next.span_id = None
+        return preset
 
     def is_trace_id_random(self) -> bool:
         return self._inner.is_trace_id_random()

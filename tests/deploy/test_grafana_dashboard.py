@@ -30,6 +30,13 @@ DASHBOARD = ROOT / "grafana" / "dashboards" / "swarmd.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 DS_UID = "${datasource}"
 ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime", "Schedules"]
+#: The histograms whose observations of sampled jobs carry exemplars (issue 21).
+EXEMPLAR_HISTOGRAMS = (
+    "swarmd_scheduling_overhead_seconds",
+    "swarmd_swarm_overhead_seconds",
+    "swarmd_queue_wait_seconds",
+    "swarmd_agent_duration_seconds",
+)
 #: Series with an `agent` label: a query on them must honour the agent variable.
 AGENT_LABELLED = (
     "swarmd_scheduling_overhead_seconds",
@@ -94,9 +101,13 @@ def test_uid_and_schema_are_fixed(dashboard: dict[str, Any]) -> None:
 
 def test_variables(dashboard: dict[str, Any]) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "instance", "agent"]
+    assert list(variables) == ["datasource", "instance", "agent", "traces"]
     source = variables["datasource"]
     assert (source["type"], source["query"]) == ("datasource", "prometheus")
+    # Where exemplars' traces open: any Tempo data source, none selected by default.
+    traces = variables["traces"]
+    assert (traces["type"], traces["query"]) == ("datasource", "tempo")
+    assert traces["current"]["value"] == "" and traces["includeAll"] is False
     for name, query in (
         ("instance", "label_values(swarmd_build_info, instance)"),
         ("agent", 'label_values(swarmd_jobs_total{instance=~"$instance"}, agent)'),
@@ -183,6 +194,41 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     assert "swarmd_schedule_last_tick_timestamp_seconds" in schedules
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
         assert metric in runtime, metric
+
+
+def test_every_panel_of_an_exemplar_histogram_shows_its_exemplars_and_links_them_to_the_trace(
+    dashboard: dict[str, Any],
+) -> None:
+    shown: set[str] = set()
+    for panel in panels(dashboard):
+        names = metric_names(exprs_of([panel]))
+        histograms = {
+            h for h in EXEMPLAR_HISTOGRAMS if any(n.startswith(f"{h}_bucket") or f":{h}:" in n for n in names)
+        }
+        if not histograms:
+            continue
+        # Grafana asks Prometheus for the exemplars of the series a target with `exemplar` selects:
+        # recording rules have none, so the target must read the histogram's buckets.
+        exemplar_targets = [t for t in panel["targets"] if t.get("exemplar")]
+        assert exemplar_targets, f"{panel['title']}: no target with exemplars on"
+        for target in exemplar_targets:
+            (bucket,) = metric_names(target["expr"])
+            assert bucket.endswith("_bucket") and bucket.removesuffix("_bucket") in histograms, panel["title"]
+            shown.add(bucket.removesuffix("_bucket"))
+        # An exemplar's trace_id opens the trace in the data source the `traces` variable names.
+        links = [
+            link
+            for override in panel["fieldConfig"]["overrides"]
+            if override["matcher"] == {"id": "byName", "options": "trace_id"}
+            for prop in override["properties"]
+            if prop["id"] == "links"
+            for link in prop["value"]
+        ]
+        assert links, f"{panel['title']}: no link from an exemplar's trace_id"
+        for link in links:
+            assert link["internal"]["datasourceUid"] == "${traces}", panel["title"]
+            assert link["internal"]["query"]["query"] == "${__value.raw}", panel["title"]
+    assert shown == set(EXEMPLAR_HISTOGRAMS)
 
 
 def test_layout_has_no_overlaps(dashboard: dict[str, Any]) -> None:

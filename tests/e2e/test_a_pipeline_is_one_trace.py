@@ -53,3 +53,30 @@ def test_a_three_stage_pipeline_arrives_as_one_trace(tmp_path: Path) -> None:
     follow_ups = [job_id for job_id, entry in entries.items() if entry.get("follows")]
     assert len(follow_ups) == 2
     assert all(entries[job_id]["outcome"] == "succeeded" for job_id in entries)
+
+
+def test_a_cli_swarm_and_its_follow_up_are_one_trace_under_the_daemons_swarm_span(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with OtlpReceiver() as receiver:
+        env = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "NO_PROXY": "127.0.0.1",
+            "no_proxy": "127.0.0.1",
+        }
+        with Daemon(state, "--agents", "support.agents", env=env):
+            submitted = swarmd(
+                "submit", "--state-dir", str(state), "--agent", "echo", "--gid", "GID-1", "--count", "5",
+                "--swarm", "--then", "aggregate", "--json",
+            )  # fmt: skip
+            shown = msgspec.json.decode(submitted.stdout)
+            wait_until(lambda: ledger_count(state) == 6, what="the swarm and its follow-up")
+        wait_until(lambda: len(receiver.named("process default")) == 6, what="every process span")
+        wait_until(lambda: len(receiver.named("swarm default")) == 1, what="the swarm span")
+    (swarm_span,) = receiver.named("swarm default")
+    by_job = {attrs(span)["messaging.message.id"]: span for span in receiver.named("process default")}
+    assert set(by_job) == {*shown["job_ids"], shown["follow_up"]}
+    assert attrs(swarm_span)["swarmd.swarm.id"] == shown["swarm_id"]
+    for span in by_job.values():  # members and follow-up alike hang under the one swarm span
+        assert (span.trace_id, span.parent_span_id) == (swarm_span.trace_id, swarm_span.span_id)

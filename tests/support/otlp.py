@@ -1,5 +1,5 @@
-"""An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1, in a thread of the test, for tests of
-the spans a real daemon exports (``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<port>``)."""
+"""An OTLP/HTTP (protobuf) trace receiver on 127.0.0.1, in a thread of the test: what a
+daemon exports with ``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:<port>``, decoded."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-__all__ = ["OtlpReceiver", "Span", "attrs"]
 
 
 class OtlpReceiver:
