@@ -95,7 +95,16 @@ def finish(reserved: Reserved, disposition: Disposition = Disposition.DONE, **fi
             finished_at=time.time(),
             swarm_id=reserved.job.swarm_id,
         ).encode()
-    return Finish(reserved.job_id, disposition, record=record, handle=reserved.handle, **fields)
+    swarm_id = reserved.job.swarm_id if record is not None and reserved.job is not None else None
+    return Finish(
+        reserved.job_id,
+        disposition,
+        record=record,
+        handle=reserved.handle,
+        swarm_id=swarm_id,
+        outcome=outcome,
+        **fields,
+    )
 
 
 async def test_only_the_commit_of_the_last_outcome_names_the_swarm(store: Store) -> None:
