@@ -52,6 +52,9 @@ MIGRATIONS: tuple[RedisMigration, ...] = (
     # an older swarmd's strict decoder would dead-letter as malformed; the version makes it
     # refuse the prefix instead.
     RedisMigration(2, "jobs may carry submitted_by (the API socket's peer)", "return"),
+    # No key changes: the ledger list may now start past index 0 (``ledger:base``, after an
+    # archive); an older swarmd would take list positions for indices, so it must refuse.
+    RedisMigration(3, "the ledger list may start at ledger:base, after its archived entries", "return"),
 )
 
 
