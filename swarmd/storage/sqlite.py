@@ -99,13 +99,16 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     """
     check_sqlite_files(path)  # no symlink, no other user's file, nothing readable by others
     os.close(open_private(path))
+    fresh = path.stat().st_size == 0
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Pages freed by archiving go back to the file system (`reclaim_space`). This takes effect
     # only in a file that has no table yet, so it must come before WAL mode writes the header;
     # an older file keeps auto_vacuum=NONE (its free pages are reused, not returned) until a
-    # VACUUM, which the README's "Archives and anchors" explains.
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # VACUUM, which the README's "Archives and anchors" explains. (Set on an existing file, it
+    # would take the write lock: opening an up-to-date file writes nothing.)
+    if fresh:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise LedgerError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")

@@ -30,6 +30,7 @@ SECOND_BASES: dict[type[BaseException], type[BaseException] | None] = {
     errors.JobFailed: None,
     errors.ResultTooLarge: None,
     errors.BackendUnavailable: None,
+    errors.ArchiveError: None,
     errors.ListenError: OSError,
     errors.CliError: None,
     errors.BenchError: RuntimeError,

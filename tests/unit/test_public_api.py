@@ -23,6 +23,10 @@ PUBLIC_NAMES = {
     "StoredEntry",
     "Submitted",
     "VerifyReport",
+    # the ledger's archive and anchors (Client.archive_ledger, check_anchors)
+    "Anchor",
+    "AnchorFinding",
+    "ArchiveRun",
     # writing agents
     "Job",
     "JobContext",
@@ -39,6 +43,7 @@ PUBLIC_NAMES = {
     "SharedLedger",
     "TaskResult",
     # the errors a user of the above can meet
+    "ArchiveError",
     "BackendUnavailable",
     "ConfigError",
     "DaemonAlreadyRunning",
