@@ -281,8 +281,13 @@ def reclaim_space(conn: sqlite3.Connection, pages_per_step: int = 256) -> int:
         if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
             break
         before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        with transaction(conn):
-            conn.execute(f"PRAGMA incremental_vacuum({int(pages_per_step)})").fetchall()
+        # executescript steps the pragma to its end; `execute` would free one page per call.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages_per_step)}); COMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         if after >= before:
             break
