@@ -256,6 +256,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if key in (
             "config",
             "test_strict",
+            "test_archive_crash",  # swarmd.ledger.archive.CRASH_ENV, the crash tests' hook
             "socket",
             "wait_backstop",
         ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
