@@ -4,7 +4,7 @@
   last entry (and ``anchor="INDEX:HASH"``, ready for ``swarmd ledger verify --anchor``): the
   journal keeps it outside the state directory, so a chain rewritten consistently in the state
   dir no longer passes through it.
-- Every `ARCHIVE_EVERY` seconds, when ``ledger_retention`` or ``ledger_max_entries`` is set, it
+- Every ``checkpoint_interval`` (at least every `ARCHIVE_EVERY` seconds), when ``ledger_retention`` or ``ledger_max_entries`` is set, it
   archives (or, with ``archive = false``, drops) what they no longer keep live, at most
   `CHUNKS_PER_ROUND` chunks of `swarmd.queue.archiving.CHUNK` entries a round: each chunk is
   one short transaction on the backend's thread, between the hot path's commits, and the
@@ -45,7 +45,8 @@ class LedgerUpkeep:
         self.max_entries = settings.ledger_max_entries
         #: None: drop entries past the retention instead of archiving them (``archive = false``).
         self.archive_dir = archive_dir
-        self.archive_every = ARCHIVE_EVERY
+        #: At each checkpoint, and at least every ARCHIVE_EVERY seconds.
+        self.archive_every = min(ARCHIVE_EVERY, self.checkpoint_every)
         self._last_checkpoint: str | None = None
 
     @property
