@@ -4,7 +4,8 @@
   last entry (and ``anchor="INDEX:HASH"``, ready for ``swarmd ledger verify --anchor``): the
   journal keeps it outside the state directory, so a chain rewritten consistently in the state
   dir no longer passes through it.
-- Every ``checkpoint_interval`` (at least every `ARCHIVE_EVERY` seconds), when ``ledger_retention`` or ``ledger_max_entries`` is set, it
+- Every ``checkpoint_interval`` (at least every `ARCHIVE_EVERY` seconds), when
+  ``ledger_retention`` or ``ledger_max_entries`` is set, it
   archives (or, with ``archive = false``, drops) what they no longer keep live, at most
   `CHUNKS_PER_ROUND` chunks of `swarmd.queue.archiving.CHUNK` entries a round: each chunk is
   one short transaction on the backend's thread, between the hot path's commits, and the

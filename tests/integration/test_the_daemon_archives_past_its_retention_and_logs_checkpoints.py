@@ -37,10 +37,9 @@ def _rewrite_from(state: Path, edited: int) -> None:
     with sqlite3.connect(state / "swarmd.db") as conn:
         rows = conn.execute("SELECT idx, prev_hash, record FROM ledger WHERE idx >= ? ORDER BY idx", (edited,))
         prev = None
-        for idx, stored_prev, record in rows.fetchall():
+        for idx, stored_prev, stored in rows.fetchall():
             prev = stored_prev if prev is None else prev
-            if idx == edited:
-                record = record.replace(b'"succeeded"', b'"cancelled"')
+            record = stored.replace(b'"succeeded"', b'"cancelled"') if idx == edited else stored
             digest = chain_hash(idx, prev, record)
             conn.execute(
                 "UPDATE ledger SET prev_hash = ?, hash = ?, record = ? WHERE idx = ?", (prev, digest, record, idx)
