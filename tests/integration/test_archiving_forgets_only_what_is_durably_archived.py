@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import new_job
 from swarmd.queue.archiving import Selection, archive_ledger
 from swarmd.queue.base import Disposition, Finish, QueueBackend
-from swarmd.queue.sqlite.backend import SqliteBackend
+from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
+from swarmd.storage.migrations import known_version
 from swarmd.storage.sqlite import Durability
 
 
@@ -144,3 +146,25 @@ async def test_dropping_instead_of_archiving_keeps_only_the_anchor(make_backend:
         assert run.entries == 20 and run.segments == [] and run.anchor == Anchor(tail.index - 1, tail.prev_hash)
         assert (await backend.verify()).ok
         assert await backend.archived_ids(ids) == set(ids[:20])
+
+
+async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_path: Path) -> None:
+    """The step that adds ``archived_jobs`` (whatever its number) runs on a file one version older."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = SqliteBackend(state)
+    await backend.open()
+    ids = await finish_jobs(backend, 5)
+    await backend.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        conn.execute("DROP TABLE archived_jobs")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(known_version() - 1),))
+    backend = SqliteBackend(state)
+    await backend.open()
+    try:
+        run = await archive_ledger(backend, Selection(before=3), tmp_path / "archive")
+        assert run.entries == 3 and await backend.archived_ids(ids) == set(ids[:3])
+    finally:
+        await backend.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(known_version()),)
