@@ -24,7 +24,7 @@ from typing import Final
 import structlog
 
 from swarmd.config import Settings, duration_seconds
-from swarmd.errors import BackendUnavailable, error_text
+from swarmd.errors import ArchiveError, BackendUnavailable, error_text
 from swarmd.queue.archiving import ArchiveRun, Selection, archive_ledger
 from swarmd.queue.base import QueueBackend
 
@@ -102,6 +102,8 @@ class LedgerUpkeep:
                     await self.archive_round()
             except BackendUnavailable as exc:
                 log.warning("ledger_upkeep_paused", error=str(exc))
+            except ArchiveError as exc:  # another daemon (Redis) archived first: next round
+                log.warning("ledger_archive_skipped", error=str(exc))
             except Exception as exc:
                 log.error("ledger_upkeep_failed", error=error_text(exc))
             wake = min(next_checkpoint, next_archive if self.retains else next_checkpoint)

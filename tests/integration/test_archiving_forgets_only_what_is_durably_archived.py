@@ -24,7 +24,7 @@ from swarmd.ledger.archive import archived_entries, segments, verify_with_archiv
 from swarmd.ledger.chain import Anchor
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import new_job
-from swarmd.queue.archiving import Selection, archive_ledger
+from swarmd.queue.archiving import Selection, archive_ledger, older_than
 from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.storage.migrations import known_version
@@ -168,3 +168,15 @@ async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_p
         await backend.close()
     with sqlite3.connect(state / DB_NAME) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(known_version()),)
+
+
+async def test_older_than_archives_the_entries_finished_before_the_cutoff_and_stops_at_the_first_newer(
+    make_backend: Any, tmp_path: Path
+) -> None:
+    async with opened(make_backend) as backend:
+        old = await finish_jobs(backend, 10, finished_at=1_000.0)
+        await finish_jobs(backend, 5, finished_at=3_000.0)
+        await finish_jobs(backend, 5, finished_at=1_000.0)  # old again, but after newer ones: kept
+        run = await archive_ledger(backend, older_than(2_000.0, now=4_000.0), tmp_path / "archive")
+        assert run.entries == 10 and await backend.archived_ids(old) == set(old)
+        assert [e.index for e in await backend.ledger_entries()] == list(range(10, 20))
