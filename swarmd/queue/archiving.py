@@ -5,7 +5,10 @@ made durable (`swarmd.ledger.archive.write_segment`), and only then forgotten by
 which deletes them and records the new anchor in one transaction (`QueueBackend.forget_ledger`).
 A crash before that commit leaves the entries live and a segment past the anchor, which readers
 ignore and the next archive replaces; a crash after it leaves them archived, and the anchor says
-so. Nothing is lost and nothing is counted twice, at any point.
+so. A segment's entries are forgotten in steps (`FORGET_STEP`), each recording the anchor it
+reaches; a crash between two steps leaves the anchor inside the segment, and the next archive
+forgets the rest of that segment first. Nothing is lost and nothing is counted twice, at any
+point.
 
 Chunks are small (`CHUNK` entries) so that the backend's thread, which also commits the hot
 path's outcomes, is never held for long; the daemon's housekeeping archives a few chunks per
@@ -20,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from swarmd.ledger.archive import crash_point, prepare_dir, remove_uncommitted, write_segment
+from swarmd.ledger.archive import Segment, crash_point, prepare_dir, remove_uncommitted, segments, write_segment
 from swarmd.ledger.chain import Anchor, StoredEntry
 from swarmd.queue.base import QueueBackend
 
-#: Entries per segment (and per forgetting transaction).
+#: Entries per segment.
 CHUNK: Final = 5000
+#: Entries per forgetting transaction: a segment's entries are forgotten in steps this size,
+#: each its own short transaction (the hot path's commits wait for at most one of them).
+FORGET_STEP: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,9 @@ async def archive_ledger(
     if to is not None:
         prepare_dir(to)
         await asyncio.to_thread(remove_uncommitted, to, run.anchor)
+        unfinished = await asyncio.to_thread(_segment_past, to, run.anchor)
+        if unfinished is not None:  # a crash between two forgetting steps: finish that segment
+            run.entries += await _forget(backend, run, unfinished.last)
     bound: int | None = None
     if selection.keep is not None or selection.before is not None:
         tail = await backend.ledger_tail(1)
@@ -108,15 +117,33 @@ async def archive_ledger(
         if to is not None:
             run.segments.append(await asyncio.to_thread(write_segment, to, taken))
             crash_point("segment_durable")
-        run.anchor = await backend.forget_ledger(taken[-1].index, run.anchor)
-        crash_point("forgotten")
-        run.entries += len(taken)
+        run.entries += await _forget(backend, run, taken[-1].index)
         chunks += 1
         if len(taken) < len(entries) or len(entries) < chunk:
             break
     if run.entries:
         await backend.reclaim_space()
     return run
+
+
+async def _forget(backend: QueueBackend, run: ArchiveRun, through: int) -> int:
+    """Forget the live entries up to ``through`` (durably archived, or to be dropped), in steps
+    of `FORGET_STEP`, each recording its anchor; return how many were forgotten."""
+    start = 0 if run.anchor is None else run.anchor.index + 1
+    for step_end in [*range(start + FORGET_STEP - 1, through, FORGET_STEP), through]:
+        run.anchor = await backend.forget_ledger(step_end, run.anchor)
+        crash_point("forgotten")
+    return through - start + 1
+
+
+def _segment_past(directory: Path, anchor: Anchor | None) -> Segment | None:
+    """The segment whose entries were forgotten only in part (the anchor inside it), if any."""
+    if anchor is None:
+        return None
+    for segment in segments(directory):
+        if segment.first <= anchor.index < segment.last:
+            return segment
+    return None
 
 
 def older_than(seconds: float, now: float | None = None) -> Selection:
