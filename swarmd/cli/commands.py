@@ -239,10 +239,12 @@ def _say_more(more: int) -> None:
         print(f"… and {more} more (use --limit)", file=sys.stderr)
 
 
-def _ledger_length(client: Client) -> int:
-    """Entries in the ledger (the last one's index + 1)."""
+def _ledger_length(client: Client, *, archived: bool = False) -> int:
+    """Entries in the live ledger (those after its anchor); with ``archived``, from index 0."""
     last = client.ledger_tail(1)
-    return last[0].index + 1 if last else 0
+    anchor = client.ledger_anchor()
+    end = last[0].index + 1 if last else (anchor.index + 1 if anchor else 0)
+    return end if archived or anchor is None else end - anchor.index - 1
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -258,7 +260,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             return 0 if report.ok else 1
         if args.ledger_command == "export":
             entries = client.iter_ledger() if args.archive is None else client.iter_ledger_with_archive(args.archive)
-            with Progress("exporting entries", _ledger_length(client)) as progress:
+            with Progress("exporting entries", _ledger_length(client, archived=args.archive is not None)) as progress:
                 for entry in progress.track(entries):
                     print_json(export_row(entry))
             return 0

@@ -7,9 +7,10 @@
 - Every ``checkpoint_interval`` (at least every `ARCHIVE_EVERY` seconds), when
   ``ledger_retention`` or ``ledger_max_entries`` is set, it
   archives (or, with ``archive = false``, drops) what they no longer keep live, at most
-  `CHUNKS_PER_ROUND` chunks of `swarmd.queue.archiving.CHUNK` entries a round: each chunk is
-  one short transaction on the backend's thread, between the hot path's commits, and the
-  segment is written on another thread.
+  `CHUNKS_PER_ROUND` segments of `swarmd.queue.archiving.CHUNK` entries a round: the segment
+  is written on another thread, and its entries are forgotten in short transactions of
+  `swarmd.queue.archiving.FORGET_STEP` entries on the backend's thread, between the hot path's
+  commits.
 
 It runs as its own task in the worker's group, so a slow archive never delays lease renewals.
 """
