@@ -58,6 +58,7 @@ async def test_two_hundred_thousand_jobs_with_a_retention_of_twenty_thousand_ent
             live = await backend.ledger_entries()
             assert len(live) <= RETAIN and (anchor is None or live[0].index == anchor.index + 1)
         archived = len(ids) - RETAIN
+        print(f"state dir bytes after each {ROUND} jobs: {sizes}")
         for round_number, size in enumerate(sizes, start=1):
             bound = LIVE_BOUND + ARCHIVED_ID_BYTES * max(0, round_number * ROUND - RETAIN)
             assert size <= bound, f"after {round_number * ROUND} jobs the state is {size} bytes, over {bound}: {sizes}"
