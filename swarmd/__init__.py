@@ -8,6 +8,7 @@ from __future__ import annotations
 from swarmd.client import AsyncClient, Client, JobHandle, JobInfo, JobResult, Submitted, SwarmProgress
 from swarmd.dispatcher import AgentTask, AsyncSwarmDispatcher, DispatchMetrics, TaskResult
 from swarmd.errors import (
+    ArchiveError,
     BackendUnavailable,
     ConfigError,
     DaemonAlreadyRunning,
@@ -26,16 +27,21 @@ from swarmd.errors import (
     WorkflowError,
 )
 from swarmd.identity import get_gid
-from swarmd.ledger.chain import Ledger, StoredEntry, VerifyReport
+from swarmd.ledger.chain import Anchor, AnchorFinding, Ledger, StoredEntry, VerifyReport
 from swarmd.ledger.durable import DurableLedger
 from swarmd.ledger.memory import SharedLedger
 from swarmd.model import Job, JobState, Outcome
+from swarmd.queue.archiving import ArchiveRun
 from swarmd.registry import JobContext, agent
 from swarmd.schedules import ScheduleInfo
 from swarmd.version import __version__
 
 __all__ = [
     "AgentTask",
+    "Anchor",
+    "AnchorFinding",
+    "ArchiveError",
+    "ArchiveRun",
     "AsyncClient",
     "AsyncSwarmDispatcher",
     "BackendUnavailable",

@@ -35,9 +35,11 @@ from swarmd.api.transport import choose_backend
 from swarmd.config import Settings, resolve_state_dir
 from swarmd.errors import JobFailed, UnknownAgentError, WaitTimeout
 from swarmd.handles import JobHandle, Submitted
-from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.ledger.archive import archived_entries, verify_with_archive
+from swarmd.ledger.chain import Anchor, AnchorFinding, StoredEntry, VerifyReport, check_anchors
 from swarmd.ledger.chain import verify as verify_chain
 from swarmd.model import MAX_PAYLOAD_BYTES, Job, JobState, SwarmPlan, draft_spec, new_job_id, new_job_ids, seal
+from swarmd.queue.archiving import ArchiveRun, Selection, archive_ledger
 from swarmd.queue.base import JobFilter, JobInfo, SwarmProgress
 from swarmd.queue.waiting import backstop_interval
 from swarmd.results import JobResult
@@ -402,8 +404,22 @@ class AsyncClient:
             start = entries[-1].index + 1
 
     async def verify(self) -> VerifyReport:
-        """Walk the whole chain: no gap, no duplicate, no edited entry."""
+        """Walk the whole live chain, from its anchor: no gap, no duplicate, no edited entry."""
         return await self._backend.verify()
+
+    # -- the ledger's archive and anchors ----------------------------------------------------
+    async def ledger_anchor(self) -> Anchor | None:
+        """Index and hash of the last archived entry (None: nothing archived); the live chain
+        starts right after it."""
+        return await self._backend.ledger_anchor()
+
+    async def archive_ledger(
+        self, to: Path | None, *, before: int | None = None, finished_before: float | None = None
+    ) -> ArchiveRun:
+        """Archive the oldest entries, those with an index below ``before`` and finished before
+        Unix time ``finished_before`` (each None: no such limit), to segments in ``to`` (None:
+        drop them, keeping only the anchor), chunk by chunk: see swarmd.queue.archiving."""
+        return await archive_ledger(self._backend, Selection(before=before, finished_before=finished_before), to)
 
     # -- dead letters ----------------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[JobInfo]:
@@ -601,23 +617,54 @@ class Client:
                 return
             start = entries[-1].index + 1
 
-    def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(self, progress: Callable[[int], None] | None = None, *, archive: Path | None = None) -> VerifyReport:
         """`AsyncClient.verify`; with ``progress``, the chain is walked here, batch by batch,
-        and ``progress(n)`` is told of each ``n`` entries checked (a counter for a long ledger)."""
-        if progress is None:
+        and ``progress(n)`` is told of each ``n`` live entries checked (a counter for a long
+        ledger). With ``archive`` (a directory of segments), the archived entries and the live
+        ones are verified as one chain from index 0."""
+        if progress is None and archive is None:
             return self._run(self._async.verify())
+        anchor = self.ledger_anchor()
+        live = self._live_entries(progress)
+        if archive is None:
+            return verify_chain(live, anchor)
+        return verify_with_archive(archive, anchor, live)
 
-        def counted() -> Iterator[StoredEntry]:
-            start = 0
-            while True:
-                entries = self.ledger(start, LEDGER_BATCH)
-                yield from entries
+    def _live_entries(self, progress: Callable[[int], None] | None = None) -> Iterator[StoredEntry]:
+        start = 0
+        while True:
+            entries = self.ledger(start, LEDGER_BATCH)
+            yield from entries
+            if progress is not None:
                 progress(len(entries))
-                if len(entries) < LEDGER_BATCH:
-                    return
-                start = entries[-1].index + 1
+            if len(entries) < LEDGER_BATCH:
+                return
+            start = entries[-1].index + 1
 
-        return verify_chain(counted())
+    def ledger_anchor(self) -> Anchor | None:
+        return self._run(self._async.ledger_anchor())
+
+    def archive_ledger(
+        self, to: Path | None, *, before: int | None = None, finished_before: float | None = None
+    ) -> ArchiveRun:
+        return self._run(self._async.archive_ledger(to, before=before, finished_before=finished_before))
+
+    def iter_ledger_with_archive(self, archive: Path) -> Iterator[StoredEntry]:
+        """Every entry from index 0: the archived ones (up to the anchor) from ``archive``,
+        then the live ones."""
+        anchor = self.ledger_anchor()
+        if anchor is not None:
+            yield from archived_entries(archive, anchor.index)
+        yield from self._live_entries()
+
+    def check_anchors(
+        self, anchors: Sequence[Anchor], *, archive: Path | None = None
+    ) -> tuple[VerifyReport, list[AnchorFinding]]:
+        """Verify the chain (with ``archive``: from index 0) and whether it still passes through
+        each of ``anchors`` (checkpoints the daemon logged)."""
+        if archive is not None:
+            return check_anchors(self.iter_ledger_with_archive(archive), anchors)
+        return check_anchors(self._live_entries(), anchors, self.ledger_anchor())
 
     def dead_letters(self, limit: int = 100) -> list[JobInfo]:
         return self._run(self._async.dead_letters(limit))

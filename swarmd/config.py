@@ -31,6 +31,9 @@ MAX_NUMBER: Final = 1e9
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
+#: A span of time: a number and a unit, s, m, h, d or w (``90s``, ``5m``, ``30d``); seconds alone.
+Duration = Annotated[str, msgspec.Meta(pattern=r"^\d{1,9}(\.\d+)?[smhdw]?\Z")]
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -153,6 +156,19 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # -- schedules (see swarmd.schedules) ------------------------------------------------------
     #: ``[[schedule]]`` tables: agent, gid, cron, and optionally name, payload, timezone, catch_up.
     schedule: list[ScheduleSettings] = msgspec.field(default_factory=list)
+
+    # -- ledger archive and anchors (see README "Archives and anchors") ----------------------
+    #: Archive ledger entries finished longer ago than this (e.g. "30d"); None: keep them live.
+    ledger_retention: Duration | None = None
+    #: Archive the oldest entries beyond this many live ones; None: no count limit.
+    ledger_max_entries: PositiveInt | None = None
+    #: Where archive segments go. None: ``archive/`` in the state directory.
+    archive_dir: str | None = None
+    #: False: entries past the retention are DELETED, not archived (only the anchor and the
+    #: archived job ids remain; `ledger verify --archive` can no longer walk from index 0).
+    archive: bool = True
+    #: How often the daemon logs ``ledger_checkpoint`` (index and hash of the last entry).
+    checkpoint_interval: Duration = "5m"
 
 
 #: Keys SIGHUP may change in a running daemon.
@@ -281,6 +297,7 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if key in (
             "config",
             "test_strict",
+            "test_archive_crash",  # swarmd.ledger.archive.CRASH_ENV, the crash tests' hook
             "socket",
             "wait_backstop",
         ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
@@ -355,11 +372,26 @@ def check(settings: Settings) -> Settings:
             "metrics_listen",
             f"{host} is not a loopback address; set allow_remote_metrics (--allow-remote-metrics) to expose it",
         )
+    if duration_seconds(settings.checkpoint_interval) <= 0:
+        raise ConfigError("checkpoint_interval", f"{settings.checkpoint_interval!r} is not a positive duration")
+    if settings.ledger_retention is not None and duration_seconds(settings.ledger_retention) <= 0:
+        raise ConfigError("ledger_retention", f"{settings.ledger_retention!r} is not a positive duration")
     for name, agent in settings.agent.items():
         for spec in agent.permanent:
             if ":" not in spec:
                 raise ConfigError(f"agent.{name}.permanent", f"{spec!r} is not 'module:ExceptionName'")
     return settings
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a `Duration` (``"30d"`` -> 2592000.0); ValueError if it is not one."""
+    unit = text[-1] if text and text[-1] in _UNIT_SECONDS else ""
+    return float(text[: len(text) - len(unit)]) * _UNIT_SECONDS.get(unit, 1)
+
+
+def archive_path(settings: Settings, state_dir: Path) -> Path:
+    """Where archive segments go: ``archive_dir``, relative to the state directory, or ``archive/`` in it."""
+    return state_dir / (settings.archive_dir or "archive")
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:

@@ -9,7 +9,8 @@ rather than parse text. Each also keeps the built-in base a caller may already c
     ├── JobValidationError (ValueError)       a job, or a request to make one, is malformed
     │   └── UnknownAgentError                 ... because it names an agent nobody registered
     ├── LedgerError                           a ledger entry was refused, or its store failed
-    │   └── LedgerEntryError (ValueError)     ... because the entry is malformed
+    │   ├── LedgerEntryError (ValueError)     ... because the entry is malformed
+    │   └── ArchiveError                      ... an archive segment or anchor is unusable
     ├── ConfigError (ValueError)              a configuration value is wrong
     ├── TracingConfigError (ValueError)       an OTEL_* variable asks for what this build cannot do
     ├── StateDirError                         the state directory cannot be used (or is not safe)
@@ -97,6 +98,16 @@ class LedgerEntryError(LedgerError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"invalid ledger entry: {field}: {reason}")
+
+
+class ArchiveError(LedgerError):
+    """An archive of the ledger cannot be used: ``where`` (a segment file, an archive directory,
+    an anchor given on the command line) and ``reason`` say what is wrong; nothing was written."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{where}: {reason}")
 
 
 class ConfigError(SwarmdError, ValueError):

@@ -45,7 +45,7 @@ from swarmd.api.protocol import (
     raise_error,
 )
 from swarmd.errors import ApiError, ApiProtocolError, ApiRefused, BackendUnavailable, JobValidationError
-from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
 from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, SwarmProgress, WakeReason
 from swarmd.queue.waiting import wait_for_entries
@@ -228,6 +228,18 @@ class SocketBackend:
 
     async def dead_letters(self, limit: int) -> list[JobInfo]:
         self._direct_only("listing dead letters")
+
+    async def ledger_anchor(self) -> Anchor | None:
+        self._direct_only("reading the ledger's anchor")
+
+    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+        self._direct_only("archiving the ledger")
+
+    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+        self._direct_only("looking up archived job ids")
+
+    async def reclaim_space(self) -> None:
+        self._direct_only("reclaiming the state's space")
 
     async def requeue(self, job_id: str | None, *, all_dead: bool = False) -> list[tuple[str, str]]:
         self._direct_only("requeueing dead letters")

@@ -47,6 +47,7 @@ from swarmd.errors import (
     SwarmdError,
     TracingConfigError,
 )
+from swarmd.ledger.chain import Anchor, tampering_between
 from swarmd.ledger.records import export_row
 from swarmd.model import MAX_PAYLOAD_BYTES, JobState, decode_payload
 from swarmd.registry import build_registry
@@ -78,6 +79,27 @@ def _queue_name(settings: Settings) -> str:
         server = f"unix:{url.path}" if url.scheme == "unix" else f"{url.hostname}:{url.port or 6379}{url.path}"
         return f"the queue on Redis {server} (prefix {settings.redis_prefix})"
     return str(resolve_state_dir(settings.state_dir))
+
+
+def _ledger_archive(args: argparse.Namespace) -> int:
+    """``swarmd ledger archive``: segments first, then the entries forgotten, chunk by chunk."""
+    finished_before = None if args.older_than is None else time.time() - args.older_than
+    with _client(args) as client:
+        run = client.archive_ledger(args.to, before=args.before, finished_before=finished_before)
+    print(run.summary())
+    return 0
+
+
+def _verify_anchors(client: Client, anchors: list[Anchor], archive: Path | None) -> int:
+    """``ledger verify --anchor``: each anchor holds or fails; where the tampering lies."""
+    report, findings = client.check_anchors(anchors, archive=archive)
+    print(report.summary())
+    for finding in findings:
+        print(finding.summary())
+    where = tampering_between(findings)
+    if where is not None:
+        print(where)
+    return 0 if report.ok and all(finding.holds for finding in findings) else 1
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -264,23 +286,39 @@ def _say_more(more: int) -> None:
         print(f"… and {more} more (use --limit)", file=sys.stderr)
 
 
-def _ledger_length(client: Client) -> int:
-    """Entries in the ledger (the last one's index + 1)."""
+def _ledger_length(client: Client, *, archived: bool = False) -> int:
+    """Entries in the live ledger (those after its anchor); with ``archived``, from index 0."""
     last = client.ledger_tail(1)
-    return last[0].index + 1 if last else 0
+    anchor = client.ledger_anchor()
+    end = last[0].index + 1 if last else (anchor.index + 1 if anchor else 0)
+    return end if archived or anchor is None else end - anchor.index - 1
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
+    if args.ledger_command == "archive":
+        return _ledger_archive(args)
     with _client(args, read_only=True) as client:
         if args.ledger_command == "verify":
+            if args.anchor:
+                return _verify_anchors(client, args.anchor, args.archive)
             with Progress("verifying entries", _ledger_length(client)) as progress:
-                report = client.verify(progress.advance if progress.enabled else None)
+                report = client.verify(progress.advance if progress.enabled else None, archive=args.archive)
             print(report.summary())
             return 0 if report.ok else 1
         if args.ledger_command == "export":
-            with Progress("exporting entries", _ledger_length(client)) as progress:
-                for entry in progress.track(client.iter_ledger()):
+            entries = client.iter_ledger() if args.archive is None else client.iter_ledger_with_archive(args.archive)
+            with Progress("exporting entries", _ledger_length(client, archived=args.archive is not None)) as progress:
+                for entry in progress.track(entries):
                     print_json(export_row(entry))
+            return 0
+        if args.ledger_command == "checkpoint":
+            last = client.ledger_tail(1)
+            anchor = client.ledger_anchor()
+            if not last and anchor is None:
+                print("ledger empty: no checkpoint yet", file=sys.stderr)
+                return 1
+            current = Anchor(last[-1].index, last[-1].hash) if last else anchor
+            print(f"ledger_checkpoint index={current.index} hash={current.hash}" if current else "")
             return 0
         for entry in client.ledger_tail(args.n):
             row = export_row(entry)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from swarmd.config import Settings
-from swarmd.errors import CliError
+from swarmd.errors import ArchiveError, CliError
+from swarmd.ledger.chain import Anchor
 from swarmd.model import ID_PATTERN
 from swarmd.version import __version__
 
@@ -30,6 +31,21 @@ def parse_duration(text: str) -> float:
     if not match:
         raise CliError(f"--older-than: {text!r} is not a duration like 90s, 15m, 12h or 7d")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def anchor(text: str) -> Anchor:
+    """argparse type of ``--anchor INDEX:HASH``."""
+    try:
+        return Anchor.parse(text)
+    except ArchiveError as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
+def index(text: str) -> int:
+    """argparse type of a ledger index: a whole number, 0 or more."""
+    if not text.isdigit() or len(text) > 18:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ledger index (a whole number, 0 or more)")
+    return int(text)
 
 
 def job_id(text: str) -> str:
@@ -174,8 +190,36 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True, metavar="SUBCOMMAND")
     tail = ledger_commands.add_parser("tail", parents=[common, as_json], help="the last entries", **sub)
     tail.add_argument("-n", type=limit, default=10, help="how many entries")
-    ledger_commands.add_parser("export", parents=[common], help="every entry as a JSON line", **sub)
-    ledger_commands.add_parser("verify", parents=[common], help="prove the chain has no gap, duplicate or edit", **sub)
+    export = ledger_commands.add_parser("export", parents=[common], help="every entry as a JSON line", **sub)
+    export.add_argument("--archive", type=Path, metavar="DIR", help="start with the entries archived in DIR")
+    verify = ledger_commands.add_parser(
+        "verify", parents=[common], help="prove the chain has no gap, duplicate or edit", **sub
+    )
+    verify.add_argument(
+        "--archive", type=Path, metavar="DIR", help="verify DIR's segments and the live store as one chain"
+    )
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        type=anchor,
+        default=[],
+        metavar="INDEX:HASH",
+        help="a logged ledger_checkpoint the chain must still pass through (repeatable)",
+    )
+    ledger_commands.add_parser(
+        "checkpoint", parents=[common], help="the current checkpoint: INDEX:HASH of the last entry", **sub
+    )
+    archive = ledger_commands.add_parser(
+        "archive", parents=[common], help="move old entries to compressed segments, then forget them", **sub
+    )
+    which = archive.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--older-than", type=parse_duration, metavar="DURATION", help="entries finished longer ago: 30d, 12h"
+    )
+    which.add_argument("--before", type=index, metavar="INDEX", help="entries with an index below INDEX")
+    archive.add_argument(
+        "--to", type=Path, required=True, metavar="DIR", help="the archive directory (made if missing)"
+    )
 
     dlq = commands.add_parser("dlq", help="dead letters", **sub)
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="SUBCOMMAND")

@@ -6,13 +6,15 @@ a job's outcome and the removal of its lease commit together.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
 import msgspec
 
-from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, chain_hash
+from swarmd.errors import ArchiveError
+from swarmd.ledger.chain import GENESIS_HASH, Anchor, StoredEntry, chain_hash
 
 _encode_json: Final = msgspec.json.Encoder().encode
 
@@ -20,8 +22,9 @@ _encode_json: Final = msgspec.json.Encoder().encode
 def ledger_tail(conn: sqlite3.Connection) -> tuple[int, str]:
     """(next index, hash of the last entry) — read inside the writing transaction."""
     row = conn.execute("SELECT idx, hash FROM ledger ORDER BY idx DESC LIMIT 1").fetchone()
-    if row is None:
-        return 0, GENESIS_HASH
+    if row is None:  # empty, or everything archived: the chain goes on from the anchor
+        anchor = read_anchor(conn)
+        return (0, GENESIS_HASH) if anchor is None else (anchor.index + 1, anchor.hash)
     return int(row[0]) + 1, str(row[1])
 
 
@@ -104,3 +107,56 @@ def read_entries(conn: sqlite3.Connection, start: int = 0, batch: int = 5000) ->
         if len(rows) < batch:
             return
         start = int(rows[-1][0]) + 1
+
+
+# -- archiving: the anchor, forgetting archived entries, the index of archived job ids -------
+#: The ``meta`` key holding the live store's anchor (``INDEX:HASH`` of the last entry archived).
+ANCHOR_KEY: Final = "ledger_anchor"
+
+
+def read_anchor(conn: sqlite3.Connection) -> Anchor | None:
+    """The live store's anchor (None: nothing was ever archived; the chain starts at 0)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (ANCHOR_KEY,)).fetchone()
+    return None if row is None else Anchor.parse(str(row[0]))
+
+
+def archived_id_key(job_id: str) -> int:
+    """A job id's key in ``archived_jobs``: 64 bits of its BLAKE2b hash, as a signed integer.
+    Eight bytes a job instead of the id; two ids share a key with odds of about n / 2**64."""
+    return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def forget_through(conn: sqlite3.Connection, through: int, expected: Anchor | None) -> Anchor:
+    """Inside the caller's write transaction: delete the live entries up to index ``through``,
+    remember their job ids in ``archived_jobs`` and record the new anchor (``through`` and its
+    hash). Refuses (`ArchiveError`, nothing written) if the anchor is no longer ``expected``
+    (someone else archived meanwhile) or entry ``through`` is not live."""
+    current = read_anchor(conn)
+    if current != expected:
+        raise ArchiveError("ledger anchor", f"is {current}, not {expected}: another archive ran meanwhile")
+    row = conn.execute("SELECT hash FROM ledger WHERE idx = ?", (through,)).fetchone()
+    if row is None:
+        raise ArchiveError(f"ledger entry {through}", "is not in the live store")
+    anchor = Anchor(through, str(row[0]))
+    ids = conn.execute("DELETE FROM ledger WHERE idx <= ? RETURNING job_id", (through,)).fetchall()
+    conn.executemany(
+        "INSERT OR IGNORE INTO archived_jobs (id_key) VALUES (?)",
+        [(archived_id_key(str(job_id)),) for (job_id,) in ids if job_id is not None],
+    )
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (ANCHOR_KEY, str(anchor)),
+    )
+    return anchor
+
+
+def archived_ids(conn: sqlite3.Connection, job_ids: Sequence[str]) -> set[str]:
+    """Those of ``job_ids`` whose ledger entry was archived (or dropped)."""
+    if not job_ids:
+        return set()
+    keys = {archived_id_key(job_id): job_id for job_id in job_ids}
+    rows = conn.execute(
+        "SELECT id_key FROM archived_jobs WHERE id_key IN (SELECT value FROM json_each(?))",
+        (_encode_json(list(keys)).decode(),),
+    )
+    return {keys[int(key)] for (key,) in rows}

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from swarmd.ledger.chain import StoredEntry, VerifyReport
+from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
 from swarmd.schedules import Schedule, ScheduleState
 
@@ -392,4 +392,25 @@ class QueueBackend(Protocol):
     async def schedule_states(self) -> list[ScheduleState]:
         """Every schedule the store knows, by name: its published definition (None: only its
         ticks are known), its last tick fired and that tick's job."""
+
+    # -- ledger archive --------------------------------------------------------------------
+    async def ledger_anchor(self) -> Anchor | None:
+        """The live ledger's anchor: index and hash of the last entry archived (or dropped);
+        the live chain starts right after it (None: nothing was ever archived)."""
+        ...
+
+    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+        """Atomically delete the live entries up to index ``through``, remember their job ids
+        as archived and record the new anchor; return it. Refuses (`ArchiveError`, nothing
+        written) when the anchor is no longer ``expected``. The caller made the segment durable
+        first (or means to drop the entries)."""
+        ...
+
+    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+        """Those of ``job_ids`` whose ledger entry was archived: still finished, still refused."""
+        ...
+
+    async def reclaim_space(self) -> None:
+        """Give back the space archived entries held (SQLite: incremental vacuum, WAL truncated),
+        in steps short enough not to hold the hot path back."""
         ...

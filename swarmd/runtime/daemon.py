@@ -35,7 +35,7 @@ import msgspec
 import structlog
 import uvloop
 
-from swarmd.config import RELOADABLE, Settings, listen_address, load_settings, resolve_state_dir
+from swarmd.config import RELOADABLE, Settings, archive_path, listen_address, load_settings, resolve_state_dir
 from swarmd.errors import error_text
 from swarmd.queue.base import Disposition, QueueBackend
 from swarmd.queue.factory import open_backend
@@ -46,6 +46,7 @@ from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.httpserver import HttpServer
+from swarmd.runtime.ledger_upkeep import LedgerUpkeep
 from swarmd.runtime.scheduler import Scheduler, resolve_schedules
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
@@ -163,6 +164,8 @@ class Daemon:
                 # tell from the published agents whether their jobs will be served.
                 await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
+            archive_dir = archive_path(settings, state_dir) if settings.archive else None
+            worker.upkeep = LedgerUpkeep(backend, settings, archive_dir).run
             worker.admission.served_elsewhere = served_elsewhere
             if served_elsewhere:
                 log.info("agents_served_elsewhere", agents=sorted(served_elsewhere))

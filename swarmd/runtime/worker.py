@@ -46,7 +46,7 @@ import contextlib
 import contextvars
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, cast
 
 import msgspec
@@ -147,6 +147,9 @@ class Worker:
         self._context = contextvars.copy_context()
         self._on_job_done = self._job_done  # bound once: every job task shares it
         self.on_committed: list[Callable[[list[Attempt]], None]] = []
+        #: A task of its own in the group, beside housekeeping (the daemon's ledger upkeep:
+        #: checkpoints and archiving, see swarmd.runtime.ledger_upkeep); None: none.
+        self.upkeep: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.committer = Committer(
             backend,
             metrics,
@@ -226,7 +229,10 @@ class Worker:
                 committer = group.create_task(self.committer.run(), name="swarmd-committer")
                 housekeeping = group.create_task(self._housekeeping(), name="swarmd-housekeeping")
                 heartbeat = group.create_task(self.heartbeat(), name="swarmd-heartbeat")
+                upkeep = None if self.upkeep is None else group.create_task(self.upkeep(), name="swarmd-ledger-upkeep")
                 await self._pull_loop()
+                if upkeep is not None:
+                    upkeep.cancel()
                 await self._drain()
                 self.committer.close()
                 await committer

@@ -56,10 +56,19 @@ def _swarms_are_counted(conn: sqlite3.Connection) -> None:
     )
 
 
+def _archived_jobs_are_remembered(conn: sqlite3.Connection) -> None:
+    """Ledger archiving: ``archived_jobs`` keeps a 64-bit hash of each job id whose entry was
+    archived, so that the id is still refused at submit once its entry has left the live store
+    (the anchor itself lives in ``meta`` under ``ledger_anchor``, no table needed).
+    Self-contained: it creates what it needs whatever its number ends up being."""
+    conn.execute("CREATE TABLE IF NOT EXISTS archived_jobs (id_key INTEGER PRIMARY KEY) WITHOUT ROWID")
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
     Migration(3, "swarms are counted; jobs may have a parent or follow a swarm", _swarms_are_counted),
+    Migration(4, "archived ledger entries leave their job ids' hashes in archived_jobs", _archived_jobs_are_remembered),
 )
 
 

@@ -99,8 +99,16 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     """
     check_sqlite_files(path)  # no symlink, no other user's file, nothing readable by others
     os.close(open_private(path))
+    fresh = path.stat().st_size == 0
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # Pages freed by archiving go back to the file system (`reclaim_space`). This takes effect
+    # only in a file that has no table yet, so it must come before WAL mode writes the header;
+    # an older file keeps auto_vacuum=NONE (its free pages are reused, not returned) until a
+    # VACUUM, which the README's "Archives and anchors" explains. (Set on an existing file, it
+    # would take the write lock: opening an up-to-date file writes nothing.)
+    if fresh:
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise LedgerError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
@@ -261,3 +269,28 @@ class SqliteThread:
     def shutdown(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+
+def reclaim_space(conn: sqlite3.Connection, pages_per_step: int = 256) -> int:
+    """Give freed pages back after large deletes, in small steps: an incremental vacuum of at
+    most ``pages_per_step`` pages per transaction (each a few milliseconds), then a checkpoint
+    that truncates the WAL. Returns the pages freed. A file without auto_vacuum=INCREMENTAL
+    (written before it was the default) has nothing to give back: its free pages are reused."""
+    freed = 0
+    while int(conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0:
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+            break
+        before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        # executescript steps the pragma to its end; `execute` would free one page per call.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages_per_step)}); COMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        if after >= before:
+            break
+        freed += before - after
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return freed

@@ -31,6 +31,7 @@ SECOND_BASES: dict[type[BaseException], type[BaseException] | None] = {
     errors.ResultTooLarge: None,
     errors.WorkflowError: RuntimeError,
     errors.BackendUnavailable: None,
+    errors.ArchiveError: None,
     errors.ListenError: OSError,
     errors.CliError: None,
     errors.BenchError: RuntimeError,

@@ -24,6 +24,10 @@ PUBLIC_NAMES = {
     "Submitted",
     "SwarmProgress",
     "VerifyReport",
+    # the ledger's archive and anchors (Client.archive_ledger, check_anchors)
+    "Anchor",
+    "AnchorFinding",
+    "ArchiveRun",
     # writing agents
     "Job",
     "JobContext",
@@ -40,6 +44,7 @@ PUBLIC_NAMES = {
     "SharedLedger",
     "TaskResult",
     # the errors a user of the above can meet
+    "ArchiveError",
     "BackendUnavailable",
     "ConfigError",
     "DaemonAlreadyRunning",

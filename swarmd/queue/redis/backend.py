@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import socket
@@ -28,8 +29,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from swarmd.errors import BackendUnavailable, ConfigError, JobNotFound, JobValidationError
-from swarmd.ledger.chain import GENESIS_HASH, StoredEntry, VerifyReport, chain_hash, verify
+from swarmd.errors import ArchiveError, BackendUnavailable, ConfigError, JobNotFound, JobValidationError
+from swarmd.ledger.chain import GENESIS_HASH, Anchor, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import (
@@ -333,6 +334,10 @@ class RedisBackend:
             if message.startswith("DUPLICATE"):
                 duplicate = message.rsplit(maxsplit=1)[-1]
                 raise JobValidationError("id", f"a job with this id already exists ({duplicate})") from None
+            if message.startswith("ARCHIVED"):
+                archived = message.rsplit(maxsplit=1)[-1]
+                reason = f"job {archived} already finished (its ledger entry is archived)"
+                raise JobValidationError("id", reason) from None
             raise
         return [job_id.decode() for job_id in ids]
 
@@ -553,12 +558,18 @@ class RedisBackend:
         return members
 
     async def _read_tail(self) -> tuple[int, str]:
+        """(next index, hash of the last entry): the list's length past its base, and the last
+        entry's hash or, with every entry archived, the anchor's."""
         with self._guard("ledger tail"):
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.llen(self._p + "ledger")
                 pipe.lindex(self._p + "ledger", -1)
-                length, last = await pipe.execute()
-        return int(length), last[:64].decode() if last else GENESIS_HASH
+                pipe.get(self._p + "ledger:base")
+                pipe.get(self._p + "ledger:anchor")
+                length, last, base, anchor = await pipe.execute()
+        if last:
+            return int(base or 0) + int(length), last[:64].decode()
+        return int(base or 0), anchor[-64:].decode() if anchor else GENESIS_HASH
 
     async def renew(self, job_ids: Collection[str], *, lease: float) -> None:
         ids = set(job_ids) | self._held
@@ -696,11 +707,22 @@ class RedisBackend:
         with self._guard("ledger"):
             indices = await self.client.hmget(self._p + "ledger:ids", list(job_ids))
             found = sorted(int(index) for index in indices if index is not None)
-            async with self.client.pipeline(transaction=False) as pipe:
-                for index in found:
-                    pipe.lindex(self._p + "ledger", index)
-                raws = await pipe.execute()
-        return [_unpack(index, raw) for index, raw in zip(found, raws, strict=True) if raw is not None]
+            for _ in range(MAX_CAS_ATTEMPTS):
+                base = await self._ledger_base()
+                async with self.client.pipeline(transaction=True) as pipe:
+                    pipe.get(self._p + "ledger:base")
+                    for index in found:
+                        pipe.lindex(self._p + "ledger", index - base)
+                    now_base, *raws = await pipe.execute()
+                if int(now_base or 0) == base:  # no archive moved the list meanwhile
+                    break
+        return [
+            _unpack(index, raw) for index, raw in zip(found, raws, strict=True) if raw is not None and index >= base
+        ]
+
+    async def _ledger_base(self) -> int:
+        """The index of the ledger list's first entry (0 until an archive trimmed it)."""
+        return int(await self.client.get(self._p + "ledger:base") or 0)
 
     # -- workflows ---------------------------------------------------------------------------
     async def swarm_progress(self, swarm_id: str) -> SwarmProgress | None:
@@ -786,21 +808,39 @@ class RedisBackend:
         index = max(0, start)
         while limit is None or len(entries) < limit:
             want = READ_BATCH if limit is None else min(READ_BATCH, limit - len(entries))
-            with self._guard("ledger"):
-                raws: Any = await self.client.lrange(self._p + "ledger", index, index + want - 1)
+            raws, index = await self._lrange_from(index, want)
             entries.extend(_unpack(index + offset, raw) for offset, raw in enumerate(raws))
             index += len(raws)
             if len(raws) < want:
                 break
         return entries
 
+    async def _lrange_from(self, index: int, want: int) -> tuple[list[bytes], int]:
+        """Up to ``want`` raw entries from ledger index ``index`` (or from the first live one, if
+        that was archived), and the index of the first, read against an unmoved base."""
+        with self._guard("ledger"):
+            for _ in range(MAX_CAS_ATTEMPTS):
+                base = await self._ledger_base()
+                first = max(index, base)
+                async with self.client.pipeline(transaction=True) as pipe:
+                    pipe.get(self._p + "ledger:base")
+                    pipe.lrange(self._p + "ledger", first - base, first - base + want - 1)
+                    now_base, raws = await pipe.execute()
+                if int(now_base or 0) == base:
+                    return list(raws), first
+        raise BackendUnavailable(f"ledger on {self.where} kept moving under archiving")
+
     async def ledger_tail(self, n: int) -> list[StoredEntry]:
         with self._guard("ledger"):
-            length = int(await self.client.llen(self._p + "ledger"))
-        return await self.ledger_entries(max(0, length - n), n) if n > 0 else []
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.llen(self._p + "ledger")
+                pipe.get(self._p + "ledger:base")
+                length, base = await pipe.execute()
+        end = int(base or 0) + int(length)
+        return await self.ledger_entries(max(0, end - n), n) if n > 0 else []
 
     async def verify(self) -> VerifyReport:
-        return verify(await self.ledger_entries())
+        return verify(await self.ledger_entries(), await self.ledger_anchor())
 
     async def dead_letters(self, limit: int) -> list[JobInfo]:
         return await self.list_jobs(JobState.DEAD.value, limit)
@@ -869,3 +909,31 @@ class RedisBackend:
         with self._guard("schedule_states"):
             raw: Any = await self.client.hgetall(self._q + "schedules")
         return states_from_hash(raw)
+
+    # -- ledger archive --------------------------------------------------------------------
+    async def ledger_anchor(self) -> Anchor | None:
+        with self._guard("ledger anchor"):
+            raw = await self.client.get(self._p + "ledger:anchor")
+        return None if raw is None else Anchor.parse(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+        raw = await self._eval("forget", "" if expected is None else str(expected), through)
+        tag = raw[0]
+        if tag == b"anchor":
+            current = raw[1].decode() or None
+            raise ArchiveError("ledger anchor", f"is {current}, not {expected}: another archive ran meanwhile")
+        if tag == b"missing":
+            raise ArchiveError(f"ledger entry {through}", "is not in the live store")
+        return Anchor.parse(raw[1].decode())
+
+    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+        ids = list(job_ids)
+        if not ids:
+            return set()
+        keys = [hashlib.sha1(job_id.encode(), usedforsecurity=False).hexdigest()[:16] for job_id in ids]
+        with self._guard("archived ids"):
+            found = await self.client.smismember(self._p + "ledger:archived", keys)
+        return {job_id for job_id, hit in zip(ids, found, strict=True) if hit}
+
+    async def reclaim_space(self) -> None:
+        return None  # Redis frees a trimmed list's memory at once

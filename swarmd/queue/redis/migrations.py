@@ -57,6 +57,9 @@ MIGRATIONS: tuple[RedisMigration, ...] = (
         "swarms are counted (swarmc:<id>); jobs may carry parent_id, follows and follow_when",
         "return",
     ),
+    # No key changes: the ledger list may now start past index 0 (``ledger:base``, after an
+    # archive); an older swarmd would take list positions for indices, so it must refuse.
+    RedisMigration(4, "the ledger list may start at ledger:base, after its archived entries", "return"),
 )
 
 

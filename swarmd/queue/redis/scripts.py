@@ -21,6 +21,12 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function jkey(id) return Q .. 'job:' .. id end
+-- the ledger list starts at index `base` (the entry after the anchor; 0 before any archive),
+-- and `archived` holds the first 16 hex digits of the SHA-1 of each archived job id
+local function ledger_base() return tonumber(redis.call('GET', P .. 'ledger:base') or '0') end
+local function archived(id)
+  return redis.call('SISMEMBER', P .. 'ledger:archived', string.sub(redis.sha1hex(id), 1, 16)) == 1
+end
 local function skey(prio) return Q .. 's:' .. prio end
 local function wake(reason)
   redis.call('XADD', Q .. 'wake', 'MAXLEN', '~', '64', '*', 'r', reason)
@@ -160,6 +166,7 @@ for i = 0, n - 1 do
   else
     if idem ~= '' then seen_idem[idem] = id end
     if seen_id[id] then return redis.error_reply('DUPLICATE ' .. id) end
+    if archived(id) then return redis.error_reply('ARCHIVED ' .. id) end
     seen_id[id] = true
     local old = redis.call('HGET', jkey(id), 'body')
     if old then
@@ -264,9 +271,14 @@ local owner, exp_n, exp_hash = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local n_items, n_app, n_groups = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = clock()
 local LEDGER, IDS = P .. 'ledger', P .. 'ledger:ids'
-local n = redis.call('LLEN', LEDGER)
+local live = redis.call('LLEN', LEDGER)
+local n = ledger_base() + live
 local last = GENESIS
-if n > 0 then last = string.sub(redis.call('LINDEX', LEDGER, -1), 1, 64) end
+if live > 0 then
+  last = string.sub(redis.call('LINDEX', LEDGER, -1), 1, 64)
+elseif n > 0 then
+  last = string.sub(redis.call('GET', P .. 'ledger:anchor'), -64)
+end
 if exp_n >= 0 and (n ~= exp_n or last ~= exp_hash) then return {'tail', n, last} end
 
 local items, disp = {}, {}
@@ -281,6 +293,7 @@ local app_start = pos
 local exists = {'exists', n, last}
 for i = 1, n_app do
   local idx = redis.call('HGET', IDS, ARGV[pos])
+  if not idx and archived(ARGV[pos]) then idx = '-1' end
   if idx then
     exists[#exists + 1] = ARGV[pos]
     exists[#exists + 1] = idx
@@ -441,6 +454,32 @@ for _, id in ipairs(submitted) do out[#out + 1] = id end
 if requeued or #submitted > 0 then wake('w') end
 if flagged then wake('c') end
 return out
+""",
+    # ARGV: Q, P, expected anchor ('' none), through -> {'ok', anchor} or {'anchor', current}
+    #       or {'missing'}: trims the ledger list through that index, its ids out of ledger:ids
+    #       and into ledger:archived, and records the anchor, in one step
+    "forget": """
+local expected, through = ARGV[3], tonumber(ARGV[4])
+local LEDGER, IDS = P .. 'ledger', P .. 'ledger:ids'
+local current = redis.call('GET', P .. 'ledger:anchor') or ''
+if current ~= expected then return {'anchor', current} end
+local base = ledger_base()
+local pos = through - base
+if pos < 0 or pos >= redis.call('LLEN', LEDGER) then return {'missing'} end
+local entries = redis.call('LRANGE', LEDGER, 0, pos)
+for _, raw in ipairs(entries) do
+  local marker = string.sub(raw, 129, 130)
+  if marker ~= 'ff' then
+    local id = string.sub(raw, 131, 130 + tonumber(marker, 16))
+    redis.call('HDEL', IDS, id)
+    redis.call('SADD', P .. 'ledger:archived', string.sub(redis.sha1hex(id), 1, 16))
+  end
+end
+local anchor = through .. ':' .. string.sub(entries[#entries], 1, 64)
+redis.call('LTRIM', LEDGER, pos + 1, -1)
+redis.call('SET', P .. 'ledger:base', through + 1)
+redis.call('SET', P .. 'ledger:anchor', anchor)
+return {'ok', anchor}
 """,
     # ARGV: Q, P, kind (swarm|job), value -> per existing job: id + 8 fields
     "members": """

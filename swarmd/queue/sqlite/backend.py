@@ -27,14 +27,17 @@ import msgspec
 import structlog
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError, StateCorrupt, StateDirError
-from swarmd.ledger.chain import StoredEntry, VerifyReport, verify
+from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport, verify
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.ledger.sqlite import (
     append_records,
     append_unrecorded,
+    archived_ids,
     entry_from_row,
     existing_indices,
+    forget_through,
     ledger_tail,
+    read_anchor,
     read_entries,
 )
 from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
@@ -62,7 +65,15 @@ from swarmd.queue.sqlite.workflows import (
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.holder import daemon_holds
-from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
+from swarmd.storage.sqlite import (
+    Durability,
+    SqliteThread,
+    connect,
+    connect_readonly,
+    quick_check,
+    reclaim_space,
+    transaction,
+)
 
 T = TypeVar("T")
 
@@ -227,6 +238,9 @@ class SqliteBackend:
             if recorded:  # a finished job's id: running it again would write its ledger entry twice
                 job_id = next(iter(recorded))
                 raise JobValidationError("id", f"job {job_id} already finished (ledger index {recorded[job_id]})")
+            archived = archived_ids(conn, [job.id for job in new])
+            if archived:  # finished long ago: its entry is in the archive now
+                raise JobValidationError("id", f"job {min(archived)} already finished (its ledger entry is archived)")
             insert_jobs(conn, new, now)
             register_swarms(conn, new, plans, now)
         return ids
@@ -284,6 +298,9 @@ class SqliteBackend:
             written = append_unrecorded(conn, list(new.items()))
             report.indices = dict(zip(new, written, strict=True))
             stale = [(job_id, record) for job_id, record in records if job_id not in fresh]
+            if stale:  # an archived entry counts as recorded: it is not written again
+                gone = archived_ids(conn, [job_id for job_id, _ in stale])
+                stale = [(job_id, record) for job_id, record in stale if job_id not in gone]
             if stale:  # ran twice (a lease lost and taken over): keep the first entry
                 report.indices.update(zip((job_id for job_id, _ in stale), append_records(conn, stale), strict=True))
             retry = [(item.not_before, now, item.job_id) for item in items if item.disposition is Disposition.RETRY]
@@ -726,7 +743,7 @@ class SqliteBackend:
         return self._ledger_entries(max(0, next_index - n), n)
 
     async def verify(self) -> VerifyReport:
-        return await self._run(lambda: verify(read_entries(self.conn)))
+        return await self._run(lambda: verify(read_entries(self.conn), read_anchor(self.conn)))
 
     async def dead_letters(self, limit: int) -> list[JobInfo]:
         return await self._list_jobs_dead(limit)
@@ -817,3 +834,20 @@ class SqliteBackend:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (f"schedule:{state.name}", encode_state(state)),
         )
+
+    # -- ledger archive --------------------------------------------------------------------
+    async def ledger_anchor(self) -> Anchor | None:
+        return await self._run(read_anchor, self.conn)
+
+    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+        return await self._run(self._forget_ledger, through, expected)
+
+    def _forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+        with transaction(self.conn) as conn:
+            return forget_through(conn, through, expected)
+
+    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+        return await self._run(archived_ids, self.conn, list(job_ids))
+
+    async def reclaim_space(self) -> None:
+        await self._run(reclaim_space, self.conn)

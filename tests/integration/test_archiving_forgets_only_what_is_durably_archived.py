@@ -1,0 +1,182 @@
+"""Archive, then forget, on both backends (a real SQLite file; the real Redis at 127.0.0.1:6379).
+
+Entries leave the live store only in the step that records the anchor; segments and live store
+verify as one chain; a job whose entry was archived is still finished: its id is refused at
+submit and finishing it again writes nothing; the chain goes on from the anchor even when every
+entry was archived. On Redis the ledger list and its id index are trimmed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.ledger_fill import finish_jobs
+from support.services import require_redis
+
+from swarmd.errors import ArchiveError, JobValidationError
+from swarmd.ledger.archive import archived_entries, segments, verify_with_archive
+from swarmd.ledger.chain import Anchor
+from swarmd.ledger.records import OutcomeRecord
+from swarmd.model import new_job
+from swarmd.queue.archiving import Selection, archive_ledger, older_than
+from swarmd.queue.base import Disposition, Finish, QueueBackend
+from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
+from swarmd.storage.migrations import known_version
+from swarmd.storage.sqlite import Durability
+
+
+def _delete_keys(url: str, prefix: str) -> None:
+    import redis  # noqa: PLC0415 - redis-py is optional
+
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+        if keys:
+            client.unlink(*keys)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A factory of backends on one store: SQLite in tmp_path/state, or a Redis prefix of its own."""
+    if request.param == "sqlite":
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700)
+        yield lambda: SqliteBackend(state, durability=Durability.NORMAL)
+        return
+    url = require_redis()
+    prefix = f"swarmd-test-{os.urandom(5).hex()}"
+    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
+
+    try:
+        yield lambda: RedisBackend(url, prefix=prefix)
+    finally:
+        _delete_keys(url, prefix)
+
+
+@contextlib.asynccontextmanager
+async def opened(make_backend: Any) -> AsyncIterator[Any]:
+    backend = make_backend()
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def _all_ids(backend: QueueBackend, archive: Path) -> list[str | None]:
+    anchor = await backend.ledger_anchor()
+    archived = [] if anchor is None else [e.job_id for e in archived_entries(archive, anchor.index)]
+    return archived + [e.job_id for e in await backend.ledger_entries()]
+
+
+async def test_archived_entries_leave_the_live_store_and_verify_with_it_as_one_chain(
+    make_backend: Any, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    async with opened(make_backend) as backend:
+        ids = await finish_jobs(backend, 1200, batch=400)
+        run = await archive_ledger(backend, Selection(before=1000), archive, chunk=300)
+        assert run.entries == 1000 and run.anchor is not None and run.anchor.index == 999
+        assert [(s.first, s.last) for s in segments(archive)] == [(0, 299), (300, 599), (600, 899), (900, 999)]
+        live = await backend.ledger_entries()
+        assert [e.index for e in live] == list(range(1000, 1200))
+        assert await backend.ledger_anchor() == run.anchor
+        report = await backend.verify()
+        assert report.ok and report.entries == 200, report.summary()
+        assert verify_with_archive(archive, run.anchor, live).ok
+        assert await _all_ids(backend, archive) == ids  # each exactly once, in order
+        assert [e.index for e in await backend.ledger_tail(3)] == [1197, 1198, 1199]
+        assert [e.index for e in await backend.ledger_entries(0, 2)] == [1000, 1001]
+        assert await backend.ledger_entries_of([ids[5], ids[1100]]) == [live[100]]
+        if backend.name == "redis":  # the list and its id index hold the live entries only
+            assert await backend.client.llen(backend._p + "ledger") == 200
+            assert await backend.client.hlen(backend._p + "ledger:ids") == 200
+
+
+async def test_an_archived_job_stays_finished_submit_refuses_it_and_a_late_finish_writes_nothing(
+    make_backend: Any, tmp_path: Path
+) -> None:
+    async with opened(make_backend) as backend:
+        await finish_jobs(backend, 10)
+        job = new_job(agent="echo", gid="GID-x", payload={})
+        await backend.submit([job])
+        (held,) = await backend.reserve(1, lease=60)
+        record = OutcomeRecord(
+            job_id=job.id, gid=job.gid, agent=job.agent, outcome="succeeded", attempt=1, finished_at=1.0
+        ).encode()
+        finish = Finish(job.id, Disposition.DONE, record=record, handle=held.handle)
+        await backend.finish([finish])
+        run = await archive_ledger(backend, Selection(), tmp_path / "archive")
+        assert run.entries == 11 and await backend.ledger_entries() == []
+        assert await backend.archived_ids([job.id, "never-seen"]) == {job.id}
+        with pytest.raises(JobValidationError, match=f"job {job.id} already finished .its ledger entry is archived"):
+            await backend.submit([new_job(agent="echo", gid="GID-x", payload={}, job_id=job.id)])
+        await backend.finish([finish])  # the same outcome again, as after a lost lease
+        assert await backend.ledger_entries() == []
+        # Every entry archived: the chain goes on from the anchor.
+        await finish_jobs(backend, 2)
+        live = await backend.ledger_entries()
+        assert [e.index for e in live] == [11, 12] and live[0].prev_hash == run.anchor.hash  # type: ignore[union-attr]
+        assert (await backend.verify()).ok
+        assert verify_with_archive(tmp_path / "archive", run.anchor, live).ok
+
+
+async def test_forgetting_refuses_a_stale_anchor_and_writes_nothing(make_backend: Any, tmp_path: Path) -> None:
+    async with opened(make_backend) as backend:
+        await finish_jobs(backend, 20)
+        first = await backend.forget_ledger(4, None)
+        with pytest.raises(ArchiveError, match="another archive ran meanwhile"):
+            await backend.forget_ledger(9, None)  # planned before the first forget
+        with pytest.raises(ArchiveError, match="is not in the live store"):
+            await backend.forget_ledger(3, first)
+        assert await backend.ledger_anchor() == first
+        assert [e.index for e in await backend.ledger_entries()] == list(range(5, 20))
+
+
+async def test_dropping_instead_of_archiving_keeps_only_the_anchor(make_backend: Any) -> None:
+    async with opened(make_backend) as backend:
+        ids = await finish_jobs(backend, 30)
+        tail = (await backend.ledger_tail(10))[0]
+        run = await archive_ledger(backend, Selection(keep=10), None)
+        assert run.entries == 20 and run.segments == [] and run.anchor == Anchor(tail.index - 1, tail.prev_hash)
+        assert (await backend.verify()).ok
+        assert await backend.archived_ids(ids) == set(ids[:20])
+
+
+async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_path: Path) -> None:
+    """The step that adds ``archived_jobs`` (whatever its number) runs on a file one version older."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = SqliteBackend(state)
+    await backend.open()
+    ids = await finish_jobs(backend, 5)
+    await backend.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        conn.execute("DROP TABLE archived_jobs")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(known_version() - 1),))
+    backend = SqliteBackend(state)
+    await backend.open()
+    try:
+        run = await archive_ledger(backend, Selection(before=3), tmp_path / "archive")
+        assert run.entries == 3 and await backend.archived_ids(ids) == set(ids[:3])
+    finally:
+        await backend.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(known_version()),)
+
+
+async def test_older_than_archives_the_entries_finished_before_the_cutoff_and_stops_at_the_first_newer(
+    make_backend: Any, tmp_path: Path
+) -> None:
+    async with opened(make_backend) as backend:
+        old = await finish_jobs(backend, 10, finished_at=1_000.0)
+        await finish_jobs(backend, 5, finished_at=3_000.0)
+        await finish_jobs(backend, 5, finished_at=1_000.0)  # old again, but after newer ones: kept
+        run = await archive_ledger(backend, older_than(2_000.0, now=4_000.0), tmp_path / "archive")
+        assert run.entries == 10 and await backend.archived_ids(old) == set(old)
+        assert [e.index for e in await backend.ledger_entries()] == list(range(10, 20))
