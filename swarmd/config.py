@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final, Literal, NoReturn
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -30,6 +30,8 @@ MAX_NUMBER: Final = 1e9
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 Positive = Annotated[float, msgspec.Meta(gt=0)]
+#: Most worker processes one daemon runs (a bound for ``workers``; a label value each).
+MAX_WORKERS: Final = 64
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -112,6 +114,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: "fixed" or "adaptive" (AIMD on agent latency and failures, within min/max).
     concurrency: Annotated[str, msgspec.Meta(pattern=r"^(fixed|adaptive)\Z")] = "fixed"
     min_concurrent: PositiveInt = 1
+    #: Worker processes that pull and run jobs, sharing the queue ("auto": one per CPU this
+    #: process may use). 1 runs everything in one process; more start a supervisor that holds
+    #: the state lock, the HTTP listener and sd_notify (see swarmd.runtime.supervisor).
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
     # -- policies --------------------------------------------------------------------------
     #: Attempts before a failing job is dead-lettered (agents and jobs may override).
     max_attempts: PositiveInt = 3
@@ -243,7 +249,8 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             "test_strict",
             "socket",
             "wait_backstop",
-        ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
+            "worker",
+        ):  # SWARMD_SOCKET, _WAIT_BACKSTOP, _WORKER: read where they apply
             continue
         field = _FIELDS.get(key)
         if field is None or key in ("agent", "api"):
@@ -320,6 +327,14 @@ def check(settings: Settings) -> Settings:
             if ":" not in spec:
                 raise ConfigError(f"agent.{name}.permanent", f"{spec!r} is not 'module:ExceptionName'")
     return settings
+
+
+def worker_count(settings: Settings) -> int:
+    """How many worker processes ``workers`` means here: "auto" is the CPUs this process may
+    run on (its affinity mask, which a cgroup's cpuset narrows), at most MAX_WORKERS."""
+    if settings.workers == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return settings.workers
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:

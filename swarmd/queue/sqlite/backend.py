@@ -48,7 +48,7 @@ from swarmd.queue.base import (
     WakeReason,
     error_object,
 )
-from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.sqlite.wake import SOCKET_NAME, WakeListener, wake
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
@@ -143,6 +143,9 @@ class SqliteBackend:
         #: ``inline``: statements run on the caller's thread (see `SqliteThread`).
         self._thread = SqliteThread(inline=inline)
         self._listener: WakeListener | None = None
+        #: The wake socket `listen` binds in the state directory (a worker process binds its own,
+        #: fed by the supervisor's relay: swarmd.queue.sqlite.wake).
+        self.wake_socket = SOCKET_NAME
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -401,7 +404,7 @@ class SqliteBackend:
         )
 
     async def listen(self) -> None:
-        listener = WakeListener(self.state_dir)
+        listener = WakeListener(self.state_dir, self.wake_socket)
         if listener.start():
             self._listener = listener
         else:  # a state directory path too long for AF_UNIX: the poll interval bounds the delay
