@@ -121,18 +121,21 @@ class Supervisor:
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
+        """Ready when every worker is alive, beating and ready; else why not, worker by worker."""
         if self.stopping:
             return False, "draining"
         now = time.monotonic()
-        for slot in self.slots:
-            if slot.process is None:
-                when = "" if slot.restart_at is None else f" in {max(0.0, slot.restart_at - now):.1f}s"
-                return False, f"worker {slot.index}: restarting{when}"
-            if not self._beating(slot, now):
-                return False, f"worker {slot.index}: {slot.reason if slot.last_beat is None else 'not beating'}"
-            if not slot.ready:
-                return False, f"worker {slot.index}: {slot.reason}"
-        return True, "ok"
+        problems = [f"worker {slot.index}: {why}" for slot in self.slots if (why := self._not_ready(slot, now))]
+        return (False, "; ".join(problems)) if problems else (True, "ok")
+
+    def _not_ready(self, slot: Slot, now: float) -> str | None:
+        if slot.process is None:
+            return "restarting" if slot.restart_at is None else f"restarting in {max(0.0, slot.restart_at - now):.1f}s"
+        if slot.last_beat is None:
+            return "starting"
+        if not self._beating(slot, now):
+            return f"event loop has not turned for {now - slot.last_beat:.1f}s"
+        return None if slot.ready else slot.reason or "not ready"
 
     # -- life ------------------------------------------------------------------------------
     async def run(self) -> int:

@@ -7,6 +7,7 @@ behaviour deterministically (a barrier, a lie about identity, a failure on chose
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -229,3 +230,19 @@ def _innermost(message: str) -> None:
 async def raises_deep(ctx: JobContext, payload: Any) -> None:
     """Fail with a ValueError raised two frames down (`_innermost`), for tracebacks."""
     _innermost(f"deep failure of {ctx.gid}")
+
+
+@agent("file_barrier")
+async def file_barrier(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A barrier across processes (the workers of one daemon): append a line to the file
+    ``path``, then wait until it holds ``parties`` lines and, if ``release`` names a file, until
+    that file exists."""
+    path = str(payload["path"])
+    _append_line(path, f"{ctx.job.id} attempt {ctx.attempt}")
+    release = payload.get("release")
+    while True:
+        with open(path, encoding="utf-8") as handle:
+            arrived = len(handle.read().splitlines())
+        if arrived >= int(payload["parties"]) and (release is None or os.path.exists(str(release))):
+            return {"agent_gid": ctx.gid}
+        await asyncio.sleep(0.01)
