@@ -208,7 +208,8 @@ class Supervisor:
         supervisor stops."""
         while not self.stopping:
             code = await self._run_once(slot)
-            if self._stopped.is_set():  # it drained, as asked
+            if self._stopped.is_set():  # it drained, as asked (or died draining: not restarted)
+                log.info("worker_exited", worker=slot.index, exit=_describe_exit(code))
                 break
             delay = slot.backoff.died(started=slot.started, now=time.monotonic())
             slot.restart_at = time.monotonic() + delay
