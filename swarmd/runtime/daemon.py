@@ -196,7 +196,8 @@ class Daemon:
             if served_elsewhere:
                 log.info("agents_served_elsewhere", agents=sorted(served_elsewhere))
             self.registry = registry
-            self._watch_crashes(worker, CrashRecords(state_dir))
+            records = CrashRecords(state_dir)
+            self._watch_crashes(worker, records)
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
             ops = ApiOps(backend, registry.names(), settings, metrics)
@@ -207,7 +208,9 @@ class Daemon:
                 api = ApiServer.for_settings(settings, state_dir, ops, metrics, dict(self.environ))
                 await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
             if role is not None:
-                role.link.start(on_committed=ops.waiters.committed)
+                role.link.start(
+                    on_committed=ops.waiters.committed, on_crashes=functools.partial(_reread_crashes, worker, records)
+                )
                 if role.index != 0:
                     worker.on_committed.append(functools.partial(_tell_supervisor, role.link))
             stalls = StallWatcher(
@@ -397,6 +400,13 @@ _RECORDED: Final = frozenset({Disposition.DONE, Disposition.DEAD})
 def _wake_waiters(waiters: FinishedWaiters, batch: list[Attempt]) -> None:
     """After a commit: wake the API socket's waiters for the jobs it recorded."""
     waiters.committed(a.finish.job_id for a in batch if a.finish.disposition in _RECORDED)
+
+
+def _reread_crashes(worker: Worker, records: CrashRecords) -> None:
+    """Another worker crashed: the jobs it named are suspects (or poison) here too, from now on."""
+    counts = records.counts()
+    worker.runner.crashes = counts
+    log.info("crash_records_reread", suspects=len(counts))
 
 
 def _tell_supervisor(link: SupervisorLink, batch: list[Attempt]) -> None:

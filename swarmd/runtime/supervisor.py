@@ -52,6 +52,7 @@ from swarmd.runtime.worker_link import (
     SPEC_ENV,
     Beat,
     Committed,
+    CrashesChanged,
     WorkerSpec,
     decode_message,
     encode_message,
@@ -222,6 +223,8 @@ class Supervisor:
                 deaths_in_a_row=slot.backoff.in_a_row,
                 restart_in_s=delay,
             )
+            if code == 1:  # a crash: it wrote a crash record first (swarmd.runtime.crashes)
+                self._tell_others(slot, CrashesChanged())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), delay)
             slot.restart_at = None
@@ -300,6 +303,12 @@ class Supervisor:
         if first is not None:
             with contextlib.suppress(OSError):  # gone, or full: its waiters' backstop covers it
                 first.send(encode_message(message))
+
+    def _tell_others(self, slot: Slot, message: CrashesChanged) -> None:
+        for other in self.slots:
+            if other is not slot and other.sock is not None:
+                with contextlib.suppress(OSError):
+                    other.sock.send(encode_message(message))
 
     async def _watchdog(self) -> None:
         interval = watchdog_interval(self.environ)

@@ -12,7 +12,9 @@ The supervisor starts each worker as ``python -m swarmd.runtime.worker_process``
 Messages (msgspec JSON), worker to supervisor: `Beat` every `BEAT_SECONDS` while the worker's
 event loop turns (``ready`` says whether it would answer /readyz with 200, and if not why), and
 `Committed` with the ids of the jobs a commit recorded; supervisor to worker: `Committed` of the
-other workers, for the waiters of the worker that serves the API socket.
+other workers, for the waiters of the worker that serves the API socket, and `CrashesChanged`
+when a worker died of a crash (its record in ``crashes.json`` may name a job the others should
+now hold back as a suspect or dead-letter as poison: swarmd.runtime.crashes).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "SPEC_ENV",
     "Beat",
     "Committed",
+    "CrashesChanged",
     "SupervisorLink",
     "WorkerSpec",
     "decode_message",
@@ -79,7 +82,11 @@ class Committed(msgspec.Struct, tag="committed", frozen=True):
     ids: list[str]
 
 
-Message = Beat | Committed
+class CrashesChanged(msgspec.Struct, tag="crashes", frozen=True):
+    pass
+
+
+Message = Beat | Committed | CrashesChanged
 _decoder: Final = msgspec.json.Decoder(Message)
 _encoder: Final = msgspec.json.Encoder()
 
@@ -123,7 +130,7 @@ class SupervisorLink:
     def from_fd(cls, fd: int) -> SupervisorLink:
         return cls(socket.socket(fileno=fd))
 
-    def start(self, on_committed: Callable[[list[str]], None]) -> None:
+    def start(self, on_committed: Callable[[list[str]], None], on_crashes: Callable[[], None]) -> None:
         """Read the supervisor's messages on the running loop; set `lost` at end-of-file."""
         loop = asyncio.get_running_loop()
 
@@ -143,6 +150,8 @@ class SupervisorLink:
                     message = decode_message(data)
                     if isinstance(message, Committed):
                         on_committed(message.ids)
+                    elif isinstance(message, CrashesChanged):
+                        on_crashes()
 
         loop.add_reader(self.sock.fileno(), readable)
 
