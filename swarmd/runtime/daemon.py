@@ -174,6 +174,7 @@ class Daemon:
         backend = self.backend = open_backend(settings, state_dir, check_integrity=role is None)
         if role is not None and isinstance(backend, SqliteBackend):
             backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
+            backend.queue_writes = True  # the workers take turns writing, without busy sleeps
         await backend.open()
         try:
             # Every lease at start, under the state lock; a worker of a supervisor returns only

@@ -51,11 +51,20 @@ from swarmd.queue.base import (
 from swarmd.queue.sqlite.wake import SOCKET_NAME, WakeListener, wake
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
-from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
+from swarmd.storage.sqlite import (
+    Durability,
+    SqliteThread,
+    connect,
+    connect_readonly,
+    queue_writes,
+    quick_check,
+    transaction,
+)
 
 T = TypeVar("T")
 
 DB_NAME: Final = "swarmd.db"
+WRITE_LOCK_NAME: Final = "write.lock"
 log = structlog.get_logger("swarmd.sqlite")
 _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swarm_id, error"
 #: Primary SQLite result codes that say the file cannot be used right now, not that swarmd erred.
@@ -146,6 +155,9 @@ class SqliteBackend:
         #: The wake socket `listen` binds in the state directory (a worker process binds its own,
         #: fed by the supervisor's relay: swarmd.queue.sqlite.wake).
         self.wake_socket = SOCKET_NAME
+        #: Take turns with the other worker processes of one daemon on an flock before each
+        #: write transaction (`swarmd.storage.sqlite.queue_writes`), instead of busy-sleeping.
+        self.queue_writes = False
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -153,6 +165,8 @@ class SqliteBackend:
             self._conn = await self._run(connect_readonly, self.path)
             return
         self._conn = await self._run(connect, self.path, self.durability)
+        if self.queue_writes:
+            queue_writes(self._conn, self.state_dir / WRITE_LOCK_NAME)
         if self.check_integrity:
             problems = await self._run(quick_check, self.conn)
             if problems:
@@ -168,6 +182,9 @@ class SqliteBackend:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._thread.run(conn.close)
+            lock = getattr(conn, "write_lock", None)
+            if lock is not None:
+                os.close(lock)
         self._thread.shutdown()
 
     @property
