@@ -26,13 +26,17 @@ def main() -> int:
         print(f"swarmd: error: {__name__} is started by `swarmd serve --workers N`, not by hand", file=sys.stderr)
         return 2
     spec = msgspec.json.decode(raw, type=WorkerSpec)
-    die_with_parent(spec.supervisor_pid)
+    armed = die_with_parent(spec.supervisor_pid)
     settings = spec.load_settings()
     sys.setswitchinterval(SWITCH_INTERVAL)
     configure_logging(
         settings.log_level.value, json={"auto": None, "json": True, "console": False}[settings.log_format]
     )
     structlog.contextvars.bind_contextvars(worker=spec.index)
+    if not armed:
+        structlog.get_logger("swarmd.daemon").warning(
+            "pdeathsig_unavailable", fallback="exit when the control socket closes"
+        )
     role = WorkerRole(spec.index, SupervisorLink.from_fd(spec.control_fd), spec.recover_all_leases)
     config_path = Path(spec.config_path) if spec.config_path is not None else None
     return run_daemon(Daemon(settings, config_path=config_path, flags=spec.flags, role=role))

@@ -601,3 +601,4 @@ def test_workers_serve_and_drain_under_the_units_seccomp_filters(service: dict[s
             daemon.kill()
             daemon.wait(timeout=10)
     assert '"event":"worker_died"' not in log_path.read_text()
+    assert '"event":"pdeathsig_unavailable"' not in log_path.read_text()  # prctl is in @process
