@@ -85,6 +85,8 @@ class Slot:
     ready: bool = False
     reason: str = "starting"
     restart_at: float | None = None
+    #: A process in this slot got through its start once (it beat): later deaths are restarted.
+    started_once: bool = False
 
 
 class Supervisor:
@@ -106,6 +108,8 @@ class Supervisor:
         self.metrics = SupervisorMetrics(len(self.slots), running=self.running)
         self._stopped = asyncio.Event()
         self._all_ready_once = False
+        #: The exit code: 0, or that of a worker that could not start (bad agents, bad state).
+        self.exit_code = 0
 
     # -- what /healthz, /readyz and the watchdog read (plain values; any thread) -------------
     def running(self) -> int:
@@ -178,8 +182,8 @@ class Supervisor:
                 if relay is not None:
                     relay.stop()
                 http.stop()
-            log.info("stopped", pid=os.getpid())
-            return 0
+            log.info("stopped", pid=os.getpid(), exit=self.exit_code)
+            return self.exit_code
         finally:
             if lock is not None:
                 lock.release()
@@ -211,6 +215,11 @@ class Supervisor:
             code = await self._run_once(slot)
             if self._stopped.is_set():  # it drained, as asked (or died draining: not restarted)
                 log.info("worker_exited", worker=slot.index, exit=_describe_exit(code))
+                break
+            if not slot.started_once:  # it never got through its start: no restart will either
+                log.error("worker_failed_to_start", worker=slot.index, exit=_describe_exit(code), action="stop all")
+                self.exit_code = code if code > 0 else 1
+                self._stop_all()
                 break
             delay = slot.backoff.died(started=slot.started, now=time.monotonic())
             slot.restart_at = time.monotonic() + delay
@@ -285,6 +294,7 @@ class Supervisor:
             except msgspec.DecodeError:
                 continue
             if isinstance(message, Beat):
+                slot.started_once = True
                 slot.last_beat, slot.ready, slot.reason = time.monotonic(), message.ready, message.reason
                 if message.ready and not self._all_ready_once and self.ready()[0]:
                     self._all_ready_once = True
@@ -328,9 +338,12 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
 
     def _on_stop(self, signum: signal.Signals) -> None:
-        first = not self.stopping
-        log.info("signal", signal=signum.name, action="drain" if first else "hurry", workers=self.running())
-        if first:
+        log.info("signal", signal=signum.name, action="hurry" if self.stopping else "drain", workers=self.running())
+        self._stop_all()
+
+    def _stop_all(self) -> None:
+        """Drain every worker (the first time), or tell them to hurry (each later time)."""
+        if not self.stopping:
             self.stopping = True
             self._stopped.set()
             notify("STOPPING=1", self.environ)

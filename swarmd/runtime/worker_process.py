@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 import structlog
 
+from swarmd.errors import ConfigError, StateDirError, SwarmdError, TracingConfigError
 from swarmd.runtime.daemon import SWITCH_INTERVAL, Daemon, WorkerRole, run_daemon
 from swarmd.runtime.worker_link import SPEC_ENV, SupervisorLink, WorkerSpec, die_with_parent
 from swarmd.telemetry.logs import configure_logging
@@ -39,7 +40,11 @@ def main() -> int:
         )
     role = WorkerRole(spec.index, SupervisorLink.from_fd(spec.control_fd), spec.recover_all_leases)
     config_path = Path(spec.config_path) if spec.config_path is not None else None
-    return run_daemon(Daemon(settings, config_path=config_path, flags=spec.flags, role=role))
+    try:
+        return run_daemon(Daemon(settings, config_path=config_path, flags=spec.flags, role=role))
+    except SwarmdError as exc:  # as `swarmd serve` would say it: one line, exit 2 for bad input
+        print(f"swarmd: error: worker {spec.index}: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, (ConfigError, StateDirError, TracingConfigError)) else 1
 
 
 if __name__ == "__main__":
