@@ -157,9 +157,9 @@ class Supervisor:
             http = HttpServer(host, port, self.metrics.registry, health=self.health, ready=self.ready)
             http.start()
             relay = WakeRelay(state_dir, self._wake_targets) if settings.backend == "sqlite" else None
-            if relay is not None and not relay.start():
-                log.warning("wake_socket_unavailable", path=str(relay.path), fallback="poll_interval")
             try:
+                if relay is not None and not relay.start():
+                    log.warning("wake_socket_unavailable", path=str(relay.path), fallback="poll_interval")
                 self._install_signals()
                 log.info(
                     "supervisor_started",
