@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final, Literal, NoReturn
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -34,6 +34,9 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 #: A span of time: a number and a unit, s, m, h, d or w (``90s``, ``5m``, ``30d``); seconds alone.
 Duration = Annotated[str, msgspec.Meta(pattern=r"^\d{1,9}(\.\d+)?[smhdw]?\Z")]
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+#: Most worker processes one daemon runs (a bound for ``workers``; a label value each).
+MAX_WORKERS: Final = 64
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -116,6 +119,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: "fixed" or "adaptive" (AIMD on agent latency and failures, within min/max).
     concurrency: Annotated[str, msgspec.Meta(pattern=r"^(fixed|adaptive)\Z")] = "fixed"
     min_concurrent: PositiveInt = 1
+    #: Worker processes that pull and run jobs, sharing the queue ("auto": one per CPU this
+    #: process may use). 1 runs everything in one process; more start a supervisor that holds
+    #: the state lock, the HTTP listener and sd_notify (see swarmd.runtime.supervisor).
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] | Literal["auto"] = 1
     # -- policies --------------------------------------------------------------------------
     #: Attempts before a failing job is dead-lettered (agents and jobs may override).
     max_attempts: PositiveInt = 3
@@ -300,7 +307,8 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             "test_archive_crash",  # swarmd.ledger.archive.CRASH_ENV, the crash tests' hook
             "socket",
             "wait_backstop",
-        ):  # SWARMD_SOCKET, _WAIT_BACKSTOP: read where they apply
+            "worker",
+        ):  # SWARMD_SOCKET, _WAIT_BACKSTOP, _WORKER: read where they apply
             continue
         field = _FIELDS.get(key)
         if field is None or key in ("agent", "api", "schedule"):
@@ -392,6 +400,14 @@ def duration_seconds(text: str) -> float:
 def archive_path(settings: Settings, state_dir: Path) -> Path:
     """Where archive segments go: ``archive_dir``, relative to the state directory, or ``archive/`` in it."""
     return state_dir / (settings.archive_dir or "archive")
+
+
+def worker_count(settings: Settings) -> int:
+    """How many worker processes ``workers`` means here: "auto" is the CPUs this process may
+    run on (its affinity mask, which a cgroup's cpuset narrows), at most MAX_WORKERS."""
+    if settings.workers == "auto":
+        return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return settings.workers
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:

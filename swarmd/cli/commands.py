@@ -112,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "agents": args.agents,
         "agents_path": args.agents_path,
         "max_concurrent": args.max_concurrent,
+        "workers": args.workers,
         "log_level": args.log_level,
         "grace_seconds": args.grace_seconds,
         "allow_volatile_redis": args.allow_volatile_redis,

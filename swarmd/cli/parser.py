@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrent", type=int, help=f"most handlers running at once (default: {defaults.max_concurrent})"
     )
     serve.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help=f"worker processes sharing the queue; auto: one per usable CPU (default: {defaults.workers})",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help=f"least severe log events written (default: {defaults.log_level})",

@@ -18,14 +18,18 @@ it is local to the daemon that crashed, which is the one whose restart loop it m
 (with Redis, another daemon that takes the job over keeps records of its own, so a poison job
 moving between daemons is dead-lettered after ``poison_after`` crashes of one of them). It is
 replaced atomically (a temporary file, fsync, rename), opened never through a symlink
-(`swarmd.storage.files.open_private`), and holds at most MAX_RECORDS records.
+(`swarmd.storage.files.open_private`), and holds at most MAX_RECORDS records. The worker
+processes of one daemon (``workers`` > 1) share it: each change (read, modify, replace) holds
+an exclusive flock on ``crashes.lock``, so two workers crashing at once both leave a record.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -40,6 +44,7 @@ __all__ = ["CRASHES_NAME", "MAX_RECORDS", "CrashRecord", "CrashRecords"]
 log = structlog.get_logger("swarmd.daemon")
 
 CRASHES_NAME: Final = "crashes.json"
+LOCK_NAME: Final = "crashes.lock"
 #: Records kept (the oldest are dropped): a job is judged on the last few crashes only.
 MAX_RECORDS: Final = 32
 #: Most job ids one record names.
@@ -68,6 +73,17 @@ class CrashRecords:
 
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / CRASHES_NAME
+        self.lock_path = state_dir / LOCK_NAME
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the records' lock while they are read, changed and replaced."""
+        fd = open_private(self.lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing it releases the flock
 
     def load(self) -> list[CrashRecord]:
         """Every record kept; none if the file is absent, and none (with a warning) if it is
@@ -97,21 +113,23 @@ class CrashRecords:
     def record(self, jobs: list[str], error: BaseException) -> None:
         """Add a record of a crash now, with the jobs running (synchronous: the daemon is
         going down, and nothing else runs)."""
-        records = self.load()
-        records.append(CrashRecord(time.time(), os.getpid(), error_text(error)[:500], jobs[:MAX_JOBS]))
-        self._write(records[-MAX_RECORDS:])
+        with self._changing():
+            records = self.load()
+            records.append(CrashRecord(time.time(), os.getpid(), error_text(error)[:500], jobs[:MAX_JOBS]))
+            self._write(records[-MAX_RECORDS:])
         log.error("crash_recorded", path=str(self.path), running=jobs[:100], crashes=len(records))
 
     def clear(self, job_id: str) -> None:
         """Remove a job from every record (it ended without a crash, or was dead-lettered)."""
-        records = self.load()
-        kept = [
-            msgspec.structs.replace(record, jobs=[other for other in record.jobs if other != job_id])
-            for record in records
-        ]
-        kept = [record for record in kept if record.jobs]
-        if kept != records:
-            self._write(kept)
+        with self._changing():
+            records = self.load()
+            kept = [
+                msgspec.structs.replace(record, jobs=[other for other in record.jobs if other != job_id])
+                for record in records
+            ]
+            kept = [record for record in kept if record.jobs]
+            if kept != records:
+                self._write(kept)
 
     def _write(self, records: list[CrashRecord]) -> None:
         temporary = self.path.with_name(self.path.name + ".tmp")

@@ -15,11 +15,17 @@ running when the daemon is done are cancelled once and given STRAY_BOUND seconds
 An exception that escapes the worker is a crash: the jobs running then are recorded
 (swarmd.runtime.crashes) before the daemon exits 1, so that a job crashing it again and again
 ends as a poison dead letter.
+
+With ``workers`` > 1, `serve` runs the supervisor (swarmd.runtime.supervisor) instead, and each
+worker process runs a `Daemon` in the role of a `WorkerRole`: no state lock, no HTTP listener
+(its metrics go to the supervisor over a unix socket), no sd_notify (it beats on the control
+socket instead), its own wake socket, and the API socket in worker 0 only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import os
@@ -28,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -35,10 +42,20 @@ import msgspec
 import structlog
 import uvloop
 
-from swarmd.config import RELOADABLE, Settings, archive_path, listen_address, load_settings, resolve_state_dir
+from swarmd.config import (
+    RELOADABLE,
+    Settings,
+    archive_path,
+    listen_address,
+    load_settings,
+    resolve_state_dir,
+    worker_count,
+)
 from swarmd.errors import error_text
 from swarmd.queue.base import Disposition, QueueBackend
 from swarmd.queue.factory import open_backend
+from swarmd.queue.sqlite.backend import SqliteBackend
+from swarmd.queue.sqlite.wake import worker_socket_name
 from swarmd.queue.waiting import FinishedWaiters
 from swarmd.registry import Registry, build_registry
 from swarmd.runtime.api_ops import ApiOps
@@ -51,7 +68,10 @@ from swarmd.runtime.scheduler import Scheduler, resolve_schedules
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
 from swarmd.runtime.statedir import StateLock, prepare
+from swarmd.runtime.supervisor import supervise
 from swarmd.runtime.worker import Worker
+from swarmd.runtime.worker_link import BEAT_SECONDS, SupervisorLink, metrics_socket
+from swarmd.runtime.worker_metrics import MetricsExporter
 from swarmd.schedules import Schedule
 from swarmd.telemetry.logs import configure_logging, set_level
 from swarmd.telemetry.metrics import Metrics
@@ -69,6 +89,15 @@ GC_THRESHOLD: Final = (100_000, 50, 100)
 STRAY_BOUND: Final = 1.0
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerRole:
+    """A `Daemon` that is worker ``index`` of a supervisor, linked to it by ``link``."""
+
+    index: int
+    link: SupervisorLink
+    recover_all_leases: bool
+
+
 class Daemon:
     def __init__(
         self,
@@ -77,8 +106,10 @@ class Daemon:
         config_path: Path | None = None,
         flags: Mapping[str, Any] | None = None,
         environ: Mapping[str, str] | None = None,
+        role: WorkerRole | None = None,
     ) -> None:
         self.settings = settings
+        self.role = role
         self.config_path = config_path
         self.flags = dict(flags or {})
         self.environ = os.environ if environ is None else environ
@@ -123,33 +154,46 @@ class Daemon:
     async def run(self) -> int:
         settings = self.settings
         state_dir = prepare(resolve_state_dir(settings.state_dir, self.environ))
-        # One daemon per SQLite state; daemons on one Redis share its work by design.
-        lock = StateLock(state_dir) if settings.backend == "sqlite" else None
+        # One daemon per SQLite state; daemons on one Redis share its work by design. A worker's
+        # supervisor holds the lock for it.
+        lock = StateLock(state_dir) if settings.backend == "sqlite" and self.role is None else None
         if lock is not None:
             lock.acquire()
         try:
             registry = build_registry(settings.agents, agents_path=settings.agents_path, state_dir=state_dir)
             self.schedules = resolve_schedules(settings, registry)  # a bad schedule stops us before any write
             metrics = self.metrics = Metrics(agents=registry.names(), version=__version__, loop="uvloop")
-            host, port = listen_address(settings)
-            http = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)
-            http.start()
+            listener: HttpServer | MetricsExporter
+            if self.role is None:
+                host, port = listen_address(settings)
+                listener = HttpServer(host, port, metrics.registry, health=self.health, ready=self.ready)
+                where = listener.address
+            else:
+                listener = MetricsExporter(metrics.registry, metrics_socket(state_dir, self.role.index))
+                where = str(listener.path)
+            listener.start()
             try:
-                return await self._serve(state_dir, registry, metrics, http)
+                return await self._serve(state_dir, registry, metrics, where)
             finally:
-                http.stop()
+                listener.stop()
         finally:
             if lock is not None:
                 lock.release()
 
-    async def _serve(self, state_dir: Path, registry: Registry, metrics: Metrics, http: HttpServer) -> int:
+    async def _serve(self, state_dir: Path, registry: Registry, metrics: Metrics, listen: str) -> int:
         settings = self.settings
+        role = self.role
         tracing = Tracing.from_env(self.environ)
         tracing.install_global()
-        backend = self.backend = open_backend(settings, state_dir, check_integrity=True)
+        backend = self.backend = open_backend(settings, state_dir, check_integrity=role is None)
+        if role is not None and isinstance(backend, SqliteBackend):
+            backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
+            backend.queue_writes = True  # the workers take turns writing, without busy sleeps
         await backend.open()
         try:
-            recovered = await backend.recover(all_leases=True)
+            # Every lease at start, under the state lock; a worker of a supervisor returns only
+            # what is safe beside the other workers (swarmd.runtime.worker_link.WorkerSpec).
+            recovered = await backend.recover(all_leases=role is None or role.recover_all_leases)
             # Agents an earlier daemon published stay published: their queued jobs are kept for a
             # daemon that loads them (unroutable here), never dead-lettered as unknown.
             previous = await backend.published_agents() or []
@@ -164,19 +208,30 @@ class Daemon:
                 # tell from the published agents whether their jobs will be served.
                 await backend.publish_agents(sorted(set(previous) | set(registry.names())))
             worker = self.worker = Worker(backend, registry, settings, metrics, tracing)
-            archive_dir = archive_path(settings, state_dir) if settings.archive else None
-            worker.upkeep = LedgerUpkeep(backend, settings, archive_dir).run
+            if role is None or role.index == 0:  # one ledger upkeep (archives, checkpoints) per daemon
+                archive_dir = archive_path(settings, state_dir) if settings.archive else None
+                worker.upkeep = LedgerUpkeep(backend, settings, archive_dir).run
             worker.admission.served_elsewhere = served_elsewhere
             if served_elsewhere:
                 log.info("agents_served_elsewhere", agents=sorted(served_elsewhere))
             self.registry = registry
-            self._watch_crashes(worker, CrashRecords(state_dir))
+            records = CrashRecords(state_dir)
+            self._watch_crashes(worker, records)
             self._install_signals(worker)
             self._warn_unknown_agent_tables(settings, registry)
             ops = ApiOps(backend, registry.names(), settings, metrics)
             worker.on_committed.append(functools.partial(_wake_waiters, ops.waiters))
-            api = ApiServer.for_settings(settings, state_dir, ops, metrics, dict(self.environ))
-            await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
+            api: ApiServer | None = None
+            if role is None or role.index == 0:  # one API socket: the other workers' commits
+                # reach its waiters through the supervisor
+                api = ApiServer.for_settings(settings, state_dir, ops, metrics, dict(self.environ))
+                await api.start()  # producers of other users submit through it (swarmd.runtime.api_server)
+            if role is not None:
+                role.link.start(
+                    on_committed=ops.waiters.committed, on_crashes=functools.partial(_reread_crashes, worker, records)
+                )
+                if role.index != 0:
+                    worker.on_committed.append(functools.partial(_tell_supervisor, role.link))
             self.not_ready_reason = refusal
             stalls = StallWatcher(
                 last_turn=lambda: worker.health.last_tick,
@@ -191,7 +246,8 @@ class Daemon:
                 pid=os.getpid(),
                 backend=backend.name,
                 state_dir=str(state_dir),
-                listen=f"{http.address}",
+                listen=listen,
+                worker=None if role is None else role.index,
                 agents=registry.names(),
                 recovered_leases=recovered,
                 max_concurrent=settings.max_concurrent,
@@ -200,8 +256,10 @@ class Daemon:
             # Read at each scrape, as /readyz is: a full disk or a lost queue reads 0 as well.
             metrics.ready.set_function(lambda: 1.0 if self.ready()[0] else 0.0)
             tune_gc()  # everything loaded by now (agents, telemetry) is frozen out of collection
-            notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
-            watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
+            self._notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
+            watchdog = asyncio.get_running_loop().create_task(
+                self._watchdog(worker) if role is None else self._beat(worker, role.link)
+            )
             scheduler, scheduling = self._start_scheduler(backend, metrics)
             try:
                 if self.not_ready_reason is None:
@@ -218,7 +276,8 @@ class Daemon:
                     scheduling.cancel()
                 watchdog.cancel()
                 stalls.stop()
-                await api.close()
+                if api is not None:
+                    await api.close()
             metrics.set_ready(False)
             log.info("stopped", pid=os.getpid())
             return 0
@@ -229,8 +288,10 @@ class Daemon:
     def _start_scheduler(
         self, backend: QueueBackend, metrics: Metrics
     ) -> tuple[Scheduler | None, asyncio.Task[None] | None]:
-        """Fire the schedules in a task of their own, once the daemon serves (not while it refuses)."""
-        if not self.schedules or self.not_ready_reason is not None:
+        """Fire the schedules in a task of their own, once the daemon serves (not while it refuses),
+        in one worker of a daemon that runs several (the ticks' keys would keep the others' out,
+        at the cost of a refused submit each)."""
+        if not self.schedules or self.not_ready_reason is not None or (self.role is not None and self.role.index != 0):
             return None, None
         scheduler = Scheduler(backend, self.schedules, metrics, max_payload_bytes=self.settings.max_payload_bytes)
         task = asyncio.get_running_loop().create_task(scheduler.run(), name="swarmd-scheduler")
@@ -290,7 +351,7 @@ class Daemon:
             first = not worker.health.draining
             log.info("signal", signal=signum.name, action="drain" if first else "hurry")
             if first:
-                notify("STOPPING=1")
+                self._notify("STOPPING=1")
             worker.stop()
 
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -314,7 +375,7 @@ class Daemon:
             await self._reload(worker)
 
     async def _reload(self, worker: Worker) -> None:
-        notify("RELOADING=1")
+        self._notify("RELOADING=1")
         try:
             # The same load and checks as at start-up, off the loop (the file may be slow to read).
             fresh = await asyncio.to_thread(
@@ -333,7 +394,7 @@ class Daemon:
                 self._warn_unknown_agent_tables(fresh, self.registry)
         except Exception as exc:
             log.error("reload_failed", error=error_text(exc))
-        notify("READY=1")
+        self._notify("READY=1")
 
     @staticmethod
     def _warn_unknown_agent_tables(settings: Settings, registry: Registry) -> None:
@@ -341,6 +402,23 @@ class Daemon:
         unknown = sorted(set(settings.agent) - set(registry.names()))
         if unknown:
             log.warning("config_unknown_agents", agents=unknown, known=registry.names())
+
+    def _notify(self, message: str) -> None:
+        """sd_notify, from a daemon of its own: a worker's supervisor speaks to systemd for it."""
+        if self.role is None:
+            notify(message)
+
+    async def _beat(self, worker: Worker, link: SupervisorLink) -> None:
+        """A worker's watchdog: every BEAT_SECONDS while the event loop turns, tell the
+        supervisor whether it is ready; if the supervisor is gone, go too, at once (its state
+        lock is gone with it: the leases held here come back at the next start)."""
+        while not link.lost.is_set():
+            if time.monotonic() - worker.health.last_tick <= STALL_SECONDS:
+                link.beat(*self.ready())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.lost.wait(), BEAT_SECONDS)
+        log.error("supervisor_gone", pid=os.getpid(), action="exit now")
+        os._exit(1)
 
     async def _watchdog(self, worker: Worker) -> None:
         interval = watchdog_interval(self.environ)
@@ -367,6 +445,19 @@ def _report_scheduler_end(task: asyncio.Task[None]) -> None:
     error = None if task.cancelled() else task.exception()
     if error is not None:
         log.error("scheduler_failed", error=error_text(error))
+
+
+def _reread_crashes(worker: Worker, records: CrashRecords) -> None:
+    """Another worker crashed: the jobs it named are suspects (or poison) here too, from now on."""
+    counts = records.counts()
+    worker.runner.crashes = counts
+    log.info("crash_records_reread", suspects=len(counts))
+
+
+def _tell_supervisor(link: SupervisorLink, batch: list[Attempt]) -> None:
+    """After a commit of a worker that does not serve the API socket: the ids it recorded,
+    for the waiters of the one that does."""
+    link.committed([a.finish.job_id for a in batch if a.finish.disposition in _RECORDED])
 
 
 def _report_stall(metrics: Metrics, stall: Stall) -> None:
@@ -409,7 +500,13 @@ def serve(settings: Settings, *, config_path: Path | None = None, flags: Mapping
     configure_logging(
         settings.log_level.value, json={"auto": None, "json": True, "console": False}[settings.log_format]
     )
-    daemon = Daemon(settings, config_path=config_path, flags=flags)
+    if worker_count(settings) > 1:
+        return supervise(settings, config_path=config_path, flags=flags)
+    return run_daemon(Daemon(settings, config_path=config_path, flags=flags))
+
+
+def run_daemon(daemon: Daemon) -> int:
+    """Run one daemon (the only one, or a supervisor's worker) on uvloop; its exit code."""
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.set_exception_handler(daemon.loop_exception)

@@ -223,16 +223,35 @@ class LocalDaemon:
         raise DaemonError(f"{field} not found")
 
     def cpu_seconds(self) -> float:
-        """CPU time the daemon's threads have used so far: the nanosecond counters of its live
-        threads (``/proc/PID/task/*/schedstat``), or, where the kernel keeps none, user + system
-        time of the whole process from ``/proc/PID/stat``, in 10 ms clock ticks. One daemon is
-        always read the same way. A thread that ends takes its time out of the first kind: a
-        drain's threads (the loop's and the SQLite thread) live as long as the daemon."""
-        if Path(f"/proc/{self.pid}/schedstat").exists():
+        """CPU time the daemon's threads have used so far, its worker processes' included
+        (``--workers N``): the nanosecond counters of their live threads
+        (``/proc/PID/task/*/schedstat``), or, where the kernel keeps none, user + system time of
+        each whole process from ``/proc/PID/stat``, in 10 ms clock ticks. One daemon is always
+        read the same way. A thread that ends takes its time out of the first kind: a drain's
+        threads (the loop's and the SQLite thread) live as long as the daemon."""
+        return sum(_process_cpu_seconds(pid) for pid in [self.pid, *_descendants(self.pid)])
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (a supervisor's workers), from ``/proc/PID/task/*/children``."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError):
+                for child in (task / "children").read_text().split():
+                    found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    try:
+        if Path(f"/proc/{pid}/schedstat").exists():
             total = 0
-            for task in Path(f"/proc/{self.pid}/task").iterdir():
+            for task in Path(f"/proc/{pid}/task").iterdir():
                 with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
                     total += int((task / "schedstat").read_text().split()[0])
             return total / 1e9
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # a worker that just exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -184,8 +184,8 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
         for quantile in ("p50", "p99"):
             assert re.search(rf":{metric}:{quantile}_rate5m\{{", latency), (metric, quantile)
     assert "instance_agent:swarmd_agent_duration_seconds:p99_rate5m" in latency  # by agent
-    assert "sum by (state) (swarmd_queue_jobs{" in queue
-    assert "rate(swarmd_ledger_index{" in queue
+    assert "sum by (state) (max without (worker) (swarmd_queue_jobs{" in queue
+    assert "max without (worker) (rate(swarmd_ledger_index{" in queue
     assert "instance:swarmd_ledger_commit_seconds:p99_rate5m" in queue
     assert "swarmd_circuit_state" in queue
     assert "instance:swarmd_event_loop_lag_seconds:p99_rate5m" in runtime
@@ -272,6 +272,20 @@ def test_queries_honour_the_variables_and_rate_interval(dashboard: dict[str, Any
             assert window in {"$__rate_interval", "$__range"}, expr
         if re.search(r"\b(rate|increase)\(", expr):
             assert "[$__rate_interval]" in expr or "[$__range]" in expr, expr
+
+
+#: Gauges every worker of one daemon reports alike (the whole queue, the last ledger index):
+#: summed over the ``worker`` label they would count it twice (docs/design/workers.md).
+PER_DAEMON_GAUGES = ("swarmd_queue_jobs", "swarmd_ledger_index", "swarmd_jobs_unroutable")
+
+
+def test_no_query_sums_a_per_daemon_gauge_over_workers(dashboard: dict[str, Any]) -> None:
+    for target in targets(dashboard):
+        expr = target["expr"]
+        for gauge in PER_DAEMON_GAUGES:
+            for at in (m.start() for m in re.finditer(rf"\b{gauge}\{{", expr)):
+                before = expr[:at]
+                assert re.search(r"max without \(worker\) \((rate\()?$", before), expr
 
 
 def grafana_to_promql(expr: str) -> str:

@@ -7,11 +7,17 @@ promtool is found with :func:`require_tool`: without it the test skips, and unde
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 
 import prometheus_client
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.registry import Collector
 from support.services import require_tool
 
+from swarmd.runtime.worker_metrics import relabel
 from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.supervisor_metrics import SupervisorMetrics
 
 AGENTS = ("echo", "sleep")
 
@@ -40,5 +46,28 @@ def test_promtool_check_metrics_is_silent_with_exemplars_recorded() -> None:
     m.observe_swarm_overhead(1e-3, exemplar)
     exposition = prometheus_client.generate_latest(m.registry)
     assert b"trace_id" not in exposition
+    proc = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+
+
+def test_promtool_check_metrics_is_silent_on_a_supervisors_exposition() -> None:
+    """With workers > 1: the supervisor's own metrics and its workers' series, each labelled
+    ``worker``, as its /metrics serves them (swarmd.runtime.worker_metrics)."""
+    promtool = require_tool("promtool")
+    texts = []
+    for worker in ("0", "1"):
+        m = Metrics(agents=AGENTS, version="1.2.3", loop="uvloop")
+        m.agent("echo").record("succeeded", 0.01)
+        texts.append((worker, openmetrics_latest(m.registry).decode()))  # type: ignore[no-untyped-call]
+    supervisor = SupervisorMetrics(2, running=lambda: 2)
+    families = relabel(texts)
+
+    class Workers(Collector):
+        def collect(self) -> Iterable[Metric]:
+            return families
+
+    supervisor.registry.register(Workers())
+    exposition = prometheus_client.generate_latest(supervisor.registry)
+    assert b'swarmd_jobs_total{agent="echo",outcome="succeeded",worker="1"} 1.0' in exposition
     proc = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")

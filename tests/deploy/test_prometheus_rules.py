@@ -30,6 +30,7 @@ from support.promql import (
 )
 
 from swarmd.telemetry.metrics import Metrics
+from swarmd.telemetry.supervisor_metrics import SupervisorMetrics
 
 pytestmark = pytest.mark.prometheus
 
@@ -51,6 +52,7 @@ REQUIRED_ALERTS = {
     "SwarmdCircuitOpen",
     "SwarmdNotReady",
     "SwarmdRestarting",
+    "SwarmdWorkerRestarting",
     "SwarmdLedgerCommitSlow",
 }
 
@@ -302,10 +304,17 @@ def test_rules_name_only_exported_series_and_defined_rules() -> None:
 
 
 def test_contract_matches_what_the_daemon_exports() -> None:
-    """The names the rules and dashboard may use are the names swarmd.metrics exposes."""
+    """The names the rules and dashboard may use are the names swarmd.metrics exposes, and,
+    with workers > 1, its supervisor beside them."""
     metrics = Metrics(agents=["echo"])
     metrics.set_schedule_ticks("report", last=1.0, next_tick=2.0)  # a series per schedule, once known
-    exported = {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    supervisor = SupervisorMetrics(2, running=lambda: 2)
+    exported = {
+        sample.name
+        for registry in (metrics.registry, supervisor.registry)
+        for family in registry.collect()
+        for sample in family.samples
+    }
     assert set(SWARMD_SERIES) <= exported, set(SWARMD_SERIES) - exported
     assert {name for name in exported if name.startswith("swarmd_")} == set(SWARMD_SERIES)
     assert exported >= PROCESS_SERIES, PROCESS_SERIES - exported

@@ -557,3 +557,48 @@ def test_the_api_socket_unit_verifies_and_makes_the_socket_clients_look_for() ->
     assert service["Install"]["Also"] == ["swarmd.socket"]
     # systemd gives the socket its group: the daemon needs none (and keeps exposure <= 1.0).
     assert "SupplementaryGroups" not in service["Service"]
+
+
+@pytest.mark.slow
+def test_workers_serve_and_drain_under_the_units_seccomp_filters(service: dict[str, list[str]], tmp_path: Path) -> None:
+    """`swarmd serve --workers 2` under the unit's filters: the supervisor spawns its workers
+    (socket pairs, PR_SET_PDEATHSIG, flock), both serve, the drain is clean."""
+    swarmd = Path(sys.executable).parent / "swarmd"
+    if not swarmd.exists():
+        pytest.skip("swarmd console script not installed in this venv")
+    state = tmp_path / "state"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = sandboxed(
+        service,
+        [str(swarmd), "serve", "--state-dir", str(state), "--metrics-listen", f"127.0.0.1:{port}", "--workers", "2"],
+    )
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        wait_for(lambda: http_get(f"{base}/readyz") == "ok\n", "/readyz ok from both workers", daemon)
+        submit = subprocess.run(
+            [str(swarmd), "submit", "--state-dir", str(state), "--agent", "echo", "--gid", "g-1", "--count", "50"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert submit.returncode == 0, submit.stderr
+
+        def succeeded() -> float:
+            lines = (http_get(f"{base}/metrics") or "").splitlines()
+            done = [line for line in lines if line.startswith('swarmd_jobs_total{agent="echo",outcome="succeeded"')]
+            return sum(float(line.rsplit(" ", 1)[1]) for line in done)
+
+        wait_for(lambda: succeeded() == 50, "50 jobs succeeded over both workers", daemon)
+        assert "swarmd_workers_running 2.0" in (http_get(f"{base}/metrics") or "")
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0, log_path.read_text()
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    assert '"event":"worker_died"' not in log_path.read_text()
+    assert '"event":"pdeathsig_unavailable"' not in log_path.read_text()  # prctl is in @process

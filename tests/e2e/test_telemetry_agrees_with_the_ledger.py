@@ -203,6 +203,66 @@ def test_metrics_count_what_the_ledger_records(tmp_path: Path) -> None:
     assert sorted(info["job_id"] for info in dlq) == sorted(retried_dead + permanent + timed_out)
 
 
+def summed_over_workers(found: dict[Series, float], name: str, *keys: str) -> dict[tuple[str, ...], float]:
+    """The samples named ``name`` of a daemon with workers, summed over their ``worker`` label."""
+    totals: dict[tuple[str, ...], float] = {}
+    for (n, labels), value in found.items():
+        if n == name:
+            assert "worker" in dict(labels), (n, labels)
+            key = tuple(dict(labels)[k] for k in keys)
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def test_metrics_of_two_workers_add_up_to_what_the_ledger_records(tmp_path: Path) -> None:
+    """The same cross-check with ``--workers 2``: each counter summed over ``worker`` equals
+    what the ledger implies; the gauges of the whole queue agree with it on every worker."""
+    state = tmp_path / "state"
+    env = {"SWARMD_BACKOFF_BASE": "0.01"}
+    with running(state, "--agents", "support.agents", "--workers", "2", env=env) as daemon:
+        echo = submit(state, "echo", "GID-ok", payload={"n": 1}, count=30)
+        flaky = submit(state, "flaky", "GID-flaky", payload={"fail_times": 1}, count=4)
+        retried_dead = submit(state, "fail", "GID-fail", "--max-attempts", "2", count=2)
+        timed_out = submit(
+            state, "slow", "GID-slow", "--timeout", "0.05", "--max-attempts", "1", payload={"seconds": 60}
+        )
+        liar = submit(state, "liar", "GID-honest")
+        total = 30 + 4 + 2 + 1 + 1
+        wait_until(lambda: ledger_count(state) == total, what="the whole workload")
+        entries = ledger(state)
+        dead = sum(entry["outcome"] == "dead_lettered" for entry in entries)
+        assert dead == 3
+
+        def settled() -> bool:  # each worker's counters and queue snapshot caught up
+            found = samples(scrape(daemon))
+            return sum(summed_over_workers(found, "swarmd_jobs_total", "outcome").values()) == sum(
+                runs_implied_by(entries).values()
+            ) and set(by_labels(found, "swarmd_queue_jobs", "state", "worker").items()) >= {
+                (("dead", "0"), dead),
+                (("dead", "1"), dead),
+            }
+
+        wait_until(settled, what="both workers' metrics to settle")
+        found = samples(scrape(daemon))
+        assert daemon.stop() == 0
+
+    expected = runs_implied_by(entries)
+    jobs = summed_over_workers(found, "swarmd_jobs_total", "agent", "outcome")
+    assert {key: value for key, value in jobs.items() if value} == dict(expected)
+    durations = summed_over_workers(found, "swarmd_agent_duration_seconds_count", "agent", "outcome")
+    runs = {key: n for key, n in expected.items() if key[1] not in ("retried", "dead_lettered")}
+    assert {key: value for key, value in durations.items() if value} == runs
+    violations = summed_over_workers(found, "swarmd_identity_violations_total", "agent")
+    assert sum(violations.values()) == 1 and violations[("liar",)] == 1
+    assert [entry["job_id"] for entry in entries if entry.get("identity_violation")] == liar
+    # The head of the one chain is the highest index any worker committed.
+    assert max(by_labels(found, "swarmd_ledger_index", "worker").values()) == entries[-1]["index"] == total - 1
+    assert [entry["index"] for entry in entries] == list(range(total))
+    assert {by_id["outcome"] for by_id in entries if by_id["job_id"] in echo + flaky} == {"succeeded"}
+    assert sorted(e["job_id"] for e in entries if e["outcome"] == "dead_lettered") == sorted(retried_dead + timed_out)
+    assert swarmd("ledger", "verify", "--state-dir", str(state), check=False).returncode == 0
+
+
 # -- 2. swarm overhead against the ledger and an external clock --------------------------
 def test_swarm_overhead_is_what_the_ledger_and_an_external_clock_say(tmp_path: Path) -> None:
     state = tmp_path / "state"

@@ -7,6 +7,7 @@ behaviour deterministically (a barrier, a lie about identity, a failure on chose
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -283,3 +284,19 @@ async def aggregate(ctx: JobContext, payload: Any) -> dict[str, Any]:
 async def tick(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Return the job's idempotency key: a schedule's job names its schedule and tick there."""
     return {"key": ctx.job.idempotency_key}
+
+
+@agent("file_barrier")
+async def file_barrier(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A barrier across processes (the workers of one daemon): append a line to the file
+    ``path``, then wait until it holds ``parties`` lines and, if ``release`` names a file, until
+    that file exists."""
+    path = str(payload["path"])
+    _append_line(path, f"{ctx.job.id} attempt {ctx.attempt}")
+    release = payload.get("release")
+    while True:
+        with open(path, encoding="utf-8") as handle:
+            arrived = len(handle.read().splitlines())
+        if arrived >= int(payload["parties"]) and (release is None or os.path.exists(str(release))):
+            return {"agent_gid": ctx.gid}
+        await asyncio.sleep(0.01)

@@ -36,6 +36,7 @@ COUNTERS: Final = (
     "swarmd_event_loop_stalls",
     "swarmd_stray_task_errors",
     "swarmd_api_refused",
+    "swarmd_worker_restarts",  # the supervisor's (workers > 1): swarmd.telemetry.supervisor_metrics
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
@@ -50,6 +51,7 @@ GAUGES: Final = (
     "swarmd_jobs_unroutable",
     "swarmd_schedule_last_tick_timestamp_seconds",
     "swarmd_schedule_next_tick_timestamp_seconds",
+    "swarmd_workers_running",  # the supervisor's (workers > 1)
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.

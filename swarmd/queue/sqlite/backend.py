@@ -53,7 +53,7 @@ from swarmd.queue.base import (
     error_object,
 )
 from swarmd.queue.schedule_state import decode_state, encode_state
-from swarmd.queue.sqlite.wake import WakeListener, wake
+from swarmd.queue.sqlite.wake import SOCKET_NAME, WakeListener, wake
 from swarmd.queue.sqlite.workflows import (
     awaiting,
     count_ended,
@@ -70,6 +70,7 @@ from swarmd.storage.sqlite import (
     SqliteThread,
     connect,
     connect_readonly,
+    queue_writes,
     quick_check,
     reclaim_space,
     transaction,
@@ -78,6 +79,7 @@ from swarmd.storage.sqlite import (
 T = TypeVar("T")
 
 DB_NAME: Final = "swarmd.db"
+WRITE_LOCK_NAME: Final = "write.lock"
 log = structlog.get_logger("swarmd.sqlite")
 _JOB_COLUMNS: Final = "id, state, agent, gid, attempt, priority, not_before, swarm_id, error"
 #: Primary SQLite result codes that say the file cannot be used right now, not that swarmd erred.
@@ -165,6 +167,12 @@ class SqliteBackend:
         #: ``inline``: statements run on the caller's thread (see `SqliteThread`).
         self._thread = SqliteThread(inline=inline)
         self._listener: WakeListener | None = None
+        #: The wake socket `listen` binds in the state directory (a worker process binds its own,
+        #: fed by the supervisor's relay: swarmd.queue.sqlite.wake).
+        self.wake_socket = SOCKET_NAME
+        #: Take turns with the other worker processes of one daemon on an flock before each
+        #: write transaction (`swarmd.storage.sqlite.queue_writes`), instead of busy-sleeping.
+        self.queue_writes = False
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -172,6 +180,8 @@ class SqliteBackend:
             self._conn = await self._run(connect_readonly, self.path)
             return
         self._conn = await self._run(connect, self.path, self.durability)
+        if self.queue_writes:
+            queue_writes(self._conn, self.state_dir / WRITE_LOCK_NAME)
         if self.check_integrity:
             problems = await self._run(quick_check, self.conn)
             if problems:
@@ -187,6 +197,9 @@ class SqliteBackend:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._thread.run(conn.close)
+            lock = getattr(conn, "write_lock", None)
+            if lock is not None:
+                os.close(lock)
         self._thread.shutdown()
 
     @property
@@ -464,7 +477,7 @@ class SqliteBackend:
         )
 
     async def listen(self) -> None:
-        listener = WakeListener(self.state_dir)
+        listener = WakeListener(self.state_dir, self.wake_socket)
         if listener.start():
             self._listener = listener
         else:  # a state directory path too long for AF_UNIX: the poll interval bounds the delay

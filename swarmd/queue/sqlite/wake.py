@@ -2,6 +2,10 @@
 
 The daemon binds a datagram socket in its state directory; a producer that has committed
 jobs sends it one byte. A lost wake-up costs at most the daemon's idle poll interval.
+
+With several worker processes (``workers`` > 1) the supervisor binds ``wake.sock`` and a
+`WakeRelay` thread passes each datagram on to every worker's own socket (`worker_socket_name`):
+producers keep sending one datagram to one path, and every worker wakes.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -34,11 +40,16 @@ def wake(state_dir: Path, reason: WakeReason = WakeReason.WORK) -> bool:
     return True
 
 
+def worker_socket_name(index: int) -> str:
+    """The wake socket of worker ``index`` (the supervisor's relay sends to it)."""
+    return f"wake-w{index}.sock"
+
+
 class WakeListener:
     """The daemon's side: sets `event` whenever a datagram arrives; `reasons` collects them."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / SOCKET_NAME
+    def __init__(self, state_dir: Path, name: str = SOCKET_NAME) -> None:
+        self.path = state_dir / name
         self.event = asyncio.Event()
         self.reasons: set[WakeReason] = set()
         self._sock: socket.socket | None = None
@@ -80,3 +91,56 @@ class WakeListener:
             self._sock = None
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+
+class WakeRelay:
+    """The supervisor's side: a thread that receives on ``wake.sock`` and sends each datagram on
+    to the sockets ``targets()`` names now (the workers alive; one that is not listening misses
+    it and finds the work at its start or its next poll)."""
+
+    def __init__(self, state_dir: Path, targets: Callable[[], list[Path]]) -> None:
+        self.path = state_dir / SOCKET_NAME
+        self._targets = targets
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        """Bind and relay from a thread; False (workers poll) when the path is too long."""
+        if len(os.fsencode(self.path)) > _MAX_PATH:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(os.fsencode(self.path))
+        os.chmod(self.path, 0o600)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._relay, args=(sock,), name="swarmd-wake-relay", daemon=True)
+        self._thread.start()
+        return True
+
+    def _relay(self, sock: socket.socket) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as out:
+            out.setblocking(False)
+            while True:
+                try:
+                    data = sock.recv(64)
+                except OSError:
+                    return  # closed by stop()
+                if not data:
+                    return  # stop()'s own empty datagram
+                for target in self._targets():
+                    with contextlib.suppress(OSError):  # not listening, or its buffer is full
+                        out.sendto(data, os.fsencode(target))
+
+    def stop(self) -> None:
+        sock, thread = self._sock, self._thread
+        self._sock = self._thread = None
+        if sock is None:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as poke, contextlib.suppress(OSError):
+            poke.sendto(b"", os.fsencode(self.path))  # ends the blocking recv
+        if thread is not None:
+            thread.join(5.0)
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
