@@ -106,7 +106,7 @@ def summary(result: dict[str, Any]) -> str:
 
 def _summary(result: dict[str, Any]) -> str:
     name = result["scenario"]
-    met = _met_word(result.get("met"))
+    met = "met where measured" if "met" in result and result["met"] is None else _met_word(bool(result.get("met")))
     if name == "swarm":
         lines = [f"swarm ({met}: {result['target']})"]
         for row in result["sizes"]:
