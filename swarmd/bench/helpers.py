@@ -7,9 +7,11 @@ Scenarios import this module and nothing of each other; the runner imports the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,6 +22,7 @@ import uvloop
 
 from swarmd.client import Client
 from swarmd.errors import BenchError as BenchError  # noqa: PLC0414 - the scenarios import it from here
+from swarmd.ledger.durable import DurableLedger
 from swarmd.testing.daemon import LocalDaemon
 from swarmd.testing.polling import WaitTimeout, wait_until
 
@@ -65,6 +68,50 @@ def ratio(value: float, floor: float) -> float | None:
     return value / floor if floor > 0 else None
 
 
+# -- targets -------------------------------------------------------------------------------
+def target(
+    name: str, text: str, measured: float | None, limit: float, *, at_least: bool = False, why_unmeasured: str = ""
+) -> dict[str, Any]:
+    """One target of a scenario, as the JSON reports it: what it asks (``text``), the ratio
+    measured in this run, its ``limit`` (at most, or ``at_least``) and ``met``: true, false, or
+    null when it could not be measured in this run (``why_unmeasured`` says why)."""
+    met: bool | None = None
+    if measured is not None:
+        met = measured >= limit if at_least else measured <= limit
+    row: dict[str, Any] = {
+        "name": name,
+        "target": text,
+        "measured": measured,
+        "limit": limit,
+        "at_least": at_least,
+        "met": met,
+    }
+    if measured is None:
+        row["why_unmeasured"] = why_unmeasured or "not measured"
+    return row
+
+
+def all_met(targets: Sequence[dict[str, Any]]) -> bool | None:
+    """A scenario's ``met``: false if any target is unmet, null if none is unmet but some could
+    not be measured, else true."""
+    values = [row["met"] for row in targets]
+    if any(value is False for value in values):
+        return False
+    return None if any(value is None for value in values) else True
+
+
+def serve_offers_workers() -> bool:
+    """Whether this swarmd's ``swarmd serve`` takes ``--workers N`` (its ``--help`` says so)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "swarmd", "serve", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    return "--workers" in out
+
+
+#: Why the ``--workers 2`` targets read null where serve has no such option.
+NO_WORKERS: Final = "this swarmd's `serve` has no --workers option"
+
+
 # -- the floors: the same work with nothing but asyncio on uvloop ---------------------------
 async def floor_swarm(n: int) -> float:
     """Wall seconds of ``n`` sleeps of `AGENT_SECONDS` in one bare TaskGroup."""
@@ -80,19 +127,40 @@ def floor_e2e() -> float:
     return run_uvloop(floor_swarm(50)) - AGENT_SECONDS
 
 
-async def floor_throughput(n: int, limit: int) -> float:
-    """Tasks per second of ``n`` no-op tasks, at most ``limit`` at a time."""
+class FloorRun(NamedTuple):
+    """The floor of a drain: tasks per second, and the CPU this process spent per task."""
+
+    jobs_per_s: float
+    cpu_per_job_s: float
+
+
+async def floor_throughput(n: int, limit: int) -> FloorRun:
+    """``n`` no-op tasks, at most ``limit`` at a time: their rate and CPU per task."""
     slots = asyncio.Semaphore(limit)
 
     async def noop() -> None:
         async with slots:
             await asyncio.sleep(0)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with asyncio.TaskGroup() as group:
         for _ in range(n):
             group.create_task(noop())
-    return n / (time.perf_counter() - started)
+    return FloorRun(n / (time.perf_counter() - started), (time.process_time() - cpu) / n)
+
+
+async def commit_alone(ledger: DurableLedger, n: int) -> float:
+    """One group commit of ``n`` entries like a swarm's, with nothing else running: appended
+    together, timed until the last index comes back (the hand-off to the SQLite thread, the
+    chain, the insert and the fsync'd COMMIT)."""
+    entries = [{"agent_gid": f"GID-{i}", "task": f"commit-{i}", "outcome": "succeeded"} for i in range(n)]
+    started = time.perf_counter()
+    committed = [ledger.append_soon(entry) for entry in entries]
+    indices = [await future for future in committed]  # as the dispatcher awaits them
+    wall = time.perf_counter() - started
+    if len(set(indices)) != n:
+        raise BenchError(f"a commit of {n} entries returned {len(set(indices))} indices")
+    return wall
 
 
 # -- watching a ledger ---------------------------------------------------------------------
@@ -124,26 +192,39 @@ def await_count(conn: sqlite3.Connection, target: int, timeout: float = 120.0, s
 
 
 # -- round trips of a swarm through a daemon -----------------------------------------------
+class RoundTrip(NamedTuple):
+    """One round trip of a 50-agent swarm: wall - 10 ms, the submit call, last commit -> waiter awake."""
+
+    overhead: float
+    submit: float
+    wake: float
+
+
+#: The swarm of a round trip: 50 agents sleeping `AGENT_SECONDS`.
+SWARM_SPECS: Final = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
+
+
+def swarm_round_trip(client: Client) -> RoundTrip:
+    """A 50-agent swarm of `AGENT_SECONDS` sleeps, submitted by ``client``, until all 50 results
+    are in its hands (`Submitted.wait`): the wall - 10 ms, how long the submit call took, and
+    how long after the last outcome's commit (its ``finished_at``) the waiter woke."""
+    started = time.perf_counter()
+    swarm = client.submit_many(SWARM_SPECS, swarm=True)
+    submitted = time.perf_counter()
+    results = swarm.wait(timeout=60)
+    done, woke = time.perf_counter(), time.time()
+    if len(results) != 50 or not all(result.ok for result in results):
+        raise BenchError(f"e2e: {sum(not result.ok for result in results)} of the swarm's 50 jobs failed")
+    return RoundTrip(done - started - AGENT_SECONDS, submitted - started, woke - max(r.finished_at for r in results))
+
+
 def swarm_round_trips(client: Client, repeat: int) -> tuple[list[float], list[float], list[float]]:
-    """Round trips of a 50-agent swarm of `AGENT_SECONDS` sleeps, submitted by ``client``, until
-    all 50 results are in its hands (`Submitted.wait`): the walls - 10 ms, how long each submit
-    call took, and how long after the last outcome's commit (its ``finished_at``) the waiter
-    woke. Three rounds of warm-up come first, not counted."""
-    samples, submits, wakes = [], [], []
-    specs = [{"agent": "sleep", "gid": f"GID-{i}", "payload": {"seconds": AGENT_SECONDS}} for i in range(50)]
-    for round_ in range(repeat + 3):
-        started = time.perf_counter()
-        swarm = client.submit_many(specs, swarm=True)
-        submitted = time.perf_counter()
-        results = swarm.wait(timeout=60)
-        done, woke = time.perf_counter(), time.time()
-        if len(results) != 50 or not all(result.ok for result in results):
-            raise BenchError(f"e2e: {sum(not result.ok for result in results)} of the swarm's 50 jobs failed")
-        if round_ >= 3:
-            samples.append(done - started - AGENT_SECONDS)
-            submits.append(submitted - started)
-            wakes.append(woke - max(result.finished_at for result in results))
-    return samples, submits, wakes
+    """``repeat`` `swarm_round_trip`s after three of warm-up (not counted): their overheads,
+    submit calls and wakes."""
+    for _ in range(3):
+        swarm_round_trip(client)
+    trips = [swarm_round_trip(client) for _ in range(repeat)]
+    return [t.overhead for t in trips], [t.submit for t in trips], [t.wake for t in trips]
 
 
 def e2e_result(ours: list[float], floor: list[float], submits: list[float], wakes: list[float]) -> dict[str, Any]:
@@ -159,7 +240,6 @@ def e2e_result(ours: list[float], floor: list[float], submits: list[float], wake
         "submit_s": spread(submits),
         "commit_to_wake_s": spread(wakes),
         "wall_ratio": (s["median"] + AGENT_SECONDS) / (f["median"] + AGENT_SECONDS),
-        "met": s["median"] <= 0.003,
     }
 
 
@@ -182,29 +262,66 @@ class Drain(NamedTuple):
     cores: float
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of process ``pid`` and of its descendants alive now (``/proc/PID/schedstat``,
+    every thread's nanoseconds): a daemon with ``--workers N`` runs its workers as children."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, ()))
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process or thread that just ended
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def measure_drain(
     daemon: LocalDaemon, n: int, started: Callable[[], bool], count_until: Callable[[int], float]
 ) -> Drain:
     """Time a started daemon's drain of ``n`` jobs: from when ``started()`` first holds to
-    ``count_until(n)``, with the daemon's CPU time over the same span."""
+    ``count_until(n)``, with the CPU time of the daemon and its children over the same span."""
     wait_until(started, timeout=60, what="the first commit", step=0.0001)
-    first, cpu_first = time.perf_counter(), daemon.cpu_seconds()
+    first, cpu_first = time.perf_counter(), tree_cpu_seconds(daemon.pid)
     last = count_until(n)
-    cpu = daemon.cpu_seconds() - cpu_first
+    cpu = tree_cpu_seconds(daemon.pid) - cpu_first
     return Drain(n / (last - first), cpu / n, cpu / (last - first))
 
 
-def throughput_result(drains: Sequence[Drain], floor: Sequence[float]) -> dict[str, Any]:
-    """Drain rates against the floor's, with the CPU the daemon spent per job: a figure that
-    other load on the machine disturbs far less than a rate."""
-    s, f = spread([d.jobs_per_s for d in drains]), spread(floor)
+def throughput_result(drains: Sequence[Drain], floor: Sequence[FloorRun]) -> dict[str, Any]:
+    """Drain rates against the floor's, with the CPU the daemon spent per job (a figure that
+    other load on the machine disturbs far less than a rate) against the floor's."""
+    s, f = spread([d.jobs_per_s for d in drains]), spread([run.jobs_per_s for run in floor])
+    cpu, floor_cpu = spread([d.cpu_per_job_s for d in drains]), spread([run.cpu_per_job_s for run in floor])
     return {
         "swarmd_jobs_per_s": s,
         "floor_jobs_per_s": f,
         "ratio": ratio(f["median"], s["median"]),
-        "cpu_per_job_s": spread([d.cpu_per_job_s for d in drains]),
+        "cpu_per_job_s": cpu,
+        "floor_cpu_per_job_s": floor_cpu,
+        "cpu_ratio": ratio(cpu["median"], floor_cpu["median"]),
         "cores": spread([d.cores for d in drains]),
     }
+
+
+def workers_targets(one: Sequence[Drain], two: Sequence[Drain], offered: bool) -> list[dict[str, Any]]:
+    """The ``--workers 2`` targets against 1 worker in the same run: >= 1.3x the rate, <= 1.1x
+    the CPU per job (null, with the reason, where serve has no --workers)."""
+    rate = cpu = None
+    if offered and two:
+        rate = ratio(spread([d.jobs_per_s for d in two])["median"], spread([d.jobs_per_s for d in one])["median"])
+        cpu = ratio(spread([d.cpu_per_job_s for d in two])["median"], spread([d.cpu_per_job_s for d in one])["median"])
+    why = "" if offered else NO_WORKERS
+    return [
+        target("workers2_rate", "--workers 2: >= 1.3x the 1-worker rate", rate, 1.3, at_least=True, why_unmeasured=why),
+        target("workers2_cpu", "--workers 2: CPU per job <= 1.1x 1 worker's", cpu, 1.1, why_unmeasured=why),
+    ]
 
 
 # -- the machine ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The `throughput` scenario: a SQLite daemon draining queued no-op jobs against bare asyncio
-tasks, and the rate at which a producer submits jobs, one per call and in batches, and in
-batches through a daemon's API socket against direct submits in the same run."""
+tasks (its CPU per job against theirs), with 1 worker and with ``--workers 2`` in the same run,
+and the rate at which a producer submits jobs, one per call and in batches, and in batches
+through a daemon's API socket against direct submits in the same run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from swarmd.bench.helpers import (
     COARSE_STEP,
     BenchError,
     Drain,
+    all_met,
     await_count,
     floor_throughput,
     ledger_count,
@@ -22,7 +24,10 @@ from swarmd.bench.helpers import (
     queue_noops,
     readonly_ledger,
     run_uvloop,
+    serve_offers_workers,
+    target,
     throughput_result,
+    workers_targets,
 )
 from swarmd.client import Client
 from swarmd.testing.daemon import LocalDaemon
@@ -101,32 +106,47 @@ def drain_rate(state: Path, n: int, args: Sequence[str] = (), timeout: float = 1
     return drain, daemon
 
 
+def _verified_drain(jobs: int, args: Sequence[str] = ()) -> Drain:
+    """A fresh daemon (started with ``args``) draining ``jobs`` queued no-op jobs, its ledger verified."""
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
+        state = Path(tmp) / "state"
+        queue_noops(state, jobs)
+        drain, daemon = drain_rate(state, jobs, args)
+        with Client(state) as client:
+            report = client.verify()
+        daemon.stop()
+    if not report.ok or report.entries != jobs:
+        raise BenchError(f"throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
+    return drain
+
+
 def bench_throughput(jobs: int = 20_000, repeat: int = 3, submit_batched: int = 50_000) -> dict[str, Any]:
-    """``repeat`` drains of ``jobs`` queued no-op jobs, each by a fresh daemon, against as many
-    floors; then the submit rates."""
-    drains = []
+    """``repeat`` rounds, each of a drain of ``jobs`` queued no-op jobs by a fresh daemon, one by
+    a daemon with ``--workers 2`` (where serve offers it) and a floor, in turn; then the submit
+    rates."""
+    offered = serve_offers_workers()
+    drains: list[Drain] = []
+    two: list[Drain] = []
+    floor = []
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
-            state = Path(tmp) / "state"
-            queue_noops(state, jobs)
-            drain, daemon = drain_rate(state, jobs)
-            with Client(state) as client:
-                report = client.verify()
-            daemon.stop()
-            if not report.ok or report.entries != jobs:
-                raise BenchError(f"throughput: ledger has {report.entries} of {jobs} ({report.summary()})")
-            drains.append(drain)
+        drains.append(_verified_drain(jobs))
+        if offered:
+            two.append(_verified_drain(jobs, ("--workers", "2")))
+        floor.append(run_uvloop(floor_throughput(jobs, 256)))
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
         submit = _submit_rates(Path(tmp) / "state", single=min(300, jobs), batched=submit_batched)
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-") as tmp:
         submit.update(_socket_submit_rates(Path(tmp) / "state", batched=submit_batched))
-    floor = [run_uvloop(floor_throughput(jobs, 256)) for _ in range(repeat)]
     result = throughput_result(drains, floor)
+    targets = [
+        target("cpu_per_job", "1 worker: daemon CPU per job <= 2.5x the floor's", result["cpu_ratio"], 2.5),
+        *workers_targets(drains, two, offered),
+    ]
     return {
         "jobs": jobs,
         **result,
+        "workers_2": throughput_result(two, floor) if two else None,
         "submit": submit,
-        "met": result["swarmd_jobs_per_s"]["median"] >= 25_000
-        and submit["batched_jobs_per_s"] >= 100_000
-        and submit["socket_to_direct"] >= 0.5,
+        "targets": targets,
+        "met": all_met(targets),
     }
