@@ -17,11 +17,9 @@ observation, never a ``labels()`` call::
     m.job_finished()
     am.record("succeeded", 0.010)        # duration{outcome} + jobs_total{outcome}
 
-Threading: the ``observe``/``inc``/``set`` calls of prometheus-client are thread-safe, except
-those of the per-job series of :class:`AgentMetrics` (scheduling overhead, queue wait,
-duration, jobs), which are `swarmd.telemetry.loop_metrics` types without a lock per write and,
-like :meth:`Metrics.job_started` and :meth:`Metrics.job_finished` (plain integers), must be
-written from one thread (the event loop); the scrape thread only reads them.
+Threading: the ``observe``/``inc``/``set`` calls of prometheus-client are thread-safe.
+:meth:`Metrics.job_started` and :meth:`Metrics.job_finished` keep plain integers for speed
+and must be called from one thread (the event loop); the scrape thread only reads them.
 
 Of swarmd this module imports only the vocabulary (`swarmd.model`): telemetry sits below the
 dispatcher.
@@ -45,7 +43,6 @@ from prometheus_client import (
 )
 
 from swarmd.model import ApiRefuseReason, CircuitState, JobState, Outcome, RejectReason
-from swarmd.telemetry.loop_metrics import LoopCounter, LoopHistogram
 
 __all__ = [
     "API_REFUSE_REASONS",
@@ -169,7 +166,7 @@ class Metrics:
         self.registry: Final = registry
         r = registry
 
-        self.scheduling_overhead: Final = LoopHistogram(
+        self.scheduling_overhead: Final = Histogram(
             "swarmd_scheduling_overhead_seconds",
             "Time from a job being reserved to its handler starting.",
             ["agent"], buckets=OVERHEAD_BUCKETS, registry=r,
@@ -179,17 +176,17 @@ class Metrics:
             "Per swarm: first job reserved to last job done, minus the longest agent duration.",
             buckets=OVERHEAD_BUCKETS, registry=r,
         )  # fmt: skip
-        self.queue_wait: Final = LoopHistogram(
+        self.queue_wait: Final = Histogram(
             "swarmd_queue_wait_seconds",
             "Time from a job being enqueued (or its not_before) to its handler starting.",
             ["agent"], buckets=QUEUE_WAIT_BUCKETS, registry=r,
         )  # fmt: skip
-        self.agent_duration: Final = LoopHistogram(
+        self.agent_duration: Final = Histogram(
             "swarmd_agent_duration_seconds",
             "Handler run time, by outcome.",
             ["agent", "outcome"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
-        self.jobs: Final = LoopCounter(
+        self.jobs: Final = Counter(
             "swarmd_jobs",
             "Ends of job attempts (succeeded, failed, timed_out, cancelled) and what became of the job "
             "after a failed one (retried, dead_lettered); succeeded + dead_lettered + cancelled = finished jobs.",
