@@ -29,6 +29,10 @@ MAX_CONFIG_BYTES: Final = 1024 * 1024
 MAX_NUMBER: Final = 1e9
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
+#: A duration setting: a number and a unit (s, m, h, d, w; none: seconds).
+DURATION_PATTERN: Final = r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]?\Z"
+_DURATION_UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -138,6 +142,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Largest encoded result a handler may return, in bytes: a larger one fails its job
     #: permanently with ResultTooLarge (the result is not kept).
     max_result_bytes: PositiveInt = 64 * 1024
+    # -- bounded state (see README "Running for a long time") ------------------------------
+    #: How long a finished job's idempotency key (and, on Redis, its swarm's membership set)
+    #: is kept after it finished: a duration like 90s, 15m, 12h, 7d or 2w. Within it,
+    #: resubmitting the key returns the first job; after it, the key is forgotten.
+    result_ttl: Annotated[str, msgspec.Meta(pattern=DURATION_PATTERN)] = "7d"
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
     # -- API socket (producers who are not the daemon's user; see swarmd.api) ---------------
@@ -315,11 +324,29 @@ def check(settings: Settings) -> Settings:
             "metrics_listen",
             f"{host} is not a loopback address; set allow_remote_metrics (--allow-remote-metrics) to expose it",
         )
+    result_ttl_seconds(settings)
     for name, agent in settings.agent.items():
         for spec in agent.permanent:
             if ":" not in spec:
                 raise ConfigError(f"agent.{name}.permanent", f"{spec!r} is not 'module:ExceptionName'")
     return settings
+
+
+def duration_seconds(text: str, key: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds, above 0 and at most
+    MAX_NUMBER; anything else is a `ConfigError` naming ``key``."""
+    match = re.fullmatch(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhdw]?)", text)
+    if match is None:
+        raise ConfigError(key, f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_NUMBER:
+        raise ConfigError(key, f"{text!r} must be above 0 and at most {MAX_NUMBER:g} seconds")
+    return seconds
+
+
+def result_ttl_seconds(settings: Settings) -> float:
+    """`Settings.result_ttl` in seconds."""
+    return duration_seconds(settings.result_ttl, "result_ttl")
 
 
 def listen_address(settings: Settings) -> tuple[str, int]:

@@ -20,6 +20,7 @@ ends as a poison dead letter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import os
@@ -46,6 +47,7 @@ from swarmd.runtime.api_server import ApiServer
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.httpserver import HttpServer
+from swarmd.runtime.retention import ResultExpiry
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
 from swarmd.runtime.statedir import StateLock, prepare
@@ -192,6 +194,11 @@ class Daemon:
             tune_gc()  # everything loaded by now (agents, telemetry) is frozen out of collection
             notify(f"READY=1\nSTATUS=serving {backend.name} queue {settings.queue}\nMAINPID={os.getpid()}")
             watchdog = asyncio.get_running_loop().create_task(self._watchdog(worker))
+            expiry = ResultExpiry(backend, settings, metrics, state_dir)
+            if self.not_ready_reason is None:  # a refusing daemon writes nothing
+                retention = asyncio.get_running_loop().create_task(expiry.run(), name="swarmd-retention")
+            else:
+                retention = asyncio.get_running_loop().create_task(expiry.refresh_metrics(), name="swarmd-retention")
             try:
                 if self.not_ready_reason is None:
                     await worker.run()
@@ -203,6 +210,9 @@ class Daemon:
                         heartbeat.cancel()
             finally:
                 watchdog.cancel()
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await retention
                 stalls.stop()
                 await api.close()
             metrics.set_ready(False)

@@ -11,6 +11,7 @@ file, so that a file is either wholly at its old version or wholly at the new on
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -39,9 +40,26 @@ def _jobs_name_their_submitter(conn: sqlite3.Connection) -> None:
     would dead-letter such jobs as malformed, refuse the file instead."""
 
 
+def _idempotency_keys_know_when_their_job_finished(conn: sqlite3.Connection) -> None:
+    """Version 3: ``idempotency.finished_at`` (when the key's job finished: done, dead or
+    cancelled; NULL while it is queued), so that keys can expire ``result_ttl`` after it.
+    Keys of jobs that finished before the upgrade count from the upgrade."""
+    conn.execute("ALTER TABLE idempotency ADD COLUMN finished_at REAL")
+    conn.execute("CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id)")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idempotency_finished ON idempotency (finished_at) WHERE finished_at IS NOT NULL"
+    )
+    conn.execute(
+        "UPDATE idempotency SET finished_at = ? "
+        "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = idempotency.job_id AND jobs.state != 'dead')",
+        (time.time(),),
+    )
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
+    Migration(3, "idempotency keys record when their job finished", _idempotency_keys_know_when_their_job_finished),
 )
 
 

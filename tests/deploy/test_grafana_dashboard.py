@@ -29,7 +29,7 @@ from support.promql import (
 DASHBOARD = ROOT / "grafana" / "dashboards" / "swarmd.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 DS_UID = "${datasource}"
-ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime"]
+ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime", "State"]
 #: Series with an `agent` label: a query on them must honour the agent variable.
 AGENT_LABELLED = (
     "swarmd_scheduling_overhead_seconds",
@@ -147,7 +147,7 @@ def test_units_fit_the_queries(dashboard: dict[str, Any]) -> None:
 def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     by_row = rows(dashboard)
     assert list(by_row) == ROWS
-    overview, latency, queue, runtime = (exprs_of(by_row[r]) for r in ROWS)
+    overview, latency, queue, runtime, state = (exprs_of(by_row[r]) for r in ROWS)
     assert "sum by (outcome) (rate(swarmd_jobs_total{" in overview
     in_flight = [
         p
@@ -180,6 +180,14 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     assert "instance:swarmd_event_loop_lag_seconds:p99_rate5m" in runtime
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
         assert metric in runtime, metric
+    assert "sum by (part) (swarmd_state_bytes{" in state
+    for metric in (
+        "swarmd_state_filesystem_free_bytes",
+        "swarmd_ledger_entries",
+        "swarmd_ledger_oldest_timestamp_seconds",
+        "swarmd_retention_last_run_timestamp_seconds",
+    ):
+        assert metric in state, metric
 
 
 def test_layout_has_no_overlaps(dashboard: dict[str, Any]) -> None:

@@ -36,6 +36,8 @@ COUNTERS: Final = (
     "swarmd_event_loop_stalls",
     "swarmd_stray_task_errors",
     "swarmd_api_refused",
+    "swarmd_retention_runs",
+    "swarmd_finished_expired",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
@@ -48,6 +50,11 @@ GAUGES: Final = (
     "swarmd_ready",
     "swarmd_abandoned_tasks",
     "swarmd_jobs_unroutable",
+    "swarmd_state_bytes",
+    "swarmd_state_filesystem_free_bytes",
+    "swarmd_ledger_entries",
+    "swarmd_ledger_oldest_timestamp_seconds",
+    "swarmd_retention_last_run_timestamp_seconds",
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.

@@ -51,7 +51,15 @@ from swarmd.queue.base import (
 from swarmd.queue.sqlite.wake import WakeListener, wake
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.storage.holder import daemon_holds
-from swarmd.storage.sqlite import Durability, SqliteThread, connect, connect_readonly, quick_check, transaction
+from swarmd.storage.sqlite import (
+    BUSY_TIMEOUT_MS,
+    Durability,
+    SqliteThread,
+    connect,
+    connect_readonly,
+    quick_check,
+    transaction,
+)
 
 T = TypeVar("T")
 
@@ -105,6 +113,16 @@ def _where(where: JobFilter, state: str | None, now: float) -> tuple[str, tuple[
             clauses.append(f"{column} = ?")
             args.append(value)
     return " AND ".join(clauses) or "1", tuple(args)
+
+
+def _mark_keys_finished(conn: sqlite3.Connection, job_ids: Collection[str], now: float) -> None:
+    """Inside the transaction that finishes jobs: their idempotency keys start to age (they
+    expire ``result_ttl`` after ``finished_at``; see `SqliteBackend.expire_finished`)."""
+    if job_ids:
+        conn.execute(
+            "UPDATE idempotency SET finished_at = ? WHERE job_id IN (SELECT value FROM json_each(?))",
+            (now, msgspec.json.encode(list(job_ids)).decode()),
+        )
 
 
 def _placeholders(n: int) -> str:
@@ -280,6 +298,7 @@ class SqliteBackend:
             # job still queued and not dead has no ledger entry yet: claiming its row tells which
             # outcomes are new without a separate look-up in the ledger.
             fresh = self._claim_final(conn, items, now)
+            _mark_keys_finished(conn, fresh, now)
             records = [(item.job_id, item.record) for item in items if item.record is not None]
             new: dict[str, bytes] = {}
             for job_id, record in records:  # the first outcome of a job that ran twice wins
@@ -361,6 +380,7 @@ class SqliteBackend:
         ]
         append_records(conn, records)
         conn.executemany("DELETE FROM jobs WHERE id = ?", [(row[0],) for row in queued])
+        _mark_keys_finished(conn, [row[0] for row in queued], now)
         leased = [(row[0],) for row in rows if row[5] == JobState.LEASED]
         conn.executemany("UPDATE jobs SET cancel = 1 WHERE id = ?", leased)
         return [row[0] for row in queued] + [row[0] for row in leased]
@@ -649,7 +669,7 @@ class SqliteBackend:
         return await self._run(self._ledger_entries, start, limit)
 
     def _ledger_entries(self, start: int, limit: int | None) -> list[StoredEntry]:
-        entries = read_entries(self.conn, start)
+        entries = read_entries(self.conn, start, batch=5000 if limit is None else max(1, min(limit, 5000)))
         if limit is None:
             return list(entries)
         return [entry for _, entry in zip(range(limit), entries, strict=False)]
@@ -699,6 +719,39 @@ class SqliteBackend:
                 conn.execute("DELETE FROM jobs WHERE id = ?", (old_id,))
                 pairs.append((str(old_id), new.id))
         return pairs
+
+    # -- bounded state ---------------------------------------------------------------------
+    async def expire_finished(self, older_than: float, limit: int) -> int:
+        """Forget up to ``limit`` idempotency keys of jobs that finished more than
+        ``older_than`` seconds ago, in one short transaction; return how many. Swarm
+        membership and results on SQLite are the ledger's (its own retention)."""
+        return await self._run(self._expire_finished, time.time() - older_than, limit)
+
+    def _expire_finished(self, before: float, limit: int) -> int:
+        with transaction(self.conn) as conn:
+            return conn.execute(
+                "DELETE FROM idempotency WHERE rowid IN "
+                "(SELECT rowid FROM idempotency WHERE finished_at < ? ORDER BY finished_at LIMIT ?)",
+                (before, limit),
+            ).rowcount
+
+    async def give_back_space(self) -> bool:
+        """After large deletes: checkpoint the WAL without waiting for anyone (PASSIVE), then,
+        if that copied every frame, truncate it (quick: nothing is left to copy). Returns
+        whether the WAL was truncated; a reader holding an old snapshot makes it wait for the
+        next call, never this one."""
+        return await self._run(self._give_back_space)
+
+    def _give_back_space(self) -> bool:
+        busy, frames, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or frames != copied:
+            return False
+        self.conn.execute("PRAGMA busy_timeout = 0")  # a reader that came since: try next time
+        try:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return not busy
 
     async def purge_dead(self, older_than: float) -> int:
         return await self._run(self._purge_dead, older_than)
