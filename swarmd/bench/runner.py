@@ -36,7 +36,8 @@ TARGETS: Final = {
     "instrumentation": "metrics + logs + tracing (no exporter; sampled exporter) <= 25% of per-job cost",
     "redis-throughput": ">= 15,000 jobs/s",
     "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
-    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout",
+    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout; "
+    "throughput with retention on >= 0.9 x off (median of paired rounds)",
 }
 
 
@@ -145,7 +146,16 @@ def summary(result: dict[str, Any]) -> str:
             f"mid-run, {result['rss_end_bytes'] / mib:.1f} MiB at the end "
             f"({result['rss_growth_after_warmup']:+.1%}; max {result['rss_max_after_warmup_bytes'] / mib:.1f} MiB)\n"
             f"  /metrics max {m['max'] * 1e3:.1f} ms (median {m['median'] * 1e3:.1f}), /healthz max "
-            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200"
+            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200\n"
+            f"  state {sum(result['state_bytes_before'].values()) / mib:.1f} MiB before, "
+            f"{sum(result['state_bytes_after'].values()) / mib:.1f} MiB after "
+            f"({result['state_bytes_per_job']:.0f} bytes/job: {result['state_bytes_after']})"
+            + (
+                f"\n  retention on/off: median ratio {result['retention_median_ratio']:.3f} over "
+                f"{len(result['retention_rounds'])} paired rounds of {result['retention_round_jobs']:,} jobs"
+                if "retention_rounds" in result
+                else ""
+            )
         )
     if name == "instrumentation":
         per, share = result["per_job_s"], result["instrumentation_share"]
