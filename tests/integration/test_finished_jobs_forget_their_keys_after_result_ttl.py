@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support.services import require_redis
 
+from swarmd.errors import JobNotFound
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
@@ -162,6 +163,9 @@ async def test_redis_forgets_a_finished_swarm_but_never_one_with_a_member_still_
         assert await backend.client.exists(members) == 1, "kept for result_ttl after its last member ended"
         assert await backend.expire_finished(ALL_FINISHED, 1000) == 1
         assert await backend.client.exists(members) == 0
+        with pytest.raises(JobNotFound):  # a swarm is found by its id no longer ...
+            await backend.swarm_status("swarm-a")
+        assert (await backend.status(swarm[0].id)).ledger_index is not None  # ... its members by theirs
     finally:
         await backend.close()
         _delete_keys(url, prefix)
