@@ -84,10 +84,14 @@ local function create(b, now)
 end
 -- a job finishes (done, dead or cancelled): its idempotency key and its swarm start to age;
 -- the 'expire' script forgets them result_ttl later
-local function retire(key, now)
-  local h = redis.call('HMGET', key, 'idem', 'swarm_id')
-  if h[1] then redis.call('ZADD', Q .. 'idem:done', now, h[1]) end
-  if h[2] then redis.call('ZADD', Q .. 'swarms:done', now, h[2]) end
+-- (``idem`` and ``swarm_id`` as the job's hash holds them; ``seen``: swarms already marked by
+-- this script, so a batch of one swarm's members marks it once)
+local function retire(idem, swarm_id, now, seen)
+  if idem then redis.call('ZADD', Q .. 'idem:done', now, idem) end
+  if swarm_id and not seen[swarm_id] then
+    seen[swarm_id] = true
+    redis.call('ZADD', Q .. 'swarms:done', now, swarm_id)
+  end
 end
 -- THE HOOK for swarm follow-ups (workflows): true while something still needs this swarm's
 -- member set (a pending follow-up), which then never expires. Nothing does yet.
@@ -301,17 +305,18 @@ end
 
 -- every check passed: write
 local requeued, flagged = false, false
+local retired = {}
 for _, it in ipairs(items) do
   local key = jkey(it.id)
-  local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt')
+  local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt', 'idem', 'swarm_id')
   if h[1] and h[1] ~= 'dead' then
     if it.d == 'done' then
       unqueue(it.id, h[1], h[3], h[4])
-      retire(key, now)
+      retire(h[6], h[7], now, retired)
       redis.call('DEL', key)
     elseif it.d == 'dead' then
       unqueue(it.id, h[1], h[3], h[4])
-      retire(key, now)
+      retire(h[6], h[7], now, retired)
       redis.call('HDEL', key, 'owner', 'entry')
       redis.call('HSET', key, 'state', 'dead', 'dead_at', now, 'cancel', '0')
       if it.err ~= '' then redis.call('HSET', key, 'error', it.err) end
@@ -349,9 +354,9 @@ for g = 1, n_groups do
   local grp = groups[g]
   for _, m in ipairs(grp.queued) do
     local key = jkey(m)
-    local h = redis.call('HMGET', key, 'state', 'entry', 'priority')
+    local h = redis.call('HMGET', key, 'state', 'entry', 'priority', 'idem', 'swarm_id')
     unqueue(m, h[1], h[2], h[3])
-    retire(key, now)
+    retire(h[4], h[5], now, retired)
     redis.call('DEL', key)
   end
   local leased = {}
