@@ -21,6 +21,7 @@ from swarmd.bench.e2e import bench_e2e
 from swarmd.bench.helpers import machine, ratio
 from swarmd.bench.instrumentation import bench_instrumentation
 from swarmd.bench.scale import bench_scale
+from swarmd.bench.soak import ROUNDS as SOAK_ROUNDS
 from swarmd.bench.soak import bench_soak
 from swarmd.bench.swarm import bench_swarm
 from swarmd.bench.throughput import bench_throughput
@@ -66,7 +67,7 @@ def run_scenario(
         "instrumentation": lambda: bench_instrumentation(jobs or 10_000, repeat or 6),
         "redis-throughput": lambda: _bench_redis_throughput(jobs or 20_000, repeat or 3),
         "redis-e2e": lambda: _bench_redis_e2e(repeat or 20),
-        "soak": lambda: bench_soak(jobs or 1_000_000),
+        "soak": lambda: bench_soak(jobs or 1_000_000, rounds=repeat or SOAK_ROUNDS),
     }
     started = time.perf_counter()
     result = runners[name]()
