@@ -30,10 +30,13 @@ MAX_CONFIG_BYTES: Final = 1024 * 1024
 MAX_NUMBER: Final = 1e9
 REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
+#: A duration setting: a number and a unit (s, m, h, d, w; none: seconds).
+DURATION_PATTERN: Final = r"^[0-9]{1,9}(\.[0-9]{1,6})?[smhdw]?\Z"
+_DURATION_UNITS: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 #: A span of time: a number and a unit, s, m, h, d or w (``90s``, ``5m``, ``30d``); seconds alone.
-Duration = Annotated[str, msgspec.Meta(pattern=r"^\d{1,9}(\.\d+)?[smhdw]?\Z")]
-_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+Duration = Annotated[str, msgspec.Meta(pattern=DURATION_PATTERN)]
 
 #: Most worker processes one daemon runs (a bound for ``workers``; a label value each).
 MAX_WORKERS: Final = 64
@@ -149,6 +152,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: Largest encoded result a handler may return, in bytes: a larger one fails its job
     #: permanently with ResultTooLarge (the result is not kept).
     max_result_bytes: PositiveInt = 64 * 1024
+    # -- bounded state (see README "Running for a long time") ------------------------------
+    #: How long a finished job's idempotency key (and, on Redis, its swarm's membership set)
+    #: is kept after it finished: a duration like 90s, 15m, 12h, 7d or 2w. Within it,
+    #: resubmitting the key returns the first job; after it, the key is forgotten.
+    result_ttl: Duration = "7d"
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
     # -- API socket (producers who are not the daemon's user; see swarmd.api) ---------------
@@ -380,10 +388,10 @@ def check(settings: Settings) -> Settings:
             "metrics_listen",
             f"{host} is not a loopback address; set allow_remote_metrics (--allow-remote-metrics) to expose it",
         )
-    if duration_seconds(settings.checkpoint_interval) <= 0:
-        raise ConfigError("checkpoint_interval", f"{settings.checkpoint_interval!r} is not a positive duration")
-    if settings.ledger_retention is not None and duration_seconds(settings.ledger_retention) <= 0:
-        raise ConfigError("ledger_retention", f"{settings.ledger_retention!r} is not a positive duration")
+    duration_seconds(settings.checkpoint_interval, "checkpoint_interval")  # each raises naming its key
+    if settings.ledger_retention is not None:
+        duration_seconds(settings.ledger_retention, "ledger_retention")
+    result_ttl_seconds(settings)
     for name, agent in settings.agent.items():
         for spec in agent.permanent:
             if ":" not in spec:
@@ -391,10 +399,21 @@ def check(settings: Settings) -> Settings:
     return settings
 
 
-def duration_seconds(text: str) -> float:
-    """Seconds in a `Duration` (``"30d"`` -> 2592000.0); ValueError if it is not one."""
-    unit = text[-1] if text and text[-1] in _UNIT_SECONDS else ""
-    return float(text[: len(text) - len(unit)]) * _UNIT_SECONDS.get(unit, 1)
+def duration_seconds(text: str, key: str = "duration") -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` -> seconds, above 0 and at most
+    MAX_NUMBER; anything else is a `ConfigError` naming ``key``."""
+    match = re.fullmatch(r"([0-9]{1,9}(?:\.[0-9]{1,6})?)([smhdw]?)", text)
+    if match is None:
+        raise ConfigError(key, f"{text!r} is not a duration like 90s, 15m, 12h or 7d")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not 0 < seconds <= MAX_NUMBER:
+        raise ConfigError(key, f"{text!r} must be above 0 and at most {MAX_NUMBER:g} seconds")
+    return seconds
+
+
+def result_ttl_seconds(settings: Settings) -> float:
+    """`Settings.result_ttl` in seconds."""
+    return duration_seconds(settings.result_ttl, "result_ttl")
 
 
 def archive_path(settings: Settings, state_dir: Path) -> Path:

@@ -247,6 +247,12 @@ class SocketBackend:
     async def purge_dead(self, older_than: float) -> int:
         self._direct_only("purging dead letters")
 
+    async def expire_finished(self, older_than: float, limit: int) -> int:
+        self._direct_only("expiring finished jobs")
+
+    async def give_back_space(self) -> bool:
+        self._direct_only("giving back space")
+
     async def reserve(self, limit: int, *, lease: float, exclude_agents: Collection[str] = ()) -> list[Reserved]:
         self._direct_only("running jobs")
 

@@ -25,6 +25,7 @@ from swarmd.bench.e2e import bench_e2e
 from swarmd.bench.helpers import all_met, machine, ratio
 from swarmd.bench.instrumentation import bench_instrumentation
 from swarmd.bench.scale import bench_scale
+from swarmd.bench.soak import ROUNDS as SOAK_ROUNDS
 from swarmd.bench.soak import bench_soak
 from swarmd.bench.swarm import bench_swarm
 from swarmd.bench.throughput import bench_throughput
@@ -40,7 +41,8 @@ TARGETS: Final = {
     "instrumentation": "extra CPU per job over no-op telemetry: no exporter <= 3 us; 1-in-10 sampled <= 10 us",
     "redis-throughput": ">= 15,000 jobs/s; --workers 2: >= 1.3x the rate, CPU per job <= 1.1x",
     "redis-e2e": "overhead <= 3 ms (reference: taskiq 13.5 ms)",
-    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout",
+    "soak": "RSS flat after warm-up (within 5%); /metrics and /healthz answer 200 within 100 ms throughout; "
+    "throughput with retention on >= 0.9 x off (median of paired rounds)",
 }
 
 
@@ -69,7 +71,7 @@ def run_scenario(
         "instrumentation": lambda: bench_instrumentation(jobs or 10_000, repeat or 6),
         "redis-throughput": lambda: _bench_redis_throughput(jobs or 20_000, repeat or 3),
         "redis-e2e": lambda: _bench_redis_e2e(repeat or 20),
-        "soak": lambda: bench_soak(jobs or 1_000_000),
+        "soak": lambda: bench_soak(jobs or 1_000_000, rounds=repeat or SOAK_ROUNDS),
     }
     started = time.perf_counter()
     result = runners[name]()
@@ -187,7 +189,16 @@ def _summary(result: dict[str, Any]) -> str:
             f"mid-run, {result['rss_end_bytes'] / mib:.1f} MiB at the end "
             f"({result['rss_growth_after_warmup']:+.1%}; max {result['rss_max_after_warmup_bytes'] / mib:.1f} MiB)\n"
             f"  /metrics max {m['max'] * 1e3:.1f} ms (median {m['median'] * 1e3:.1f}), /healthz max "
-            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200"
+            f"{h['max'] * 1e3:.1f} ms (median {h['median'] * 1e3:.1f}); {result['failed_samples']} samples not 200\n"
+            f"  state {sum(result['state_bytes_before'].values()) / mib:.1f} MiB before, "
+            f"{sum(result['state_bytes_after'].values()) / mib:.1f} MiB after "
+            f"({result['state_bytes_per_job']:.0f} bytes/job: {result['state_bytes_after']})"
+            + (
+                f"\n  retention on/off: median ratio {result['retention_median_ratio']:.3f} over "
+                f"{len(result['retention_rounds'])} paired rounds of {result['retention_round_jobs']:,} jobs"
+                if "retention_rounds" in result
+                else ""
+            )
         )
     if name == "instrumentation":
         per, extra = result["per_job_s"], result["extra_cpu_per_job_s"]

@@ -9,6 +9,12 @@ Reported: RSS once warmed up (`WARMUP` of the jobs recorded), at mid-run and at 
 the growth from warm-up to the end (flat, no leak: within `RSS_FLAT`); the slowest
 ``/metrics`` and ``/healthz`` answers (target: under `LATENCY_TARGET`) and any that was not a
 200; and the ledger is checked to hold every submitted job exactly once, its chain verified.
+
+Bounded state: the state's size on disk (database, WAL, archive) before the first submit and
+after the last entry, and per job; then the cost of retention, in interleaved paired rounds:
+each round runs `ROUND_JOBS` jobs with idempotency keys through a fresh daemon with retention
+on and through one with it off (`RETENTION`; which goes first alternates), and the median of
+the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import sqlite3
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from swarmd.bench.helpers import BenchError, all_met, ledger_count, readonly_ledger, spread, target
 from swarmd.client import Client
+from swarmd.runtime.retention import measure_state
 from swarmd.testing.daemon import LocalDaemon
 from swarmd.testing.polling import wait_until
 
@@ -38,6 +46,28 @@ WARMUP: Final = 0.1
 RSS_FLAT: Final = 0.05
 #: Slowest acceptable /metrics and /healthz answer, in seconds.
 LATENCY_TARGET: Final = 0.1
+#: Paired rounds of retention on against off, and jobs per round (per side).
+ROUNDS: Final = 5
+ROUND_JOBS: Final = 20_000
+#: Lowest acceptable median of the paired throughput ratios, retention on / off.
+RETENTION_RATIO_TARGET: Final = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSetting:
+    """What "retention on" and "off" mean for the paired rounds: the daemon's environment on
+    each side. One object: ledger retention adds its settings here when it merges.
+
+    On: finished jobs' keys expire after one second (a pass every quarter of a second, so the
+    expiry runs all through the round). Off: a result_ttl no round reaches (a pass a minute
+    that finds nothing).
+    """
+
+    on: Mapping[str, str] = field(default_factory=lambda: {"SWARMD_RESULT_TTL": "1s"})
+    off: Mapping[str, str] = field(default_factory=lambda: {"SWARMD_RESULT_TTL": "1000w"})
+
+
+RETENTION: Final = RetentionSetting()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,18 +167,75 @@ def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> i
     return report.entries
 
 
+def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int]:
+    """Run ``jobs`` no-op jobs with idempotency keys through a fresh daemon with ``env``; return
+    (jobs per second, first submit to last ledger entry; bytes of state at the end)."""
+    state = parent / name
+    with LocalDaemon(state, env=env, log_level="warning") as daemon, Client(state) as client:
+        conn = readonly_ledger(state)
+        try:
+            started = time.perf_counter()
+            for start in range(0, jobs, BATCH):
+                specs = [
+                    {"agent": "echo", "gid": f"GID-{i % 1000}", "idempotency_key": f"{name}-{i}"}
+                    for i in range(start, min(start + BATCH, jobs))
+                ]
+                client.submit_many(specs)
+            wait_until(lambda: ledger_count(conn) >= jobs, timeout=max(120, jobs / 100), what=f"{name}", step=0.01)
+            wall = time.perf_counter() - started
+        finally:
+            conn.close()
+        size = measure_state(daemon.state_dir, daemon.state_dir / "archive").total
+    return jobs / wall, size
+
+
+def bench_retention_rounds(
+    rounds: int = ROUNDS, jobs: int = ROUND_JOBS, setting: RetentionSetting = RETENTION
+) -> dict[str, Any]:
+    """Throughput with retention on against off, in ``rounds`` interleaved pairs."""
+    pairs: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="swarmd-bench-retention-") as parent:
+        for n in range(rounds):
+            sides = [("on", setting.on), ("off", setting.off)]
+            if n % 2:
+                sides.reverse()  # which goes first alternates: drift hits both sides alike
+            pair: dict[str, float] = {}
+            for side, env in sides:
+                rate, size = _round(Path(parent), f"round{n}-{side}", jobs, env)
+                pair[f"{side}_jobs_per_s"] = rate
+                pair[f"{side}_state_bytes"] = size
+            pair["ratio"] = pair["on_jobs_per_s"] / pair["off_jobs_per_s"]
+            pairs.append(pair)
+    median = spread([pair["ratio"] for pair in pairs])["median"]
+    return {
+        "retention_rounds": pairs,
+        "retention_round_jobs": jobs,
+        "retention_median_ratio": median,
+        "retention_met": median >= RETENTION_RATIO_TARGET,
+    }
+
+
 def _first(samples: list[Sample], recorded: int) -> Sample:
     return next(sample for sample in samples if sample.recorded >= recorded)
 
 
-def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path | None = None) -> dict[str, Any]:
+def bench_soak(
+    jobs: int = 1_000_000,
+    sample_every: float = 0.5,
+    state_dir: Path | None = None,
+    *,
+    rounds: int = ROUNDS,
+    round_jobs: int = ROUND_JOBS,
+) -> dict[str, Any]:
     """The scenario; the daemon's state goes to ``state_dir`` (default: a temporary directory,
-    deleted afterwards)."""
+    deleted afterwards). ``rounds`` pairs of ``round_jobs`` jobs compare retention on and off
+    (0: not measured)."""
     with contextlib.ExitStack() as stack:
         state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
         with LocalDaemon(state, log_level="warning") as daemon, Client(state) as client:
             conn = readonly_ledger(state)
             try:
+                before = measure_state(state, state / "archive")
                 started = time.perf_counter()
                 sampler = _Sampler(daemon, sample_every, started)
                 sampler.start()
@@ -164,8 +251,10 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
                 finally:
                     samples = sampler.stop()
                 entries = _check_ledger(client, conn, ids)
+                after = measure_state(state, state / "archive")
             finally:
                 conn.close()
+    retention = bench_retention_rounds(rounds, round_jobs) if rounds else {"retention_met": True}
     warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes
@@ -189,14 +278,32 @@ def bench_soak(jobs: int = 1_000_000, sample_every: float = 0.5, state_dir: Path
         "healthz_latency_s": healthz_s,
         "failed_samples": len(failed),
         "timeline": [asdict(sample) for sample in samples],
-        "targets": (targets := _targets(growth, len(failed), metrics_s["max"], healthz_s["max"])),
+        "state_bytes_before": before.parts,
+        "state_bytes_after": after.parts,
+        "state_bytes_per_job": (after.total - before.total) / jobs,
+        **retention,
+        "targets": (
+            targets := _targets(
+                growth, len(failed), metrics_s["max"], healthz_s["max"], retention.get("retention_median_ratio")
+            )
+        ),
         "met": all_met(targets),
     }
 
 
-def _targets(growth: float, failed: int, metrics_max: float, healthz_max: float) -> list[dict[str, Any]]:
+def _targets(
+    growth: float, failed: int, metrics_max: float, healthz_max: float, retention_ratio: float | None
+) -> list[dict[str, Any]]:
     slowest = f"answered 200 within {LATENCY_TARGET * 1e3:.0f} ms throughout"
     return [
+        target(
+            "retention_on_off",
+            f"throughput with retention on >= {RETENTION_RATIO_TARGET} x off (median of interleaved paired rounds)",
+            retention_ratio,
+            RETENTION_RATIO_TARGET,
+            at_least=True,
+            why_unmeasured="no paired rounds were asked for (--repeat 0)",
+        ),
         target("rss_growth", f"RSS flat after warm-up (within {RSS_FLAT:.0%})", growth, RSS_FLAT),
         target("failed_samples", "every /metrics and /healthz sample answered 200", float(failed), 0.0),
         target("metrics_max_s", f"/metrics {slowest}", metrics_max, LATENCY_TARGET),

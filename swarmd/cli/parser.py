@@ -268,5 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--agents", type=int, nargs="+", help="swarm sizes (swarm scenario)")
     bench.add_argument("--jobs", type=int, help="jobs (throughput, scale, instrumentation and soak scenarios)")
-    bench.add_argument("--repeat", type=int, help="repetitions after the warm-up")
+    bench.add_argument(
+        "--repeat", type=int, help="repetitions after the warm-up (soak: paired rounds of retention on and off)"
+    )
     return parser

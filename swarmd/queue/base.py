@@ -414,3 +414,16 @@ class QueueBackend(Protocol):
         """Give back the space archived entries held (SQLite: incremental vacuum, WAL truncated),
         in steps short enough not to hold the hot path back."""
         ...
+
+    # -- bounded state (README "Running for a long time") ---------------------------------
+    async def expire_finished(self, older_than: float, limit: int) -> int:
+        """Forget at most ``limit`` of what finished jobs leave behind (idempotency keys; on
+        Redis also the member sets of finished swarms) once they finished more than
+        ``older_than`` seconds ago, in one short step; return how many were forgotten. The
+        daemon calls it in a loop, so no call holds the queue for long."""
+        ...
+
+    async def give_back_space(self) -> bool:
+        """After large deletes, return the space to the file system where the store keeps it
+        (SQLite: checkpoint and truncate the WAL, never waiting on a reader); True if it did."""
+        ...

@@ -64,6 +64,7 @@ from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.httpserver import HttpServer
 from swarmd.runtime.ledger_upkeep import LedgerUpkeep
+from swarmd.runtime.retention import ResultExpiry
 from swarmd.runtime.scheduler import Scheduler, resolve_schedules
 from swarmd.runtime.sdnotify import notify, watchdog_interval
 from swarmd.runtime.stall_watch import Stall, StallWatcher
@@ -261,6 +262,12 @@ class Daemon:
                 self._watchdog(worker) if role is None else self._beat(worker, role.link)
             )
             scheduler, scheduling = self._start_scheduler(backend, metrics)
+            expiry = ResultExpiry(backend, settings, metrics, state_dir)
+            if self.not_ready_reason is None and (role is None or role.index == 0):  # one per daemon;
+                # a refusing daemon writes nothing
+                retention = asyncio.get_running_loop().create_task(expiry.run(), name="swarmd-retention")
+            else:
+                retention = asyncio.get_running_loop().create_task(expiry.refresh_metrics(), name="swarmd-retention")
             try:
                 if self.not_ready_reason is None:
                     await worker.run()
@@ -275,6 +282,9 @@ class Daemon:
                     scheduler.stop()
                     scheduling.cancel()
                 watchdog.cancel()
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await retention
                 stalls.stop()
                 if api is not None:
                     await api.close()

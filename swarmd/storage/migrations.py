@@ -11,6 +11,7 @@ file, so that a file is either wholly at its old version or wholly at the new on
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -49,6 +50,7 @@ def _swarms_are_counted(conn: sqlite3.Connection) -> None:
         " created_at REAL NOT NULL, ended_at REAL, then_id TEXT, then_body BLOB)"
     )
     conn.execute("CREATE INDEX swarms_then ON swarms (then_id) WHERE then_id IS NOT NULL")
+    conn.execute("CREATE INDEX swarms_ended ON swarms (ended_at) WHERE ended_at IS NOT NULL")
     conn.execute(
         "CREATE TABLE swarm_members ("
         " swarm_id TEXT NOT NULL, job_id TEXT NOT NULL, idx INTEGER NOT NULL,"
@@ -64,11 +66,28 @@ def _archived_jobs_are_remembered(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS archived_jobs (id_key INTEGER PRIMARY KEY) WITHOUT ROWID")
 
 
+def _idempotency_keys_know_when_their_job_finished(conn: sqlite3.Connection) -> None:
+    """Version 5: ``idempotency.finished_at`` (when the key's job finished: done, dead or
+    cancelled; NULL while it is queued), so that keys can expire ``result_ttl`` after it.
+    Keys of jobs that finished before the upgrade count from the upgrade."""
+    conn.execute("ALTER TABLE idempotency ADD COLUMN finished_at REAL")
+    conn.execute("CREATE INDEX IF NOT EXISTS idempotency_job ON idempotency (job_id)")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS idempotency_finished ON idempotency (finished_at) WHERE finished_at IS NOT NULL"
+    )
+    conn.execute(
+        "UPDATE idempotency SET finished_at = ? "
+        "WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = idempotency.job_id AND jobs.state != 'dead')",
+        (time.time(),),
+    )
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
     Migration(3, "swarms are counted; jobs may have a parent or follow a swarm", _swarms_are_counted),
     Migration(4, "archived ledger entries leave their job ids' hashes in archived_jobs", _archived_jobs_are_remembered),
+    Migration(5, "idempotency keys record when their job finished", _idempotency_keys_know_when_their_job_finished),
 )
 
 

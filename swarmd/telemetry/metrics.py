@@ -28,6 +28,7 @@ dispatcher.
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Iterable, Mapping
 from typing import Final
 
@@ -55,6 +56,8 @@ __all__ = [
     "QUEUE_STATES",
     "QUEUE_WAIT_BUCKETS",
     "REJECT_REASONS",
+    "RETENTION_RESULTS",
+    "STATE_PARTS",
     "AgentMetrics",
     "Metrics",
 ]
@@ -67,6 +70,10 @@ QUEUE_STATES: Final = tuple(state.value for state in JobState if state not in (J
 REJECT_REASONS: Final = tuple(reason.value for reason in RejectReason)
 #: Why the API socket refused a request (``swarmd_api_refused_total``).
 API_REFUSE_REASONS: Final = tuple(reason.value for reason in ApiRefuseReason)
+#: The parts of ``swarmd_state_bytes``: the SQLite file, its write-ahead log, archived ledger segments.
+STATE_PARTS: Final = ("database", "wal", "archive")
+#: How a retention pass ended (``swarmd_retention_runs_total``).
+RETENTION_RESULTS: Final = ("ok", "failed")
 #: Values of ``swarmd_circuit_state``, by circuit state.
 CIRCUIT_STATES: Final[dict[str, int]] = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
@@ -260,6 +267,44 @@ class Metrics:
         )  # fmt: skip
         self._api_refused_children: Final = {reason: self.api_refused.labels(reason) for reason in API_REFUSE_REASONS}
 
+        # -- bounded state: refreshed by the daemon's retention loop, read as cached values
+        self.state_bytes: Final = Gauge(
+            "swarmd_state_bytes",
+            "Bytes of the daemon's state on disk, by part: database (the SQLite file), wal (its "
+            "write-ahead log), archive (archived ledger segments).",
+            ["part"], registry=r,
+        )  # fmt: skip
+        self._state_children: Final = {part: self.state_bytes.labels(part) for part in STATE_PARTS}
+        self.state_filesystem_free_bytes: Final = Gauge(
+            "swarmd_state_filesystem_free_bytes",
+            "Bytes free (for the daemon's user) on the file system of the state directory.",
+            registry=r,
+        )
+        self.ledger_entries: Final = Gauge(
+            "swarmd_ledger_entries", "Entries in the live ledger store (archived ones not counted).", registry=r
+        )
+        self.ledger_oldest_timestamp: Final = Gauge(
+            "swarmd_ledger_oldest_timestamp_seconds",
+            "When the job of the oldest live ledger entry finished (Unix time); 0 while the ledger is empty.",
+            registry=r,
+        )
+        self.retention_runs: Final = Counter(
+            "swarmd_retention_runs",
+            "Passes of retention (finished jobs' keys forgotten after result_ttl; ledger retention), by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self._retention_children: Final = {result: self.retention_runs.labels(result) for result in RETENTION_RESULTS}
+        self.retention_last_run: Final = Gauge(
+            "swarmd_retention_last_run_timestamp_seconds",
+            "When a retention pass last ended without error (Unix time); 0: none since the daemon started.",
+            registry=r,
+        )
+        self.finished_expired: Final = Counter(
+            "swarmd_finished_expired",
+            "Idempotency keys (and, on Redis, finished swarms' member sets) forgotten after result_ttl.",
+            registry=r,
+        )
+
         self.build_info.labels(version, platform.python_version(), loop).set(1)
         self._queue_children: Final = {s: self.queue_jobs.labels(s) for s in QUEUE_STATES}
         for child in self._queue_children.values():
@@ -413,6 +458,28 @@ class Metrics:
         if last is not None:
             self.schedule_last_tick.labels(schedule).set(last)
         self.schedule_next_tick.labels(schedule).set(next_tick)
+
+    # -- bounded state (README "Running for a long time") ---------------------------------
+
+    def set_state_bytes(self, sizes: Mapping[str, int], free: int) -> None:
+        """Sizes in bytes by part of :data:`STATE_PARTS` (a missing part reads 0), and the bytes
+        free on the state directory's file system."""
+        for part, child in self._state_children.items():
+            child.set(sizes.get(part, 0))
+        self.state_filesystem_free_bytes.set(free)
+
+    def set_ledger_extent(self, entries: int, oldest_finished_at: float | None) -> None:
+        """How many entries the live ledger holds, and when its oldest one's job finished."""
+        self.ledger_entries.set(entries)
+        self.ledger_oldest_timestamp.set(0.0 if oldest_finished_at is None else oldest_finished_at)
+
+    def retention_ran(self, ok: bool, now: float | None = None) -> None:
+        """One retention pass ended: ``ok`` (the last-run time moves) or failed. Called by every
+        retention loop (finished-job expiry; ledger retention), so `SwarmdRetentionStalled`
+        sees any of them stop."""
+        self._retention_children["ok" if ok else "failed"].inc()
+        if ok:
+            self.retention_last_run.set(time.time() if now is None else now)
 
 
 def _default_registry() -> CollectorRegistry:

@@ -29,7 +29,7 @@ from support.promql import (
 DASHBOARD = ROOT / "grafana" / "dashboards" / "swarmd.json"
 PROVISIONING = ROOT / "grafana" / "provisioning"
 DS_UID = "${datasource}"
-ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime", "Schedules"]
+ROWS = ["Overview", "Latency", "Queue and ledger", "Runtime", "Schedules", "State"]
 #: The histograms whose observations of sampled jobs carry exemplars (issue 21).
 EXEMPLAR_HISTOGRAMS = (
     "swarmd_scheduling_overhead_seconds",
@@ -158,7 +158,7 @@ def test_units_fit_the_queries(dashboard: dict[str, Any]) -> None:
 def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     by_row = rows(dashboard)
     assert list(by_row) == ROWS
-    overview, latency, queue, runtime, schedules = (exprs_of(by_row[r]) for r in ROWS)
+    overview, latency, queue, runtime, schedules, state = (exprs_of(by_row[r]) for r in ROWS)
     assert "sum by (outcome) (rate(swarmd_jobs_total{" in overview
     in_flight = [
         p
@@ -194,6 +194,14 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     assert "swarmd_schedule_last_tick_timestamp_seconds" in schedules
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
         assert metric in runtime, metric
+    assert "sum by (part) (swarmd_state_bytes{" in state
+    for metric in (
+        "swarmd_state_filesystem_free_bytes",
+        "swarmd_ledger_entries",
+        "swarmd_ledger_oldest_timestamp_seconds",
+        "swarmd_retention_last_run_timestamp_seconds",
+    ):
+        assert metric in state, metric
 
 
 def test_every_panel_of_an_exemplar_histogram_shows_its_exemplars_and_links_them_to_the_trace(

@@ -21,7 +21,7 @@ JOBS = 20_000
 @pytest.mark.slow
 def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = soak_bench.bench_soak(jobs=JOBS, sample_every=0.05, state_dir=state)
+    result = soak_bench.bench_soak(jobs=JOBS, sample_every=0.05, state_dir=state, rounds=2, round_jobs=2000)
 
     entries = ledger(state)  # the scenario checked them against the submitted ids; again, from outside
     assert len(entries) == JOBS == result["ledger_entries"]
@@ -41,6 +41,13 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     )
     assert result["rss_end_bytes"] > 0
     assert isinstance(result["met"], bool)
+    # bounded state: sizes before and after, retention on against off in paired rounds
+    assert set(result["state_bytes_after"]) == {"database", "wal", "archive"}
+    assert result["state_bytes_after"]["database"] > result["state_bytes_before"]["database"]
+    assert result["state_bytes_per_job"] > 0
+    rounds = result["retention_rounds"]
+    assert len(rounds) == 2 and all(r["ratio"] == r["on_jobs_per_s"] / r["off_jobs_per_s"] > 0 for r in rounds)
+    assert isinstance(result["retention_met"], bool)
     assert "soak (" in runner.summary({"scenario": "soak", "target": runner.TARGETS["soak"], **result})
 
 

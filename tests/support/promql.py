@@ -37,6 +37,8 @@ COUNTERS: Final = (
     "swarmd_stray_task_errors",
     "swarmd_api_refused",
     "swarmd_worker_restarts",  # the supervisor's (workers > 1): swarmd.telemetry.supervisor_metrics
+    "swarmd_retention_runs",
+    "swarmd_finished_expired",
 )
 GAUGES: Final = (
     "swarmd_agents_in_flight",
@@ -52,6 +54,11 @@ GAUGES: Final = (
     "swarmd_schedule_last_tick_timestamp_seconds",
     "swarmd_schedule_next_tick_timestamp_seconds",
     "swarmd_workers_running",  # the supervisor's (workers > 1)
+    "swarmd_state_bytes",
+    "swarmd_state_filesystem_free_bytes",
+    "swarmd_ledger_entries",
+    "swarmd_ledger_oldest_timestamp_seconds",
+    "swarmd_retention_last_run_timestamp_seconds",
 )
 #: Every ``swarmd_*`` series name as exposed: counters with ``_total``, histograms as
 #: ``_bucket``/``_sum``/``_count``.

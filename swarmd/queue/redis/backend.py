@@ -937,3 +937,15 @@ class RedisBackend:
 
     async def reclaim_space(self) -> None:
         return None  # Redis frees a trimmed list's memory at once
+
+    # -- bounded state ---------------------------------------------------------------------
+    async def expire_finished(self, older_than: float, limit: int) -> int:
+        """Forget up to ``limit`` idempotency keys, and the member sets of up to ``limit``
+        swarms, whose jobs finished more than ``older_than`` seconds ago (one script: the
+        'expire' of scripts.py); return how many. A swarm with a member still queued or
+        running, or held by the ``swarm_held`` hook, is kept."""
+        return int(await self._eval("expire", repr(float(older_than)), int(limit)))
+
+    async def give_back_space(self) -> bool:
+        """Redis frees a deleted key's memory at once: nothing to do."""
+        return False

@@ -72,7 +72,10 @@ local function create(b, now)
   local seq = redis.call('INCR', P .. 'seq')
   redis.call('HSET', key, 'body', ARGV[b + 2], 'agent', ARGV[b + 3], 'gid', ARGV[b + 4],
              'priority', ARGV[b + 5], 'not_before', ARGV[b + 6], 'attempt', ARGV[b + 8], 'seq', seq, 'cancel', '0')
-  if ARGV[b + 1] ~= '' then redis.call('HSET', Q .. 'idem', ARGV[b + 1], id) end
+  if ARGV[b + 1] ~= '' then
+    redis.call('HSET', Q .. 'idem', ARGV[b + 1], id)
+    redis.call('HSET', key, 'idem', ARGV[b + 1])
+  end
   if ARGV[b + 7] ~= '' then
     redis.call('HSET', key, 'swarm_id', ARGV[b + 7])
     redis.call('SADD', Q .. 'swarm:' .. ARGV[b + 7], id)
@@ -133,6 +136,32 @@ local function member_ended(swarm, now)
     enqueue(id, t[4])
   end
   return id
+
+-- a job finishes (done, dead or cancelled): its idempotency key and its swarm start to age;
+-- the 'expire' script forgets them result_ttl later
+-- (``idem`` and ``swarm_id`` as the job's hash holds them; ``seen``: swarms already marked by
+-- this script, so a batch of one swarm's members marks it once)
+local function retire(idem, swarm_id, now, seen)
+  if idem then redis.call('ZADD', Q .. 'idem:done', now, idem) end
+  if swarm_id and not seen[swarm_id] then
+    seen[swarm_id] = true
+    redis.call('ZADD', Q .. 'swarms:done', now, swarm_id)
+  end
+end
+-- true while something still needs this swarm's member set: a follow-up not submitted yet
+-- (its swarm has not ended), which then never expires
+local function swarm_held(sid)
+  local h = redis.call('HMGET', ckey(sid), 'then_id', 'ended_at')
+  return h[1] ~= false and h[2] == false
+end
+-- a finished swarm's member set may go: no member is queued or running, nothing holds it
+local function swarm_may_expire(sid)
+  if swarm_held(sid) then return false end
+  for _, m in ipairs(redis.call('SMEMBERS', Q .. 'swarm:' .. sid)) do
+    local st = redis.call('HGET', jkey(m), 'state')
+    if st and st ~= 'dead' then return false end
+  end
+  return true
 end
 local INFO = {'state', 'agent', 'gid', 'attempt', 'priority', 'not_before', 'swarm_id', 'error', 'seq'}
 local function info_rows(ids)
@@ -354,16 +383,19 @@ local children_start = pos
 -- every check passed: write
 local requeued, flagged = false, false
 local first = {}
+local retired = {}
 for _, it in ipairs(items) do
   local key = jkey(it.id)
-  local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt')
+  local h = redis.call('HMGET', key, 'state', 'owner', 'entry', 'priority', 'attempt', 'idem', 'swarm_id')
   if h[1] and h[1] ~= 'dead' then
     if it.d == 'done' then
       first[it.id] = true
       unqueue(it.id, h[1], h[3], h[4])
+      retire(h[6], h[7], now, retired)
       redis.call('DEL', key)
     elseif it.d == 'dead' then
       unqueue(it.id, h[1], h[3], h[4])
+      retire(h[6], h[7], now, retired)
       redis.call('HDEL', key, 'owner', 'entry')
       redis.call('HSET', key, 'state', 'dead', 'dead_at', now, 'cancel', '0')
       if it.err ~= '' then redis.call('HSET', key, 'error', it.err) end
@@ -428,8 +460,9 @@ for g = 1, n_groups do
   local grp = groups[g]
   for _, m in ipairs(grp.queued) do
     local key = jkey(m)
-    local h = redis.call('HMGET', key, 'state', 'entry', 'priority')
+    local h = redis.call('HMGET', key, 'state', 'entry', 'priority', 'idem', 'swarm_id')
     unqueue(m, h[1], h[2], h[3])
+    retire(h[4], h[5], now, retired)
     redis.call('DEL', key)
   end
   local leased = {}
@@ -609,6 +642,26 @@ for name, key in pairs({delayed = 'delayed', leased = 'leases', dead = 'dead'}) 
 end
 if ARGV[8] == 'count' then return #ids end
 return info_rows(ids)
+""",
+    # ARGV: Q, P, older_than (seconds), limit -> keys and swarms forgotten
+    "expire": """
+local before = clock() - tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local n = 0
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', Q .. 'idem:done', '-inf', before, 'LIMIT', 0, limit)) do
+  redis.call('HDEL', Q .. 'idem', k)
+  redis.call('ZREM', Q .. 'idem:done', k)
+  n = n + 1
+end
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', Q .. 'swarms:done', '-inf', before, 'LIMIT', 0, limit)) do
+  -- a swarm with a member still live is dropped from the index: that member's end re-adds it
+  redis.call('ZREM', Q .. 'swarms:done', sid)
+  if swarm_may_expire(sid) then
+    redis.call('DEL', Q .. 'swarm:' .. sid, ckey(sid))
+    n = n + 1
+  end
+end
+return n
 """,
     # ARGV: Q, P, older_than
     "purge": """

@@ -57,6 +57,7 @@ from swarmd.queue.sqlite.wake import SOCKET_NAME, WakeListener, wake
 from swarmd.queue.sqlite.workflows import (
     awaiting,
     count_ended,
+    expire_swarms,
     insert_jobs,
     register_swarms,
     swarm_outcomes,
@@ -66,6 +67,7 @@ from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.sqlite import (
+    BUSY_TIMEOUT_MS,
     Durability,
     SqliteThread,
     connect,
@@ -129,6 +131,16 @@ def _where(where: JobFilter, state: str | None, now: float) -> tuple[str, tuple[
             clauses.append(f"{column} = ?")
             args.append(value)
     return " AND ".join(clauses) or "1", tuple(args)
+
+
+def _mark_keys_finished(conn: sqlite3.Connection, job_ids: Collection[str], now: float) -> None:
+    """Inside the transaction that finishes jobs: their idempotency keys start to age (they
+    expire ``result_ttl`` after ``finished_at``; see `SqliteBackend.expire_finished`)."""
+    if job_ids:
+        conn.execute(
+            "UPDATE idempotency SET finished_at = ? WHERE job_id IN (SELECT value FROM json_each(?))",
+            (now, msgspec.json.encode(list(job_ids)).decode()),
+        )
 
 
 def _placeholders(n: int) -> str:
@@ -303,6 +315,7 @@ class SqliteBackend:
             # job still queued and not dead has no ledger entry yet: claiming its row tells which
             # outcomes are new without a separate look-up in the ledger.
             fresh = self._claim_final(conn, items, now)
+            _mark_keys_finished(conn, fresh, now)
             records = [(item.job_id, item.record) for item in items if item.record is not None]
             new: dict[str, bytes] = {}
             for job_id, record in records:  # the first outcome of a job that ran twice wins
@@ -432,6 +445,7 @@ class SqliteBackend:
         ended = [(row[0], row[4], index) for row, index in zip(queued, indices, strict=True) if row[4] is not None]
         if ended:
             self._count_ended(conn, ended, report or FinishReport(), now)
+        _mark_keys_finished(conn, [row[0] for row in queued], now)
         leased = [(row[0],) for row in rows if row[5] == JobState.LEASED]
         conn.executemany("UPDATE jobs SET cancel = 1 WHERE id = ?", leased)
         return [row[0] for row in queued] + [row[0] for row in leased]
@@ -743,7 +757,7 @@ class SqliteBackend:
         return await self._run(self._ledger_entries, start, limit)
 
     def _ledger_entries(self, start: int, limit: int | None) -> list[StoredEntry]:
-        entries = read_entries(self.conn, start)
+        entries = read_entries(self.conn, start, batch=5000 if limit is None else max(1, min(limit, 5000)))
         if limit is None:
             return list(entries)
         return [entry for _, entry in zip(range(limit), entries, strict=False)]
@@ -793,6 +807,42 @@ class SqliteBackend:
                 conn.execute("DELETE FROM jobs WHERE id = ?", (old_id,))
                 pairs.append((str(old_id), new.id))
         return pairs
+
+    # -- bounded state ---------------------------------------------------------------------
+    async def expire_finished(self, older_than: float, limit: int) -> int:
+        """Forget up to ``limit`` idempotency keys of jobs that finished more than ``older_than``
+        seconds ago, and up to ``limit`` swarms that ended as long ago (their count and, with a
+        follow-up, their members' indices), in one short transaction; return how many. A swarm
+        whose follow-up is still awaited has not ended, so it is never forgotten. Results are
+        the ledger's (its own retention)."""
+        return await self._run(self._expire_finished, time.time() - older_than, limit)
+
+    def _expire_finished(self, before: float, limit: int) -> int:
+        with transaction(self.conn) as conn:
+            keys = conn.execute(
+                "DELETE FROM idempotency WHERE rowid IN "
+                "(SELECT rowid FROM idempotency WHERE finished_at < ? ORDER BY finished_at LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            return keys + expire_swarms(conn, before, limit)
+
+    async def give_back_space(self) -> bool:
+        """After large deletes: checkpoint the WAL without waiting for anyone (PASSIVE), then,
+        if that copied every frame, truncate it (quick: nothing is left to copy). Returns
+        whether the WAL was truncated; a reader holding an old snapshot makes it wait for the
+        next call, never this one."""
+        return await self._run(self._give_back_space)
+
+    def _give_back_space(self) -> bool:
+        busy, frames, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if busy or frames != copied:
+            return False
+        self.conn.execute("PRAGMA busy_timeout = 0")  # a reader that came since: try next time
+        try:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return not busy
 
     async def purge_dead(self, older_than: float) -> int:
         return await self._run(self._purge_dead, older_than)

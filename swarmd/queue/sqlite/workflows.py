@@ -134,3 +134,19 @@ def awaiting(conn: sqlite3.Connection, job_id: str) -> tuple[str, int, int, Job]
         "SELECT swarm_id, size, ended, then_body FROM swarms WHERE then_id = ? AND ended_at IS NULL", (job_id,)
     ).fetchone()
     return None if row is None else (str(row[0]), int(row[1]), int(row[2]), decode_job(row[3]))
+
+
+def expire_swarms(conn: sqlite3.Connection, before: float, limit: int) -> int:
+    """Forget up to ``limit`` swarms that ended before ``before`` (Unix time), with their members'
+    indices; return how many. A swarm that has not ended (its follow-up still awaited) stays."""
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "SELECT swarm_id FROM swarms WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?", (before, limit)
+        )
+    ]
+    if not ids:
+        return 0
+    marks = ",".join("?" * len(ids))
+    conn.execute(f"DELETE FROM swarm_members WHERE swarm_id IN ({marks})", ids)
+    return conn.execute(f"DELETE FROM swarms WHERE swarm_id IN ({marks})", ids).rowcount
