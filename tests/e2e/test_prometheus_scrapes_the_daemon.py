@@ -134,7 +134,10 @@ class Workload:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    with running(tmp_path / "state", "--agents", "support.agents") as started:
+    # A schedule ticking every second, so that the dashboard's schedules row has data too.
+    config = tmp_path / "swarmd.toml"
+    config.write_text('[[schedule]]\nagent = "echo"\ngid = "GID-TICK"\ncron = "* * * * * *"\ncatch_up = "none"\n')
+    with running(tmp_path / "state", "--agents", "support.agents", "--config", str(config)) as started:
         yield started  # killed by `running` at the end, pass or fail
 
 

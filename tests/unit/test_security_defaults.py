@@ -76,6 +76,10 @@ ALLOWED = {
     "(sys.executable -c, a constant script) with a fixed argv; no job data reaches it",
     ("testing/daemon.py", "import subprocess"): "starts `swarmd serve` for `swarmd demo` and `swarmd bench` "
     "with an argv list of its own (no shell)",
+    ("bench/helpers.py", "import subprocess"): "`swarmd bench` asks `swarmd serve --help` which options it has, "
+    "with a fixed argv (no shell); no job data reaches it",
+    ("runtime/supervisor.py", "asyncio.create_subprocess_exec"): "`serve --workers N` starts its workers as "
+    "`python -m swarmd.runtime.worker_process` with a fixed argv (settings in the environment); no job data",
     ("registry.py", "importlib.import_module"): "imports the agent modules the config names "
     "(settings.agents), at start-up; a job's agent is only a key in the registry",
     ("policies/admission.py", "importlib.import_module"): "imports the exception types the config names in "
