@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,6 +24,9 @@ from typing import Final, Self
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.testing.polling import wait_until
+from swarmd.testing.ports import free_port
+
+__all__ = ["DaemonError", "LocalDaemon", "free_port", "inherited_env", "serve_command"]
 
 #: Seconds to wait for a start, a stop or an exit unless the caller says otherwise.
 DEFAULT_TIMEOUT: Final = 60.0
@@ -35,13 +37,6 @@ READY_STEP: Final = 0.01
 class DaemonError(RuntimeError):
     """The daemon did not do what its helper needed: it was not started, it exited before it
     reported ready, or its ``/metrics`` did not answer 200."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_command(state_dir: Path, port: int, *args: str) -> list[str]:

@@ -18,7 +18,6 @@ import errno
 import json
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pytest
 from support.services import require_tool
 
 from swarmd.config import Settings
+from swarmd.testing.daemon import free_port
 
 pytestmark = pytest.mark.systemd
 
@@ -418,13 +418,6 @@ def test_runtime_dependencies_work_under_the_units_seccomp_filters(
     assert out["spans"] == 1
     assert out["sqlite_wal"] == "wal"
     assert out["ctypes_callback"] == 7
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_get(url: str) -> str | None:

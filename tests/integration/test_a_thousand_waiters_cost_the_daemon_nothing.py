@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from support.harness import base_env, running, submit
 
-pytestmark = pytest.mark.slow
+#: It reads the daemon's CPU time: never at once with another test that does (tests/README.md).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("measures_cpu")]
 
 PROCESSES = 10
 WAITS_EACH = 100

@@ -22,6 +22,9 @@ from swarmd.client import Client
 from swarmd.ledger.durable import DurableLedger
 from swarmd.testing.daemon import LocalDaemon
 
+#: They read the daemon's CPU time: under pytest-xdist, one worker runs them all, one at a time.
+pytestmark = pytest.mark.xdist_group("measures_cpu")
+
 
 def test_spread_reports_median_percentiles_and_extremes() -> None:
     stats = helpers.spread([5.0, 1.0, 3.0, 2.0, 4.0])

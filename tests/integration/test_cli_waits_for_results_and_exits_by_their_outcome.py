@@ -30,6 +30,8 @@ def test_submit_wait_prints_results_and_exits_by_outcome(stack: Stack) -> None:
         slow = ["--agent", "slow", "--gid", "G3", "--payload", '{"seconds": 3600}', "--wait", "--wait-timeout", "0.3"]
         timed_out = swarmd("submit", *common, *slow, check=False)
         assert timed_out.returncode == 124 and "no outcome after 0.3s" in timed_out.stderr
+        # left running, the hour-long job would hold the daemon's stop for its whole grace period
+        swarmd("cancel", *common, "--agent", "slow", "--yes")
 
 
 def test_result_and_status_show_the_result_or_the_traceback(stack: Stack) -> None:

@@ -329,7 +329,8 @@ def test_a_per_agent_concurrency_limit_holds_while_other_agents_run_more(tmp_pat
     config = write_config(tmp_path, 'agents = ["support.agents"]\nmax_concurrent = 10\n[agent.slow]\nconcurrency = 2\n')
     with running(state, "--config", str(config), env=NO_TIMERS) as daemon:
         limited = submit(state, "slow", "GID-l", payload={"seconds": 0.5}, count=2)
-        wait_until(lambda: in_flight(daemon) == 2, what="the agent at its limit")
+        # The peak stays once reached: a poll that comes after the two jobs ended still sees it.
+        wait_until(lambda: daemon.metrics().get("swarmd_concurrent_peak", 0) == 2, what="the agent at its limit")
         # Submitted while it is at its limit: not reserved now, started as its slots free up.
         limited += submit(state, "slow", "GID-l", payload={"seconds": 0.3}, count=4)
         free = submit(state, "sleep", "GID-f", payload={"seconds": 0.3}, count=6)
