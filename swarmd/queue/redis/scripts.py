@@ -136,7 +136,7 @@ local function member_ended(swarm, now)
     enqueue(id, t[4])
   end
   return id
-
+end
 -- a job finishes (done, dead or cancelled): its idempotency key and its swarm start to age;
 -- the 'expire' script forgets them result_ttl later
 -- (``idem`` and ``swarm_id`` as the job's hash holds them; ``seen``: swarms already marked by
