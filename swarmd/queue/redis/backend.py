@@ -655,6 +655,9 @@ class RedisBackend:
             async def published(seconds: float) -> set[str] | None:
                 with self._guard("wait"):
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # redis-py can swallow a cancel while it reads
+                    raise asyncio.CancelledError
                 if message is None:
                     return set()
                 data = message.get("data")
