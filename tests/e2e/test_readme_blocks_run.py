@@ -22,6 +22,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -192,7 +193,9 @@ def test_every_block_says_whether_it_is_tested() -> None:
 
 @pytest.mark.parametrize("block", TESTED, ids=[block.name for block in TESTED])
 def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
-    directory = tmp_path
+    # A short directory (not tmp_path, longer under xdist): the state dir's unix sockets (API,
+    # wake-ups, each worker's metrics) must fit AF_UNIX's 107 bytes.
+    directory = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
     port = free_port()
     env = environment(directory, port)
     for module in FILES:  # what a user following the README has written so far
