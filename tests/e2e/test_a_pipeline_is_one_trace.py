@@ -14,16 +14,21 @@ from support.otlp import OtlpReceiver, attrs
 pytestmark = pytest.mark.slow
 
 
+def exporting_to(receiver: OtlpReceiver) -> dict[str, str]:
+    """A daemon's environment that exports its spans to ``receiver`` at once."""
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+
+
 def test_a_three_stage_pipeline_arrives_as_one_trace(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with OtlpReceiver() as receiver:
-        env = {
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "NO_PROXY": "127.0.0.1",
-            "no_proxy": "127.0.0.1",
-        }
+        env = exporting_to(receiver)
         stage3 = {"agent": "aggregate", "gid": "GID-3"}
         stage2 = {"agent": "fan_out", "gid": "GID-2", "payload": {"width": 2, "then": stage3}}
         payload = {"width": 3, "then": stage2}
@@ -58,13 +63,7 @@ def test_a_three_stage_pipeline_arrives_as_one_trace(tmp_path: Path) -> None:
 def test_a_cli_swarm_and_its_follow_up_are_one_trace_under_the_daemons_swarm_span(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with OtlpReceiver() as receiver:
-        env = {
-            "OTEL_TRACES_EXPORTER": "otlp",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.port}",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "NO_PROXY": "127.0.0.1",
-            "no_proxy": "127.0.0.1",
-        }
+        env = exporting_to(receiver)
         with Daemon(state, "--agents", "support.agents", env=env):
             submitted = swarmd(
                 "submit", "--state-dir", str(state), "--agent", "echo", "--gid", "GID-1", "--count", "5",
