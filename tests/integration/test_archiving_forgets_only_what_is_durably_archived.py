@@ -27,8 +27,11 @@ from swarmd.model import new_job
 from swarmd.queue.archiving import Selection, archive_ledger, older_than
 from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
-from swarmd.storage.migrations import known_version
+from swarmd.storage.migrations import MIGRATIONS, known_version
 from swarmd.storage.sqlite import Durability
+
+#: The schema version that adds ``archived_jobs``.
+_ARCHIVING_STEP = next(step.to_version for step in MIGRATIONS if "archived_jobs" in step.description)
 
 
 def _delete_keys(url: str, prefix: str) -> None:
@@ -148,17 +151,34 @@ async def test_dropping_instead_of_archiving_keeps_only_the_anchor(make_backend:
         assert await backend.archived_ids(ids) == set(ids[:20])
 
 
+#: How to take each step at or after the one that adds ``archived_jobs`` back out of a file, so
+#: that the file is what a swarmd from before archiving left (a step added later needs its own).
+_UNDO_STEP: dict[int, tuple[str, ...]] = {
+    _ARCHIVING_STEP: ("DROP TABLE archived_jobs",),
+    _ARCHIVING_STEP + 1: (
+        "DROP INDEX IF EXISTS idempotency_finished",
+        "DROP INDEX IF EXISTS idempotency_job",
+        "ALTER TABLE idempotency DROP COLUMN finished_at",
+    ),
+}
+
+
 async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_path: Path) -> None:
-    """The step that adds ``archived_jobs`` (whatever its number) runs on a file one version older."""
+    """The step that adds ``archived_jobs`` runs, with every later one, on a file from before it."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     backend = SqliteBackend(state)
     await backend.open()
     ids = await finish_jobs(backend, 5)
     await backend.close()
+    later = range(_ARCHIVING_STEP, known_version() + 1)
+    assert set(later) <= set(_UNDO_STEP), "a migration after archiving needs its undo in _UNDO_STEP"
     with sqlite3.connect(state / DB_NAME) as conn:
-        conn.execute("DROP TABLE archived_jobs")
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(known_version() - 1),))
+        for version in reversed(later):
+            for statement in _UNDO_STEP[version]:
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(_ARCHIVING_STEP - 1),))
+        assert "archived_jobs" not in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     backend = SqliteBackend(state)
     await backend.open()
     try:
