@@ -676,6 +676,12 @@ class RedisBackend:
 
     # -- operators -------------------------------------------------------------------------
     async def status(self, job_id: str) -> JobInfo:
+        # A job only moves forward, each step in one script: awaiting (a follow-up in the
+        # ``then`` hash) → queued (its job hash) → recorded (its ledger entry). Looking in that
+        # order finds a job that moves between two looks; the reverse order could miss it.
+        awaiting = await self._awaiting(job_id)
+        if awaiting is not None:
+            return awaiting
         rows = _infos(await self._eval("info", job_id))
         if rows:
             info = (await self._with_entries([rows[0][1]]))[0]
@@ -689,6 +695,11 @@ class RedisBackend:
         entries = await self._entries_of([job_id])
         if entries:
             return JobInfo.from_ledger(entries[0])
+        raise JobNotFound(f"job {job_id}")
+
+    async def _awaiting(self, job_id: str) -> JobInfo | None:
+        """The follow-up ``job_id`` while its swarm has not ended (None: it is not one, or its
+        swarm ended and it was submitted)."""
         with self._guard("status"):
             swarm: Any = await self.client.hget(self._q + "then", job_id)
             found: Any = (
@@ -697,7 +708,7 @@ class RedisBackend:
                 else await self.client.hmget(f"{self._q}swarmc:{swarm.decode()}", ["size", "ended", "then_body"])
             )
         if found is None or found[2] is None:
-            raise JobNotFound(f"job {job_id}")
+            return None
         return JobInfo.awaiting(decode_job(found[2]), swarm.decode(), int(found[0]), int(found[1] or 0))
 
     async def ledger_entries_of(self, job_ids: Sequence[str]) -> list[StoredEntry]:

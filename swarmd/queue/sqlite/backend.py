@@ -642,6 +642,13 @@ class SqliteBackend:
         return await self._run(self._status, job_id)
 
     def _status(self, job_id: str) -> JobInfo:
+        # A job only moves forward, each step in one transaction, perhaps of another process:
+        # awaiting (a follow-up) → queued (its row) → recorded (its ledger entry). Looking in
+        # that order finds a job that moves between two looks; the reverse order could miss it.
+        follow_up = awaiting(self.conn, job_id)
+        if follow_up is not None:
+            swarm_id, size, ended, job = follow_up
+            return JobInfo.awaiting(job, swarm_id, size, ended)
         row = self.conn.execute(f"SELECT {_JOB_COLUMNS}, body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is not None:
             info = self._with_entries([_info(row[:-1], time.time())])[0]
@@ -654,11 +661,7 @@ class SqliteBackend:
         ).fetchone()
         if entry is not None:
             return JobInfo.from_ledger(entry_from_row(entry))
-        follow_up = awaiting(self.conn, job_id)
-        if follow_up is None:
-            raise JobNotFound(f"job {job_id}")
-        swarm_id, size, ended, job = follow_up
-        return JobInfo.awaiting(job, swarm_id, size, ended)
+        raise JobNotFound(f"job {job_id}")
 
     async def swarm_status(self, swarm_id: str) -> list[JobInfo]:
         return await self._run(self._swarm_status, swarm_id)
