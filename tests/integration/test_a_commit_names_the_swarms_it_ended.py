@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
@@ -51,12 +51,7 @@ class Store:
 
     def clean(self) -> None:
         if self.url:
-            import redis  # noqa: PLC0415
-
-            with redis.Redis.from_url(self.url) as client:
-                keys = list(client.scan_iter(match=f"{{{self.prefix}}}:*", count=1000))
-                if keys:
-                    client.unlink(*keys)
+            forget_prefix(self.url, self.prefix)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.harness import Daemon, wait_until
 from support.redis_deployment import fresh_prefix
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 from swarmd.client import Client
 from swarmd.config import Settings
@@ -21,17 +21,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def prefix() -> Iterator[tuple[str, str]]:
     """The shared Redis and a fresh key prefix, whose keys are deleted afterwards."""
-    import redis  # noqa: PLC0415 - the redis extra
-
     url = require_redis()
     name = fresh_prefix()
     try:
         yield url, name
     finally:
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{name}}}:*", count=1000))
-            if keys:
-                client.delete(*keys)
+        forget_prefix(url, name)
 
 
 def test_a_producer_submits_and_reads_through_the_socket_of_a_redis_daemon(

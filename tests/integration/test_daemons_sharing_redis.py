@@ -21,8 +21,16 @@ from pathlib import Path
 import msgspec
 import pytest
 from support.harness import assert_exactly_once, wait_until
-from support.redis_deployment import Deployment, assert_clean, fresh_prefix, readiness, start_all, wait_readiness
-from support.services import require_redis, require_tool
+from support.redis_deployment import (
+    Deployment,
+    assert_clean,
+    fresh_prefix,
+    readiness,
+    shared_redis,
+    start_all,
+    wait_readiness,
+)
+from support.services import require_tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -30,18 +38,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 @pytest.fixture
 def shared(tmp_path: Path) -> Iterator[Deployment]:
     """The shared Redis, under a fresh key prefix whose keys are deleted afterwards."""
-    import redis  # noqa: PLC0415
-
-    url = require_redis()
-    deployment = Deployment(url, fresh_prefix(), tmp_path)
-    try:
+    with shared_redis(tmp_path) as deployment:
         yield deployment
-    finally:
-        deployment.kill_all()
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{deployment.prefix}}}:*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 from swarmd.queue.base import QueueBackend
 from swarmd.queue.sqlite.backend import SqliteBackend
@@ -28,8 +28,6 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[]
     if request.param == "sqlite":
         yield lambda: SqliteBackend(tmp_path)
         return
-    import redis  # noqa: PLC0415 - the backend's optional dependency
-
     from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
 
     url = require_redis()
@@ -37,10 +35,7 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[]
     try:
         yield lambda: RedisBackend(url, prefix=prefix)
     finally:
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-            if keys:
-                client.unlink(*keys)
+        forget_prefix(url, prefix)
 
 
 @contextlib.asynccontextmanager

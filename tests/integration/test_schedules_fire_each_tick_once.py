@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from support.harness import Daemon, swarmd, wait_until
 from support.redis_deployment import Deployment, fresh_prefix, start_all
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 pytestmark = pytest.mark.slow
 
@@ -97,8 +97,6 @@ def redis_store(tmp_path: Path) -> Iterator[Store]:
 
 
 def _on_redis(tmp_path: Path) -> Iterator[Store]:
-    import redis  # noqa: PLC0415 - the backend's optional dependency
-
     url = require_redis()
     store = Store(tmp_path, Deployment(url, fresh_prefix(), tmp_path))
     try:
@@ -106,10 +104,7 @@ def _on_redis(tmp_path: Path) -> Iterator[Store]:
     finally:
         store.kill_all()
         assert store.redis is not None
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{store.redis.prefix}}}:*", count=1000))
-            if keys:
-                client.unlink(*keys)
+        forget_prefix(url, store.redis.prefix)
 
 
 def last_ticks(store: Store) -> dict[str, float]:

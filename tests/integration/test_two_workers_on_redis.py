@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.harness import wait_until
-from support.redis_deployment import Deployment, assert_clean, fresh_prefix
-from support.services import require_redis
+from support.redis_deployment import Deployment, assert_clean, shared_redis
 from support.supervised import alive, by_worker, events, worker_pids
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -23,18 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 @pytest.fixture
 def shared(tmp_path: Path) -> Iterator[Deployment]:
     """The shared Redis, under a fresh key prefix whose keys are deleted afterwards."""
-    import redis  # noqa: PLC0415
-
-    url = require_redis()
-    deployment = Deployment(url, fresh_prefix(), tmp_path)
-    try:
+    with shared_redis(tmp_path) as deployment:
         yield deployment
-    finally:
-        deployment.kill_all()
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{deployment.prefix}}}:*", count=1000))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])
 
 
 def _lines(path: Path) -> int:

@@ -6,8 +6,10 @@ use it; `assert_clean` is the end-of-run check: every job once in a gap-free, ve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import msgspec
 
 from support.harness import Daemon, assert_exactly_once, swarmd, wait_until
+from support.services import forget_prefix, require_redis
 
 
 @dataclass
@@ -98,3 +101,16 @@ def assert_clean(deployment: Deployment, job_ids: list[str]) -> list[dict[str, A
     assert verify.stdout.startswith(f"ledger ok: {len(job_ids)} entr"), verify.stdout  # entry, entries
     assert deployment.cli_json("jobs") == []
     return entries
+
+
+@contextlib.contextmanager
+def shared_redis(root: Path) -> Iterator[Deployment]:
+    """A `Deployment` on the shared Redis under a fresh prefix: its daemons killed and its keys
+    deleted afterwards (skips without a Redis, fails under SWARMD_TEST_STRICT=1)."""
+    url = require_redis()
+    deployment = Deployment(url, fresh_prefix(), root)
+    try:
+        yield deployment
+    finally:
+        deployment.kill_all()
+        forget_prefix(url, deployment.prefix)

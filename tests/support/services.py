@@ -56,3 +56,13 @@ def _missing(message: str) -> NoReturn:
     if os.environ.get("SWARMD_TEST_STRICT") == "1":
         pytest.fail(f"{message} (SWARMD_TEST_STRICT=1)")
     pytest.skip(message)
+
+
+def forget_prefix(url: str, prefix: str) -> None:
+    """Delete every key a test made under ``prefix`` (``{prefix}:*``) on the Redis at ``url``."""
+    import redis  # noqa: PLC0415 - redis-py is the backend's optional dependency
+
+    with redis.Redis.from_url(url) as client:
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.harness import Daemon
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 from swarmd import AsyncClient
 from swarmd.config import Settings
 
@@ -77,9 +77,4 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
         for daemon in made.daemons:
             daemon.ensure_dead()
         if made.kind == "redis":
-            import redis  # noqa: PLC0415
-
-            with redis.Redis.from_url(made.url) as client:
-                keys = list(client.scan_iter(match=f"{{{made.prefix}}}:*", count=1000))
-                if keys:
-                    client.unlink(*keys)
+            forget_prefix(made.url, made.prefix)
