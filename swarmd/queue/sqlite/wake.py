@@ -40,6 +40,20 @@ def wake(state_dir: Path, reason: WakeReason = WakeReason.WORK) -> bool:
     return True
 
 
+def _bind(path: Path, *, blocking: bool) -> socket.socket | None:
+    """A datagram socket bound at ``path`` (replacing a stale one), readable by its owner only;
+    None when the path is too long for AF_UNIX."""
+    if len(os.fsencode(path)) > _MAX_PATH:
+        return None
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(blocking)
+    sock.bind(os.fsencode(path))
+    os.chmod(path, 0o600)
+    return sock
+
+
 def worker_socket_name(index: int) -> str:
     """The wake socket of worker ``index`` (the supervisor's relay sends to it)."""
     return f"wake-w{index}.sock"
@@ -56,14 +70,9 @@ class WakeListener:
 
     def start(self) -> bool:
         """Bind and listen; False (polling only) when the path is too long for AF_UNIX."""
-        if len(os.fsencode(self.path)) > _MAX_PATH:
+        sock = _bind(self.path, blocking=False)
+        if sock is None:
             return False
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind(os.fsencode(self.path))
-        os.chmod(self.path, 0o600)
         self._sock = sock
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         return True
@@ -106,13 +115,9 @@ class WakeRelay:
 
     def start(self) -> bool:
         """Bind and relay from a thread; False (workers poll) when the path is too long."""
-        if len(os.fsencode(self.path)) > _MAX_PATH:
+        sock = _bind(self.path, blocking=True)
+        if sock is None:
             return False
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(os.fsencode(self.path))
-        os.chmod(self.path, 0o600)
         self._sock = sock
         self._thread = threading.Thread(target=self._relay, args=(sock,), name="swarmd-wake-relay", daemon=True)
         self._thread.start()
