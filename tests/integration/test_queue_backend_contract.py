@@ -759,17 +759,20 @@ async def test_a_waiter_is_woken_by_the_commit_of_the_outcome_not_by_polling(cas
         waiting = asyncio.create_task(waiter.wait_finished([j.id], 20.0, backstop=30.0))
         await _until_subscribed(worker, 1)
         await worker.finish([done(reserved)])
-        committed = time.monotonic()
+        # Within 5 s of the commit, far below the 30 s backstop: the notification woke it (how
+        # soon is for `swarmd bench redis-e2e`, not for a test on a shared machine).
         found = await asyncio.wait_for(waiting, 5.0)
-        woke = time.monotonic() - committed
         assert list(found) == [j.id]
-        assert woke < 0.1, f"woken {woke * 1000:.1f} ms after the commit"
         # a waiter that goes away leaves nothing behind: its subscription is gone
         other = asyncio.create_task(waiter.wait_finished([job().id], None, backstop=30.0))
         await _until_subscribed(worker, 1)
         other.cancel()
+        # Bounded: a cancel lost inside redis-py's get_message once left this waiter looking
+        # at the ledger for minutes (pytest-timeout cannot interrupt a test blocked in uvloop).
+        done_, _ = await asyncio.wait({other}, timeout=10.0)
+        assert done_ == {other}, "a cancelled waiter did not end"
         with pytest.raises(asyncio.CancelledError):
-            await other
+            other.result()
         await _until_subscribed(worker, 0)
 
 
