@@ -948,7 +948,7 @@ class RedisBackend:
         if not ids:
             return set()
         keys = [hashlib.sha1(job_id.encode(), usedforsecurity=False).hexdigest()[:16] for job_id in ids]
-        dead = horizon.first_dead(time.time() if now is None else now)
+        dead = horizon.first_dead(await self._server_time() if now is None else now)
         found = [False] * len(ids)
         with self._guard("archived ids"):
             gens: Any = await self.client.zrangebyscore(self._p + _ARCHIVED_GENS, f"({dead}", "+inf")
@@ -960,10 +960,16 @@ class RedisBackend:
     async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
         """Redis deletes each generation's set itself (its EXPIREAT): only the names of dead
         generations are dropped from ``ledger:archived:gens``. Returns 0 (no id counted)."""
-        dead = horizon.first_dead(time.time() if now is None else now)
+        dead = horizon.first_dead(await self._server_time() if now is None else now)
         with self._guard("expire archived ids"):
             await self.client.zremrangebyscore(self._p + _ARCHIVED_GENS, "-inf", dead)
         return 0
+
+    async def _server_time(self) -> float:
+        """Redis's clock (the one the scripts' lookups use), not this host's."""
+        with self._guard("time"):
+            seconds, micros = await self.client.time()
+        return float(seconds) + micros / 1e6
 
     async def reclaim_space(self) -> None:
         return None  # Redis frees a trimmed list's memory at once
