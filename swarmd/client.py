@@ -32,7 +32,7 @@ from typing import Any, Final, Self
 import uvloop
 
 from swarmd.api.transport import choose_backend
-from swarmd.config import Settings, resolve_state_dir
+from swarmd.config import Settings, archived_id_ttl_seconds, resolve_state_dir
 from swarmd.errors import JobFailed, UnknownAgentError, WaitTimeout
 from swarmd.handles import JobHandle, Submitted
 from swarmd.ledger.archive import archived_entries, verify_with_archive
@@ -418,8 +418,14 @@ class AsyncClient:
     ) -> ArchiveRun:
         """Archive the oldest entries, those with an index below ``before`` and finished before
         Unix time ``finished_before`` (each None: no such limit), to segments in ``to`` (None:
-        drop them, keeping only the anchor), chunk by chunk: see swarmd.queue.archiving."""
-        return await archive_ledger(self._backend, Selection(before=before, finished_before=finished_before), to)
+        drop them, keeping only the anchor), chunk by chunk: see swarmd.queue.archiving. Their
+        job ids stay refused for the settings' ``archived_id_ttl``."""
+        return await archive_ledger(
+            self._backend,
+            Selection(before=before, finished_before=finished_before),
+            to,
+            remember_for=archived_id_ttl_seconds(self.settings),
+        )
 
     # -- dead letters ----------------------------------------------------------------------
     async def dead_letters(self, limit: int = 100) -> list[JobInfo]:

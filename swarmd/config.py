@@ -157,6 +157,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: is kept after it finished: a duration like 90s, 15m, 12h, 7d or 2w. Within it,
     #: resubmitting the key returns the first job; after it, the key is forgotten.
     result_ttl: Duration = "7d"
+    #: How long a job id stays refused after its ledger entry was archived (or dropped): a
+    #: resubmitted id is refused, and a late outcome (a lost lease) writes nothing. After it,
+    #: the id is forgotten: it may be submitted again as a new job, and an outcome arriving
+    #: that late would be written a second time. None: ``result_ttl``, or lease_seconds plus
+    #: the longest configured handler timeout if that is longer; a value under that is refused.
+    archived_id_ttl: Duration | None = None
     #: Per-agent overrides: [agent.NAME] tables.
     agent: dict[str, AgentSettings] = msgspec.field(default_factory=dict)
     # -- API socket (producers who are not the daemon's user; see swarmd.api) ---------------
@@ -392,6 +398,7 @@ def check(settings: Settings) -> Settings:
     if settings.ledger_retention is not None:
         duration_seconds(settings.ledger_retention, "ledger_retention")
     result_ttl_seconds(settings)
+    archived_id_ttl_seconds(settings)
     for name, agent in settings.agent.items():
         for spec in agent.permanent:
             if ":" not in spec:
@@ -414,6 +421,31 @@ def duration_seconds(text: str, key: str = "duration") -> float:
 def result_ttl_seconds(settings: Settings) -> float:
     """`Settings.result_ttl` in seconds."""
     return duration_seconds(settings.result_ttl, "result_ttl")
+
+
+def longest_stale_finish(settings: Settings) -> float:
+    """The longest a late outcome can follow the job's ledger entry (a lease lost, the job run
+    again elsewhere, the first run's outcome arriving last): the lease plus the longest
+    configured handler timeout (a job's own ``timeout`` beyond these is the producer's risk)."""
+    timeouts = [settings.default_timeout, *(a.timeout for a in settings.agent.values() if a.timeout is not None)]
+    return settings.lease_seconds + max(timeouts)
+
+
+def archived_id_ttl_seconds(settings: Settings) -> float:
+    """`Settings.archived_id_ttl` in seconds: how long an archived job id is still refused.
+    Unset: the longer of ``result_ttl`` and `longest_stale_finish`; set below the latter: a
+    `ConfigError` (a late outcome could be written twice)."""
+    floor = longest_stale_finish(settings)
+    if settings.archived_id_ttl is None:
+        return max(result_ttl_seconds(settings), floor)
+    seconds = duration_seconds(settings.archived_id_ttl, "archived_id_ttl")
+    if seconds < floor:
+        raise ConfigError(
+            "archived_id_ttl",
+            f"{settings.archived_id_ttl!r} is shorter than lease_seconds plus the longest handler timeout "
+            f"({floor:g} s): a late outcome of an archived job could be recorded twice",
+        )
+    return seconds
 
 
 def archive_path(settings: Settings, state_dir: Path) -> Path:

@@ -50,6 +50,7 @@ from swarmd.model import Job, JobState, SwarmPlan
 from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, SwarmProgress, WakeReason
 from swarmd.queue.waiting import wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
+from swarmd.storage.horizon import DEFAULT_HORIZON
 
 
 class SocketBackend:
@@ -232,11 +233,21 @@ class SocketBackend:
     async def ledger_anchor(self) -> Anchor | None:
         self._direct_only("reading the ledger's anchor")
 
-    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+    async def forget_ledger(
+        self,
+        through: int,
+        expected: Anchor | None,
+        *,
+        remember_for: float = DEFAULT_HORIZON,
+        now: float | None = None,
+    ) -> Anchor:
         self._direct_only("archiving the ledger")
 
-    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+    async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         self._direct_only("looking up archived job ids")
+
+    async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
+        self._direct_only("expiring archived job ids")
 
     async def reclaim_space(self) -> None:
         self._direct_only("reclaiming the state's space")

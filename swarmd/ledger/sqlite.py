@@ -15,6 +15,7 @@ import msgspec
 
 from swarmd.errors import ArchiveError
 from swarmd.ledger.chain import GENESIS_HASH, Anchor, StoredEntry, chain_hash
+from swarmd.storage.horizon import first_dead, generation
 
 _encode_json: Final = msgspec.json.Encoder().encode
 
@@ -121,16 +122,19 @@ def read_anchor(conn: sqlite3.Connection) -> Anchor | None:
 
 
 def archived_id_key(job_id: str) -> int:
-    """A job id's key in ``archived_jobs``: 64 bits of its BLAKE2b hash, as a signed integer.
+    """A job id's key in ``archived_ids``: 64 bits of its BLAKE2b hash, as a signed integer.
     Eight bytes a job instead of the id; two ids share a key with odds of about n / 2**64."""
     return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def forget_through(conn: sqlite3.Connection, through: int, expected: Anchor | None) -> Anchor:
+def forget_through(
+    conn: sqlite3.Connection, through: int, expected: Anchor | None, *, remember_for: float, now: float
+) -> Anchor:
     """Inside the caller's write transaction: delete the live entries up to index ``through``,
-    remember their job ids in ``archived_jobs`` and record the new anchor (``through`` and its
-    hash). Refuses (`ArchiveError`, nothing written) if the anchor is no longer ``expected``
-    (someone else archived meanwhile) or entry ``through`` is not live."""
+    remember their job ids in ``archived_ids`` for ``remember_for`` seconds from ``now`` (their
+    generation: `swarmd.storage.horizon.generation`) and record the new anchor (``through``
+    and its hash). Refuses (`ArchiveError`, nothing written) if the anchor is no longer
+    ``expected`` (someone else archived meanwhile) or entry ``through`` is not live."""
     current = read_anchor(conn)
     if current != expected:
         raise ArchiveError("ledger anchor", f"is {current}, not {expected}: another archive ran meanwhile")
@@ -138,10 +142,11 @@ def forget_through(conn: sqlite3.Connection, through: int, expected: Anchor | No
     if row is None:
         raise ArchiveError(f"ledger entry {through}", "is not in the live store")
     anchor = Anchor(through, str(row[0]))
+    gen = generation(now, remember_for)
     ids = conn.execute("DELETE FROM ledger WHERE idx <= ? RETURNING job_id", (through,)).fetchall()
     conn.executemany(
-        "INSERT OR IGNORE INTO archived_jobs (id_key) VALUES (?)",
-        [(archived_id_key(str(job_id)),) for (job_id,) in ids if job_id is not None],
+        "INSERT OR IGNORE INTO archived_ids (gen, id_key) VALUES (?, ?)",
+        [(gen, archived_id_key(str(job_id))) for (job_id,) in ids if job_id is not None],
     )
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -150,13 +155,42 @@ def forget_through(conn: sqlite3.Connection, through: int, expected: Anchor | No
     return anchor
 
 
-def archived_ids(conn: sqlite3.Connection, job_ids: Sequence[str]) -> set[str]:
-    """Those of ``job_ids`` whose ledger entry was archived (or dropped)."""
+#: The live generations of ``archived_ids`` (those above ``?1``), one primary-key seek each:
+#: a skip-scan by hand, since a table of ~15 B rows has no room for a second index.
+_LIVE_GENERATIONS: Final = (
+    "WITH RECURSIVE g(gen) AS ("
+    " SELECT (SELECT min(gen) FROM archived_ids WHERE gen > ?1)"
+    " UNION ALL SELECT (SELECT min(gen) FROM archived_ids WHERE gen > g.gen) FROM g WHERE g.gen IS NOT NULL"
+    ") SELECT gen FROM g WHERE gen IS NOT NULL"
+)
+
+
+def archived_generations(conn: sqlite3.Connection, now: float) -> list[int]:
+    """The generations of ``archived_ids`` still live at Unix time ``now``, oldest first."""
+    return [int(gen) for (gen,) in conn.execute(_LIVE_GENERATIONS, (first_dead(now),))]
+
+
+def archived_ids(conn: sqlite3.Connection, job_ids: Sequence[str], now: float) -> set[str]:
+    """Those of ``job_ids`` whose ledger entry was archived (or dropped) and that are still
+    remembered at Unix time ``now`` (their generation is live, expired rows or not): one
+    primary-key probe per id and live generation (about nine)."""
     if not job_ids:
         return set()
     keys = {archived_id_key(job_id): job_id for job_id in job_ids}
     rows = conn.execute(
-        "SELECT id_key FROM archived_jobs WHERE id_key IN (SELECT value FROM json_each(?))",
-        (_encode_json(list(keys)).decode(),),
+        f"WITH live AS ({_LIVE_GENERATIONS}) SELECT id_key FROM archived_ids "
+        "WHERE gen IN (SELECT gen FROM live) AND id_key IN (SELECT value FROM json_each(?2))",
+        (first_dead(now), _encode_json(list(keys)).decode()),
     )
     return {keys[int(key)] for (key,) in rows}
+
+
+def expire_archived_ids(conn: sqlite3.Connection, now: float, limit: int) -> int:
+    """Inside the caller's write transaction: delete at most ``limit`` rows of ``archived_ids``
+    whose generation is no longer live at Unix time ``now``, oldest first (a range of the
+    primary key); return how many."""
+    return conn.execute(
+        "DELETE FROM archived_ids WHERE (gen, id_key) IN "
+        "(SELECT gen, id_key FROM archived_ids WHERE gen <= ? ORDER BY gen, id_key LIMIT ?)",
+        (first_dead(now), limit),
+    ).rowcount

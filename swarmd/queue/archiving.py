@@ -26,6 +26,7 @@ from typing import Final
 from swarmd.ledger.archive import Segment, crash_point, prepare_dir, remove_uncommitted, segments, write_segment
 from swarmd.ledger.chain import Anchor, StoredEntry
 from swarmd.queue.base import QueueBackend
+from swarmd.storage.horizon import DEFAULT_HORIZON
 
 #: Entries per segment.
 CHUNK: Final = 5000
@@ -92,17 +93,19 @@ async def archive_ledger(
     *,
     chunk: int = CHUNK,
     max_chunks: int | None = None,
+    remember_for: float = DEFAULT_HORIZON,
 ) -> ArchiveRun:
     """Archive the oldest live entries ``selection`` covers to segments in ``to`` (None: drop
     them, keeping only the anchor and the archived ids), ``chunk`` entries at a time, at most
-    ``max_chunks`` chunks; then give the space back. Returns what was archived."""
+    ``max_chunks`` chunks; then give the space back. Their job ids stay refused for
+    ``remember_for`` seconds (the ``archived_id_ttl`` setting). Returns what was archived."""
     run = ArchiveRun(anchor=await backend.ledger_anchor())
     if to is not None:
         prepare_dir(to)
         await asyncio.to_thread(remove_uncommitted, to, run.anchor)
         unfinished = await asyncio.to_thread(_segment_past, to, run.anchor)
         if unfinished is not None:  # a crash between two forgetting steps: finish that segment
-            run.entries += await _forget(backend, run, unfinished.last)
+            run.entries += await _forget(backend, run, unfinished.last, remember_for)
     bound: int | None = None
     if selection.keep is not None or selection.before is not None:
         tail = await backend.ledger_tail(1)
@@ -117,7 +120,7 @@ async def archive_ledger(
         if to is not None:
             run.segments.append(await asyncio.to_thread(write_segment, to, taken))
             crash_point("segment_durable")
-        run.entries += await _forget(backend, run, taken[-1].index)
+        run.entries += await _forget(backend, run, taken[-1].index, remember_for)
         chunks += 1
         if len(taken) < len(entries) or len(entries) < chunk:
             break
@@ -126,12 +129,12 @@ async def archive_ledger(
     return run
 
 
-async def _forget(backend: QueueBackend, run: ArchiveRun, through: int) -> int:
+async def _forget(backend: QueueBackend, run: ArchiveRun, through: int, remember_for: float) -> int:
     """Forget the live entries up to ``through`` (durably archived, or to be dropped), in steps
     of `FORGET_STEP`, each recording its anchor; return how many were forgotten."""
     start = 0 if run.anchor is None else run.anchor.index + 1
     for step_end in [*range(start + FORGET_STEP - 1, through, FORGET_STEP), through]:
-        run.anchor = await backend.forget_ledger(step_end, run.anchor)
+        run.anchor = await backend.forget_ledger(step_end, run.anchor, remember_for=remember_for)
         crash_point("forgotten")
     return through - start + 1
 

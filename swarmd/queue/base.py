@@ -21,6 +21,7 @@ import msgspec
 from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
 from swarmd.schedules import Schedule, ScheduleState
+from swarmd.storage.horizon import DEFAULT_HORIZON
 
 
 @dataclass(slots=True)
@@ -399,15 +400,30 @@ class QueueBackend(Protocol):
         the live chain starts right after it (None: nothing was ever archived)."""
         ...
 
-    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+    async def forget_ledger(
+        self,
+        through: int,
+        expected: Anchor | None,
+        *,
+        remember_for: float = DEFAULT_HORIZON,
+        now: float | None = None,
+    ) -> Anchor:
         """Atomically delete the live entries up to index ``through``, remember their job ids
-        as archived and record the new anchor; return it. Refuses (`ArchiveError`, nothing
-        written) when the anchor is no longer ``expected``. The caller made the segment durable
-        first (or means to drop the entries)."""
+        as archived for ``remember_for`` seconds from ``now`` (None: the current time; see
+        swarmd.storage.horizon) and record the new anchor; return it. Refuses (`ArchiveError`,
+        nothing written) when the anchor is no longer ``expected``. The caller made the segment
+        durable first (or means to drop the entries)."""
         ...
 
-    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
-        """Those of ``job_ids`` whose ledger entry was archived: still finished, still refused."""
+    async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
+        """Those of ``job_ids`` whose ledger entry was archived and that are still remembered
+        at ``now`` (None: the current time): still finished, still refused."""
+        ...
+
+    async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
+        """Forget at most ``limit`` archived job ids whose horizon has passed at ``now`` (None:
+        the current time), in one short step; return how many. Lookups ignore such ids already:
+        this only gives their space back (Redis expires its sets by itself: 0)."""
         ...
 
     async def reclaim_space(self) -> None:

@@ -24,7 +24,7 @@ from typing import Final
 
 import structlog
 
-from swarmd.config import Settings, duration_seconds
+from swarmd.config import Settings, archived_id_ttl_seconds, duration_seconds
 from swarmd.errors import ArchiveError, BackendUnavailable, error_text
 from swarmd.queue.archiving import ArchiveRun, Selection, archive_ledger
 from swarmd.queue.base import QueueBackend
@@ -45,6 +45,8 @@ class LedgerUpkeep:
         self.checkpoint_every = duration_seconds(settings.checkpoint_interval)
         self.retention = None if settings.ledger_retention is None else duration_seconds(settings.ledger_retention)
         self.max_entries = settings.ledger_max_entries
+        #: How long archived job ids stay refused (``archived_id_ttl``).
+        self.remember_for = archived_id_ttl_seconds(settings)
         #: None: drop entries past the retention instead of archiving them (``archive = false``).
         self.archive_dir = archive_dir
         #: At each checkpoint, and at least every ARCHIVE_EVERY seconds.
@@ -77,6 +79,7 @@ class LedgerUpkeep:
             self.selection(time.time() if now is None else now),
             self.archive_dir,
             max_chunks=CHUNKS_PER_ROUND,
+            remember_for=self.remember_for,
         )
         if run.entries:
             log.info(

@@ -4,11 +4,15 @@
 `EXPIRE_CHUNK` (one short transaction or script each, the loop yielding between them), the
 idempotency keys (and on Redis the member sets of finished swarms) of jobs that finished more
 than ``result_ttl`` ago; after a pass that forgot many, it has SQLite give the WAL's space back.
-It then refreshes the size metrics from cached reads (`measure_state`), so the scrape thread
-never touches the event loop or the database.
+In the same pass it forgets the archived job ids whose horizon (``archived_id_ttl``, see
+swarmd.storage.horizon) has passed, again `EXPIRE_CHUNK` at a time, each chunk one short
+transaction on the backend's thread (a range delete on ``archived_ids``' primary key; Redis
+expires its generation sets itself). It then refreshes the size metrics from cached reads
+(`measure_state`), so the scrape thread never touches the event loop or the database.
 
 `RetentionSwitch` is the one object that says what "retention on" means (today: result_ttl
-expiry; ledger retention joins it at merge); `swarmd bench soak` compares on against off.
+expiry and the archived ids' horizon; ledger retention joins it at merge); `swarmd bench soak`
+compares on against off.
 """
 
 from __future__ import annotations
@@ -47,15 +51,17 @@ _WAL: Final = "swarmd.db-wal"
 class RetentionSwitch:
     """What retention runs: the one switch `swarmd bench soak` turns on and off.
 
-    ``expire_results``: forget finished jobs' keys after ``result_ttl``. Ledger retention adds
-    its own field here when it merges.
+    ``expire_results``: forget finished jobs' keys after ``result_ttl``.
+    ``expire_archived_ids``: forget archived job ids after ``archived_id_ttl``. Ledger
+    retention adds its own field here when it merges.
     """
 
     expire_results: bool = True
+    expire_archived_ids: bool = True
 
     @classmethod
     def off(cls) -> RetentionSwitch:
-        return cls(expire_results=False)
+        return cls(expire_results=False, expire_archived_ids=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,18 @@ async def expire_results(backend: QueueBackend, older_than: float, *, chunk: int
         await asyncio.sleep(0)
 
 
+async def expire_archived_ids(backend: QueueBackend, *, now: float | None = None, chunk: int = EXPIRE_CHUNK) -> int:
+    """Forget every archived job id past its horizon at ``now`` (None: the current time), one
+    chunk at a time, letting the loop run between chunks; return how many were forgotten."""
+    total = 0
+    while True:
+        forgotten = await backend.expire_archived_ids(chunk, now=now)
+        total += forgotten
+        if forgotten < chunk:
+            return total
+        await asyncio.sleep(0)
+
+
 class ResultExpiry:
     """The daemon's retention loop for finished jobs (see the module docstring)."""
 
@@ -153,9 +171,11 @@ class ResultExpiry:
             if self.switch.expire_results:
                 forgotten = await expire_results(self.backend, self.ttl)
                 self.metrics.finished_expired.inc(forgotten)
-                if forgotten >= GIVE_BACK_AFTER:
-                    truncated = await self.backend.give_back_space()
-                    log.info("finished_jobs_expired", forgotten=forgotten, wal_truncated=truncated)
+            ids = await expire_archived_ids(self.backend) if self.switch.expire_archived_ids else 0
+            if forgotten + ids >= GIVE_BACK_AFTER:
+                truncated = await self.backend.give_back_space()
+                log.info("finished_jobs_expired", forgotten=forgotten, archived_ids=ids, wal_truncated=truncated)
+            if self.switch.expire_results or self.switch.expire_archived_ids:
                 self.metrics.retention_ran(True)
             await self.refresh_metrics()
         except BackendUnavailable as exc:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from swarmd.storage import horizon
+
 #: The version of the schema script: what a fresh file starts at, before any migration.
 BASE_VERSION: Final = 1
 
@@ -82,12 +84,36 @@ def _idempotency_keys_know_when_their_job_finished(conn: sqlite3.Connection) -> 
     )
 
 
+def _archived_ids_are_remembered_for_a_horizon(conn: sqlite3.Connection) -> None:
+    """Version 6: archived job ids are remembered for a horizon (``archived_id_ttl``), not
+    forever: ``archived_ids (gen, id_key)`` replaces ``archived_jobs (id_key)``, ``gen`` being
+    the hour at whose start the id is forgotten (`swarmd.storage.horizon`). The primary key
+    (gen, id_key), WITHOUT ROWID, is both the lookup (one seek per live generation) and the
+    expiry (a range delete on its prefix): no second index, 3 bytes more per row. Ids archived
+    before the upgrade go into the generation of the default horizon, counted from the
+    upgrade (the settings are not known here)."""
+    conn.execute(
+        "CREATE TABLE archived_ids ("
+        " gen INTEGER NOT NULL, id_key INTEGER NOT NULL, PRIMARY KEY (gen, id_key)) WITHOUT ROWID"
+    )
+    conn.execute(
+        "INSERT INTO archived_ids (gen, id_key) SELECT ?, id_key FROM archived_jobs",
+        (horizon.generation(time.time(), horizon.DEFAULT_HORIZON),),
+    )
+    conn.execute("DROP TABLE archived_jobs")
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
     Migration(3, "swarms are counted; jobs may have a parent or follow a swarm", _swarms_are_counted),
     Migration(4, "archived ledger entries leave their job ids' hashes in archived_jobs", _archived_jobs_are_remembered),
     Migration(5, "idempotency keys record when their job finished", _idempotency_keys_know_when_their_job_finished),
+    Migration(
+        6,
+        "archived job ids move to archived_ids, by generation, forgotten after archived_id_ttl",
+        _archived_ids_are_remembered_for_a_horizon,
+    ),
 )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ from swarmd.model import new_job
 from swarmd.queue.archiving import Selection, archive_ledger, older_than
 from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
+from swarmd.storage.horizon import DEFAULT_HORIZON, generation, grain_hours
 from swarmd.storage.migrations import MIGRATIONS, known_version
 from swarmd.storage.sqlite import Durability
 
 #: The schema version that adds ``archived_jobs``.
 _ARCHIVING_STEP = next(step.to_version for step in MIGRATIONS if "archived_jobs" in step.description)
+#: The schema version that moves them to ``archived_ids``, by generation.
+_HORIZON_STEP = next(step.to_version for step in MIGRATIONS if "archived_ids" in step.description)
 
 
 def _delete_keys(url: str, prefix: str) -> None:
@@ -160,7 +164,21 @@ _UNDO_STEP: dict[int, tuple[str, ...]] = {
         "DROP INDEX IF EXISTS idempotency_job",
         "ALTER TABLE idempotency DROP COLUMN finished_at",
     ),
+    _ARCHIVING_STEP + 2: (  # archived_ids by generation back into the one table archived_jobs
+        "CREATE TABLE archived_jobs (id_key INTEGER PRIMARY KEY) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO archived_jobs (id_key) SELECT id_key FROM archived_ids",
+        "DROP TABLE archived_ids",
+    ),
 }
+
+
+def _rewind(path: Path, to_version: int) -> None:
+    """Take the steps after ``to_version`` (at or after archiving) back out of the file."""
+    with sqlite3.connect(path) as conn:
+        for version in reversed(range(to_version + 1, known_version() + 1)):
+            for statement in _UNDO_STEP[version]:
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(to_version),))
 
 
 async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_path: Path) -> None:
@@ -173,11 +191,8 @@ async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_p
     await backend.close()
     later = range(_ARCHIVING_STEP, known_version() + 1)
     assert set(later) <= set(_UNDO_STEP), "a migration after archiving needs its undo in _UNDO_STEP"
+    _rewind(state / DB_NAME, _ARCHIVING_STEP - 1)
     with sqlite3.connect(state / DB_NAME) as conn:
-        for version in reversed(later):
-            for statement in _UNDO_STEP[version]:
-                conn.execute(statement)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(_ARCHIVING_STEP - 1),))
         assert "archived_jobs" not in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     backend = SqliteBackend(state)
     await backend.open()
@@ -188,6 +203,41 @@ async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_p
         await backend.close()
     with sqlite3.connect(state / DB_NAME) as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(known_version()),)
+
+
+async def test_archived_ids_from_before_the_horizon_stay_refused_after_the_migration(tmp_path: Path) -> None:
+    """A file at the version before the horizon (archived ids in ``archived_jobs``, kept forever)
+    is migrated: its ids move to the generation of the default horizon, counted from the
+    upgrade, and stay refused at submit and for late outcomes until then."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    backend = SqliteBackend(state)
+    await backend.open()
+    ids = await finish_jobs(backend, 5)
+    await archive_ledger(backend, Selection(before=3), None)
+    await backend.close()
+    _rewind(state / DB_NAME, _HORIZON_STEP - 1)
+    with sqlite3.connect(state / DB_NAME) as conn:
+        assert conn.execute("SELECT count(*) FROM archived_jobs").fetchone() == (3,)
+    before = time.time()
+    backend = SqliteBackend(state)
+    await backend.open()
+    try:
+        after = time.time()
+        assert await backend.archived_ids(ids) == set(ids[:3])
+        with pytest.raises(JobValidationError, match=f"job {ids[0]} already finished .its ledger entry is archived"):
+            await backend.submit([new_job(agent="echo", gid="GID-x", payload={}, job_id=ids[0])])
+        # Remembered for the default horizon from the upgrade, then forgotten.
+        assert await backend.archived_ids(ids, now=before + DEFAULT_HORIZON - 1) == set(ids[:3])
+        later = after + DEFAULT_HORIZON + (grain_hours(DEFAULT_HORIZON) + 1) * 3600
+        assert await backend.archived_ids(ids, now=later) == set()
+    finally:
+        await backend.close()
+    with sqlite3.connect(state / DB_NAME) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "archived_jobs" not in tables
+        gens = {row[0] for row in conn.execute("SELECT DISTINCT gen FROM archived_ids")}
+        assert gens <= {generation(before, DEFAULT_HORIZON), generation(after, DEFAULT_HORIZON)} and len(gens) == 1
 
 
 async def test_older_than_archives_the_entries_finished_before_the_cutoff_and_stops_at_the_first_newer(

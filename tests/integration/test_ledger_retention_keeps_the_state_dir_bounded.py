@@ -4,14 +4,18 @@ Driven in process through the backend API (submit, reserve and finish in batches
 the daemon's own archiving round, `LedgerUpkeep.archive_round`), so that it takes seconds, not
 the minutes a daemon running echo jobs one by one would. After every 20,000 jobs the state
 dir's size is measured: past the first rounds it stays within a stated bound, instead of
-growing by ~560 bytes a job. What does grow is the compact index of archived job ids (8 bytes
-of hash a job plus b-tree overhead): the bound allows ARCHIVED_ID_BYTES a job for it, and the
-test checks that this is all the growth there is. At the end the archive and the live store
-verify as one chain, and every job id is in exactly one of them, once.
+growing by ~560 bytes a job. The index of archived job ids (a 64-bit hash and a generation
+a job) holds the ids archived within ``archived_id_ttl``: each round, before archiving, the
+retention's expiry runs as if the horizon had passed since the previous round (an injected
+``now``), so the index holds one round's ids at most (ARCHIVED_ID_BYTES each) and the state
+does not grow with the job count at all. At the end the archive and the live store verify as
+one chain, every job id is in exactly one of them, once, and only the last round's archived
+ids are still refused.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from swarmd.config import Settings
 from swarmd.ledger.archive import archived_entries, segments, verify_with_archive
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.runtime.ledger_upkeep import LedgerUpkeep
+from swarmd.runtime.retention import expire_archived_ids
 from swarmd.storage.sqlite import Durability
 
 #: ~20 s of CPU (the queue's own submit, reserve and finish of 200,000 jobs); 35-75 s of wall
@@ -33,10 +38,18 @@ ROUND = 20_000
 RETAIN = 20_000
 #: The state (swarmd.db, its WAL and shm) with 20,000 live entries and an empty queue: 8.8 MB
 #: measured after the second round (entries ~400 bytes with their job id index), 14.8 MB after
-#: the first (a WAL not yet truncated), growing ~15 bytes a job archived after that.
+#: the first (a WAL not yet truncated). Without a horizon it grew ~15 bytes a job archived
+#: after that (11.1 MB after 200,000 jobs); with one it stays flat.
 LIVE_BOUND = 16 * 1024 * 1024
-#: What one archived job id costs in the state: its 8-byte hash key in archived_jobs' b-tree.
+#: What one archived job id costs in the state: its 8-byte hash and 3-byte generation in
+#: archived_ids' b-tree (~18 bytes measured), with room to spare.
 ARCHIVED_ID_BYTES = 24
+#: The horizon: the shortest the default settings allow (lease 30 s + timeout 300 s).
+HORIZON = "330s"
+#: How far past a round the expiry is told it is: the horizon, its grain (an hour) and an hour.
+AFTER_THE_HORIZON = 330.0 + 2 * 3600.0
+#: How much the state may still grow from the second round to the last (free pages, WAL).
+SLACK = 1024 * 1024
 
 
 def _state_bytes(state: Path) -> int:
@@ -48,12 +61,15 @@ async def test_two_hundred_thousand_jobs_with_a_retention_of_twenty_thousand_ent
     state.mkdir(mode=0o700)
     backend = SqliteBackend(state, durability=Durability.NORMAL, inline=True)
     await backend.open()
-    upkeep = LedgerUpkeep(backend, Settings(ledger_max_entries=RETAIN), archive)
+    upkeep = LedgerUpkeep(backend, Settings(ledger_max_entries=RETAIN, archived_id_ttl=HORIZON), archive)
     ids: list[str] = []
     sizes: list[int] = []
+    forgotten = 0
     try:
         while len(ids) < JOBS:
             ids += await finish_jobs(backend, ROUND, batch=5000)
+            # The retention's pass, a horizon after the previous round's archive.
+            forgotten += await expire_archived_ids(backend, now=time.time() + AFTER_THE_HORIZON)
             while (await upkeep.archive_round()).entries:  # the daemon's rounds, until caught up
                 pass
             sizes.append(_state_bytes(state))
@@ -62,11 +78,13 @@ async def test_two_hundred_thousand_jobs_with_a_retention_of_twenty_thousand_ent
             assert len(live) <= RETAIN and (anchor is None or live[0].index == anchor.index + 1)
         archived = len(ids) - RETAIN
         print(f"state dir bytes after each {ROUND} jobs: {sizes}")
+        bound = LIVE_BOUND + ARCHIVED_ID_BYTES * ROUND  # the live entries and one round of ids
         for round_number, size in enumerate(sizes, start=1):
-            bound = LIVE_BOUND + ARCHIVED_ID_BYTES * max(0, round_number * ROUND - RETAIN)
             assert size <= bound, f"after {round_number * ROUND} jobs the state is {size} bytes, over {bound}: {sizes}"
-        # Without archiving, the state would have grown by ~560 bytes a job; it grew by far less.
-        assert (sizes[-1] - sizes[1]) / (JOBS - 2 * ROUND) <= ARCHIVED_ID_BYTES, sizes
+        # Without archiving, the state would have grown by ~560 bytes a job; without a horizon,
+        # by ~15. It does not grow with the job count: the last round is within SLACK of the second.
+        assert sizes[-1] - sizes[1] <= SLACK, sizes
+        assert forgotten == archived - ROUND  # every archived id but the last round's, forgotten
         assert anchor is not None and anchor.index == archived - 1
         assert verify_with_archive(archive, anchor, live).ok
         assert (await backend.verify()).ok
@@ -74,6 +92,7 @@ async def test_two_hundred_thousand_jobs_with_a_retention_of_twenty_thousand_ent
         seen.update(entry.job_id for entry in live)
         assert seen == Counter(ids) and set(seen.values()) == {1}
         assert segments(archive)[-1].last == anchor.index
-        assert await backend.archived_ids([ids[0], ids[archived - 1], ids[archived]]) == {ids[0], ids[archived - 1]}
+        last_round = ids[archived - ROUND : archived]
+        assert await backend.archived_ids([ids[0], *last_round, ids[archived]]) == set(last_round)
     finally:
         await backend.close()

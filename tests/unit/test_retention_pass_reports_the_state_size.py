@@ -5,6 +5,7 @@ duration setting, and a bad one is refused naming the key."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -66,6 +67,31 @@ async def test_a_pass_forgets_expired_keys_and_reports_sizes_ledger_and_result(t
         assert sample(metrics, "swarmd_retention_runs_total", result="ok") == 2
     finally:
         await backend.close()
+
+
+async def test_a_pass_forgets_archived_ids_past_their_horizon_and_keeps_the_others(tmp_path: Path) -> None:
+    """The same pass deletes the ``archived_ids`` rows whose horizon has passed (archived with
+    a ``now`` long ago), not those still within it; with retention off, neither."""
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    try:
+        await _three_finished(backend)
+        long_ago = time.time() - 3 * 3600.0 - 330.0
+        first = await backend.forget_ledger(1, None, remember_for=330.0, now=long_ago)
+        await backend.forget_ledger(2, first, remember_for=330.0)
+        metrics = Metrics(CollectorRegistry())
+        off = ResultExpiry(backend, Settings(), metrics, tmp_path, RetentionSwitch.off())
+        await off.run_once()
+        assert _archived_rows(tmp_path) == 3
+        await ResultExpiry(backend, Settings(), metrics, tmp_path).run_once()
+        assert _archived_rows(tmp_path) == 1  # the entry archived just now is still remembered
+    finally:
+        await backend.close()
+
+
+def _archived_rows(state: Path) -> int:
+    with sqlite3.connect(state / "swarmd.db") as conn:
+        return int(conn.execute("SELECT count(*) FROM archived_ids").fetchone()[0])
 
 
 async def test_a_pass_that_fails_is_counted_and_leaves_the_last_run_time(tmp_path: Path) -> None:

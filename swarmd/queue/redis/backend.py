@@ -49,8 +49,14 @@ from swarmd.queue.redis.schedules import RECORD_TICK, states_from_hash
 from swarmd.queue.redis.scripts import PRELUDE, SCRIPTS
 from swarmd.queue.waiting import wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
+from swarmd.storage import horizon
+from swarmd.storage.horizon import DEFAULT_HORIZON
 
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: Archived job ids: one set per generation, ``ledger:archived:<gen>``, named in a zset
+#: (see the prelude of scripts.py and swarmd.storage.horizon).
+_ARCHIVED: Final = "ledger:archived:"
+_ARCHIVED_GENS: Final = "ledger:archived:gens"
 #: Finish attempts before giving up on a contended ledger tail.
 MAX_CAS_ATTEMPTS: Final = 64
 #: Ledger entries read per round trip.
@@ -930,8 +936,16 @@ class RedisBackend:
             raw = await self.client.get(self._p + "ledger:anchor")
         return None if raw is None else Anchor.parse(raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
-        raw = await self._eval("forget", "" if expected is None else str(expected), through)
+    async def forget_ledger(
+        self,
+        through: int,
+        expected: Anchor | None,
+        *,
+        remember_for: float = DEFAULT_HORIZON,
+        now: float | None = None,
+    ) -> Anchor:
+        gen = horizon.generation(time.time() if now is None else now, remember_for)
+        raw = await self._eval("forget", "" if expected is None else str(expected), through, gen)
         tag = raw[0]
         if tag == b"anchor":
             current = raw[1].decode() or None
@@ -940,14 +954,33 @@ class RedisBackend:
             raise ArchiveError(f"ledger entry {through}", "is not in the live store")
         return Anchor.parse(raw[1].decode())
 
-    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
+    async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         ids = list(job_ids)
         if not ids:
             return set()
         keys = [hashlib.sha1(job_id.encode(), usedforsecurity=False).hexdigest()[:16] for job_id in ids]
+        dead = horizon.first_dead(await self._server_time() if now is None else now)
+        found = [False] * len(ids)
         with self._guard("archived ids"):
-            found = await self.client.smismember(self._p + "ledger:archived", keys)
+            gens: Any = await self.client.zrangebyscore(self._p + _ARCHIVED_GENS, f"({dead}", "+inf")
+            for gen in gens:
+                hits = await self.client.smismember(f"{self._p}{_ARCHIVED}{gen.decode()}", keys)
+                found = [was or bool(hit) for was, hit in zip(found, hits, strict=True)]
         return {job_id for job_id, hit in zip(ids, found, strict=True) if hit}
+
+    async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
+        """Redis deletes each generation's set itself (its EXPIREAT): only the names of dead
+        generations are dropped from ``ledger:archived:gens``. Returns 0 (no id counted)."""
+        dead = horizon.first_dead(await self._server_time() if now is None else now)
+        with self._guard("expire archived ids"):
+            await self.client.zremrangebyscore(self._p + _ARCHIVED_GENS, "-inf", dead)
+        return 0
+
+    async def _server_time(self) -> float:
+        """Redis's clock (the one the scripts' lookups use), not this host's."""
+        with self._guard("time"):
+            seconds, micros = await self.client.time()
+        return float(seconds) + micros / 1e6
 
     async def reclaim_space(self) -> None:
         return None  # Redis frees a trimmed list's memory at once

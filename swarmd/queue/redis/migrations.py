@@ -23,6 +23,7 @@ import structlog
 from redis.asyncio import Redis
 
 from swarmd.errors import StateVersionError
+from swarmd.storage import horizon
 
 log = structlog.get_logger("swarmd.redis")
 
@@ -60,6 +61,31 @@ MIGRATIONS: tuple[RedisMigration, ...] = (
     # No key changes: the ledger list may now start past index 0 (``ledger:base``, after an
     # archive); an older swarmd would take list positions for indices, so it must refuse.
     RedisMigration(4, "the ledger list may start at ledger:base, after its archived entries", "return"),
+    # Archived job ids are remembered for a horizon: the one set ``ledger:archived`` becomes
+    # the generation sets ``ledger:archived:<gen>`` (EXPIREAT gen * 3600) named in the zset
+    # ``ledger:archived:gens`` (swarmd.storage.horizon). The ids archived before the upgrade
+    # are renamed (O(1)) into the generation of the default horizon, counted from the upgrade;
+    # an older swarmd would look for them in the old set, so it must refuse.
+    RedisMigration(
+        5,
+        "archived job ids move to ledger:archived:<gen>, forgotten after archived_id_ttl",
+        f"""
+if redis.call('EXISTS', P .. 'ledger:archived') == 0 then return end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local grain = {horizon.grain_hours(horizon.DEFAULT_HORIZON)}
+local gen = math.ceil(math.ceil((now + {horizon.DEFAULT_HORIZON!r}) / {horizon.UNIT}) / grain) * grain
+local key = P .. 'ledger:archived:' .. gen
+if redis.call('EXISTS', key) == 1 then
+  redis.call('SUNIONSTORE', key, key, P .. 'ledger:archived')
+  redis.call('DEL', P .. 'ledger:archived')
+else
+  redis.call('RENAME', P .. 'ledger:archived', key)
+end
+redis.call('EXPIREAT', key, gen * {horizon.UNIT})
+redis.call('ZADD', P .. 'ledger:archived:gens', gen, gen)
+""",
+    ),
 )
 
 

@@ -21,11 +21,24 @@ local function clock()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local function jkey(id) return Q .. 'job:' .. id end
--- the ledger list starts at index `base` (the entry after the anchor; 0 before any archive),
--- and `archived` holds the first 16 hex digits of the SHA-1 of each archived job id
+-- the ledger list starts at index `base` (the entry after the anchor; 0 before any archive);
+-- archived job ids (the first 16 hex digits of their SHA-1) are in one set per generation,
+-- `ledger:archived:<gen>`, which Redis deletes at gen * 3600 (its EXPIREAT), and the zset
+-- `ledger:archived:gens` names the generations (swarmd.storage.horizon); `archived` probes
+-- the live ones, read once per script run
 local function ledger_base() return tonumber(redis.call('GET', P .. 'ledger:base') or '0') end
+local archived_gens = nil
 local function archived(id)
-  return redis.call('SISMEMBER', P .. 'ledger:archived', string.sub(redis.sha1hex(id), 1, 16)) == 1
+  if not archived_gens then
+    local dead = math.floor(clock() / 3600)
+    archived_gens = redis.call('ZRANGEBYSCORE', P .. 'ledger:archived:gens', '(' .. dead, '+inf')
+  end
+  if #archived_gens == 0 then return false end
+  local member = string.sub(redis.sha1hex(id), 1, 16)
+  for _, gen in ipairs(archived_gens) do
+    if redis.call('SISMEMBER', P .. 'ledger:archived:' .. gen, member) == 1 then return true end
+  end
+  return false
 end
 local function skey(prio) return Q .. 's:' .. prio end
 local function wake(reason)
@@ -488,11 +501,15 @@ if requeued or #submitted > 0 then wake('w') end
 if flagged then wake('c') end
 return out
 """,
-    # ARGV: Q, P, expected anchor ('' none), through -> {'ok', anchor} or {'anchor', current}
-    #       or {'missing'}: trims the ledger list through that index, its ids out of ledger:ids
-    #       and into ledger:archived, and records the anchor, in one step
+    # ARGV: Q, P, expected anchor ('' none), through, gen -> {'ok', anchor} or
+    #       {'anchor', current} or {'missing'}: trims the ledger list through that index, its
+    #       ids out of ledger:ids and into ledger:archived:<gen> (EXPIREAT gen * 3600, named in
+    #       ledger:archived:gens, from which the generations already dead are dropped), and
+    #       records the anchor, in one step
     "forget": """
 local expected, through = ARGV[3], tonumber(ARGV[4])
+local gen = ARGV[5]
+local ARCHIVED = P .. 'ledger:archived:' .. gen
 local LEDGER, IDS = P .. 'ledger', P .. 'ledger:ids'
 local current = redis.call('GET', P .. 'ledger:anchor') or ''
 if current ~= expected then return {'anchor', current} end
@@ -505,9 +522,14 @@ for _, raw in ipairs(entries) do
   if marker ~= 'ff' then
     local id = string.sub(raw, 131, 130 + tonumber(marker, 16))
     redis.call('HDEL', IDS, id)
-    redis.call('SADD', P .. 'ledger:archived', string.sub(redis.sha1hex(id), 1, 16))
+    redis.call('SADD', ARCHIVED, string.sub(redis.sha1hex(id), 1, 16))
   end
 end
+if redis.call('EXISTS', ARCHIVED) == 1 then
+  redis.call('EXPIREAT', ARCHIVED, tonumber(gen) * 3600)
+  redis.call('ZADD', P .. 'ledger:archived:gens', gen, gen)
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'ledger:archived:gens', '-inf', math.floor(clock() / 3600))
 local anchor = through .. ':' .. string.sub(entries[#entries], 1, 64)
 redis.call('LTRIM', LEDGER, pos + 1, -1)
 redis.call('SET', P .. 'ledger:base', through + 1)

@@ -35,6 +35,7 @@ from swarmd.ledger.sqlite import (
     archived_ids,
     entry_from_row,
     existing_indices,
+    expire_archived_ids,
     forget_through,
     ledger_tail,
     read_anchor,
@@ -66,6 +67,7 @@ from swarmd.queue.sqlite.workflows import (
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.holder import daemon_holds
+from swarmd.storage.horizon import DEFAULT_HORIZON
 from swarmd.storage.sqlite import (
     BUSY_TIMEOUT_MS,
     Durability,
@@ -263,7 +265,7 @@ class SqliteBackend:
             if recorded:  # a finished job's id: running it again would write its ledger entry twice
                 job_id = next(iter(recorded))
                 raise JobValidationError("id", f"job {job_id} already finished (ledger index {recorded[job_id]})")
-            archived = archived_ids(conn, [job.id for job in new])
+            archived = archived_ids(conn, [job.id for job in new], now)
             if archived:  # finished long ago: its entry is in the archive now
                 raise JobValidationError("id", f"job {min(archived)} already finished (its ledger entry is archived)")
             insert_jobs(conn, new, now)
@@ -325,7 +327,7 @@ class SqliteBackend:
             report.indices = dict(zip(new, written, strict=True))
             stale = [(job_id, record) for job_id, record in records if job_id not in fresh]
             if stale:  # an archived entry counts as recorded: it is not written again
-                gone = archived_ids(conn, [job_id for job_id, _ in stale])
+                gone = archived_ids(conn, [job_id for job_id, _ in stale], now)
                 stale = [(job_id, record) for job_id, record in stale if job_id not in gone]
             if stale:  # ran twice (a lease lost and taken over): keep the first entry
                 report.indices.update(zip((job_id for job_id, _ in stale), append_records(conn, stale), strict=True))
@@ -905,15 +907,33 @@ class SqliteBackend:
     async def ledger_anchor(self) -> Anchor | None:
         return await self._run(read_anchor, self.conn)
 
-    async def forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
-        return await self._run(self._forget_ledger, through, expected)
+    async def forget_ledger(
+        self,
+        through: int,
+        expected: Anchor | None,
+        *,
+        remember_for: float = DEFAULT_HORIZON,
+        now: float | None = None,
+    ) -> Anchor:
+        return await self._run(
+            self._forget_ledger, through, expected, remember_for, time.time() if now is None else now
+        )
 
-    def _forget_ledger(self, through: int, expected: Anchor | None) -> Anchor:
+    def _forget_ledger(self, through: int, expected: Anchor | None, remember_for: float, now: float) -> Anchor:
         with transaction(self.conn) as conn:
-            return forget_through(conn, through, expected)
+            return forget_through(conn, through, expected, remember_for=remember_for, now=now)
 
-    async def archived_ids(self, job_ids: Sequence[str]) -> set[str]:
-        return await self._run(archived_ids, self.conn, list(job_ids))
+    async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
+        return await self._run(archived_ids, self.conn, list(job_ids), time.time() if now is None else now)
+
+    async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
+        """Delete at most ``limit`` rows of ``archived_ids`` past their horizon, oldest first,
+        in one short transaction (a range of the primary key); return how many."""
+        return await self._run(self._expire_archived_ids, time.time() if now is None else now, limit)
+
+    def _expire_archived_ids(self, now: float, limit: int) -> int:
+        with transaction(self.conn) as conn:
+            return expire_archived_ids(conn, now, limit)
 
     async def reclaim_space(self) -> None:
         await self._run(reclaim_space, self.conn)
