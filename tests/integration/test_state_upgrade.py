@@ -278,9 +278,13 @@ def test_a_v1_state_directory_opens_and_serves(tmp_path: Path) -> None:
 async def test_a_v1_state_file_takes_a_migration_and_keeps_its_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every real step, then one more (a column no release has): the chain and the jobs stay
+    as they were, and the file ends at the last step's version."""
     shutil.copyfile(V1_STATE, tmp_path / DB_NAME)
     runs: list[int] = []
-    monkeypatch.setattr(migrations, "MIGRATIONS", (_add_note_column(runs),))
+    extra = len(REAL_MIGRATIONS) + 2
+    note = _add_note_column(runs)
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*REAL_MIGRATIONS, Migration(extra, note.description, note.apply)))
     backend = SqliteBackend(tmp_path)
     await backend.open()
     try:
@@ -289,8 +293,8 @@ async def test_a_v1_state_file_takes_a_migration_and_keeps_its_chain(
         assert (await backend.status(V1_DELAYED)).state == "delayed"
     finally:
         await backend.close()
-    assert runs == [2]
-    assert _version(tmp_path / DB_NAME) == "2"
+    assert runs == [2]  # the extra step ran once
+    assert _version(tmp_path / DB_NAME) == str(extra)
 
 
 @pytest.mark.slow
