@@ -38,6 +38,10 @@ class Reserved:
     #: The gid and agent as stored, for the ledger entry of an undecodable job.
     gid: str = ""
     agent: str = ""
+    #: The swarm an undecodable job belongs to, as stored (None for a decodable job: see
+    #: ``job.swarm_id``): its dead letter still counts as the member's end, so that the swarm
+    #: ends and its follow-up is submitted.
+    swarm_id: str | None = None
     #: Backend-specific handle (a stream entry id for Redis).
     handle: Any = None
 

@@ -165,7 +165,7 @@ class JobRunner:
             outcome=Outcome.DEAD_LETTERED,
             attempt=reserved.attempt,
             finished_at=now,
-            swarm_id=job.swarm_id if job else None,
+            swarm_id=job.swarm_id if job else reserved.swarm_id,
             error=error,
             reserved_at=reserved_wall,
             submitted_by=job.submitted_by if job else None,
@@ -173,7 +173,7 @@ class JobRunner:
         ).encode()
         log.warning("job_refused", job_id=reserved.job_id, reason=reason, detail=message)
         finish = _dead_letter(reserved.job_id, reserved.handle, record, error)
-        finish.swarm_id = job.swarm_id if job else None
+        finish.swarm_id = job.swarm_id if job else reserved.swarm_id
         finish.outcome = Outcome.DEAD_LETTERED
         return Attempt(reserved, finish, None, final=Outcome.DEAD_LETTERED, rejected=reason, job=job, finished_at=now)
 

@@ -30,6 +30,7 @@ from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.runtime.statedir import StateLock
+from swarmd.workflows import plan_follow_up
 
 LEASE = 30.0
 
@@ -485,6 +486,37 @@ async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None
         [letter] = await q.dead_letters(5)
         assert letter.error == {"message": reserved.error}  # plain text kept as a message
         assert (await q.verify()).ok
+
+
+async def test_an_undecodable_member_still_ends_its_swarm(case: Case) -> None:
+    """Its dead letter counts as the member's end (the swarm as stored comes back with it), so
+    the swarm ends and its follow-up is submitted instead of awaiting forever."""
+    swarm = "sw-undecodable"
+    members = [job(swarm_id=swarm, swarm_size=2) for _ in range(2)]
+    plan = plan_follow_up(
+        {"agent": "echo", "gid": "gid-then"},
+        swarm_id=swarm,
+        size=2,
+        then_when="always",
+        traceparent=None,
+        now=time.time(),
+    )
+    async with case.opened() as q:
+        await q.submit(members, [plan])
+        await case.corrupt(q, members[0].id, b'{"id": "x", "gid": 12')
+        reserved = {r.job_id: r for r in await q.reserve(2, lease=LEASE)}
+        bad, good = reserved[members[0].id], reserved[members[1].id]
+        assert bad.job is None and bad.swarm_id == swarm
+        assert good.job is not None and good.swarm_id is None  # a decodable job names its swarm itself
+        finished = done(good)
+        finished.swarm_id, finished.outcome = swarm, "succeeded"
+        first = await q.finish([finished])
+        assert first.swarms_ended == [] and (await q.status(plan.then.id)).state == "awaiting"
+        letter = dead(bad, error=bad.error or "")
+        letter.swarm_id, letter.outcome = bad.swarm_id, "dead_lettered"  # as the worker's refusal does
+        last = await q.finish([letter])
+        assert last.swarms_ended == [swarm] and last.submitted == [plan.then.id]
+        assert (await q.status(plan.then.id)).state == "ready"
 
 
 async def test_ledger_reads_and_verify_after_a_mix(case: Case) -> None:

@@ -7,6 +7,8 @@ its last member. Each test runs a real `swarmd serve` on SQLite and on the Redis
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,38 @@ async def test_children_of_a_committed_parent_run_once_after_a_kill_9_before_the
     async with stack.client() as client:
         ids = [str(entry.job_id) async for entry in client.iter_ledger()]
     assert sorted(ids) == sorted([parent, *children])
+
+
+def _overwrite_body(stack: Stack, job_id: str, body: bytes) -> None:
+    """Overwrite a queued job's stored body behind the daemon's back (a damaged state)."""
+    if stack.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(stack.state / "swarmd.db")) as conn, conn:
+            assert conn.execute("UPDATE jobs SET body = ? WHERE id = ?", (body, job_id)).rowcount == 1
+        return
+    import redis  # noqa: PLC0415 - the backend's optional dependency
+
+    with redis.Redis.from_url(stack.url) as client:
+        assert client.hset(f"{{{stack.prefix}}}:q:default:job:{job_id}", "body", body) == 0  # overwritten, not added
+
+
+async def test_a_member_whose_stored_body_is_damaged_still_ends_its_swarm(stack: Stack) -> None:
+    """The damaged member is dead-lettered as malformed, and counts as ended: the follow-up runs."""
+    async with stack.client() as client:
+        submitted = await client.submit_many(
+            [{"agent": "echo", "gid": f"GID-{i}", "payload": {"i": i}} for i in range(3)],
+            swarm=True,
+            then={"agent": "aggregate", "gid": "GID-AGG"},
+        )
+    damaged = submitted[0]
+    _overwrite_body(stack, damaged, b'{"id": "x", "gid": 12')
+    with stack.daemon():
+        async with stack.client() as client:
+            assert submitted.follow_up is not None
+            follow_up = await client.wait(submitted.follow_up, timeout=30)
+            assert follow_up.ok
+            letter = await client.wait(damaged, timeout=30)
+            assert letter.outcome == "dead_lettered"
+            entries = await _entries(client)
+    assert sorted(str(entry["job_id"]) for entry in entries) == sorted([*submitted, submitted.follow_up])
+    (damaged_entry,) = [entry for entry in entries if entry["job_id"] == damaged]
+    assert damaged_entry["swarm_id"] == submitted.swarm_id

@@ -358,12 +358,16 @@ class RedisBackend:
         for i in range(1, len(raw), 6):
             job_id, attempt, entry = raw[i].decode(), int(raw[i + 1]), raw[i + 2].decode()
             body, gid, agent = raw[i + 3], _s(raw[i + 4]) or "", _s(raw[i + 5]) or ""
+            swarm_id: str | None = None
             try:
                 job: Job | None = decode_reserved(body or b"", attempt)
                 error = None
-            except JobValidationError as exc:
+            except JobValidationError as exc:  # its swarm as stored, for its dead letter's count
                 job, error = None, str(exc)
-            reserved.append(Reserved(job_id, job, attempt, error, gid, agent, handle=entry))
+                with self._guard("reserve"):
+                    stored: Any = await self.client.hget(self.job_key(job_id), "swarm_id")
+                swarm_id = _s(stored) or None
+            reserved.append(Reserved(job_id, job, attempt, error, gid, agent, swarm_id, handle=entry))
             self._held.add(job_id)
         return reserved
 

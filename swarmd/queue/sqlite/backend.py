@@ -295,13 +295,19 @@ class SqliteBackend:
             try:
                 job = decode_reserved(body, attempt)
             except JobValidationError as exc:  # kept as stored, for its dead letter
-                reserved.append(Reserved(job_id, None, attempt, str(exc), gid, agent))
+                reserved.append(Reserved(job_id, None, attempt, str(exc), gid, agent, self._swarm_of(job_id)))
                 continue
             if job.id != job_id:
-                reserved.append(Reserved(job_id, None, attempt, f"invalid job: id: body names {job.id!r}", gid, agent))
+                error = f"invalid job: id: body names {job.id!r}"
+                reserved.append(Reserved(job_id, None, attempt, error, gid, agent, self._swarm_of(job_id)))
                 continue
             reserved.append(Reserved(job.id, job, attempt, None, job.gid, job.agent))  # the job's strings, not copies
         return reserved
+
+    def _swarm_of(self, job_id: str) -> str | None:
+        """The swarm of a stored job, from its row (for an undecodable body)."""
+        row = self.conn.execute("SELECT swarm_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     async def finish(self, items: Sequence[Finish]) -> FinishReport:
         report = await self._run(self._finish, items)
