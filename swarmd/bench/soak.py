@@ -191,14 +191,17 @@ def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> i
 
 def upkeep_buckets(exposition: str) -> dict[str, dict[float, float]]:
     """From a /metrics text: per housekeeping step, the cumulative counts of
-    ``swarmd_state_upkeep_step_seconds`` by bucket bound (``le``; +Inf included)."""
+    ``swarmd_state_upkeep_step_seconds`` by bucket bound (``le``; +Inf included), added up over
+    the workers of a daemon that runs several."""
     steps: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(exposition):
         if family.name != UPKEEP_METRIC:
             continue
         for sample in family.samples:
             if sample.name == f"{UPKEEP_METRIC}_bucket":
-                steps.setdefault(sample.labels["step"], {})[float(sample.labels["le"])] = sample.value
+                buckets = steps.setdefault(sample.labels["step"], {})
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return steps
 
 
