@@ -321,28 +321,34 @@ VACUUM_PAGES: Final = 128
 
 
 def free_pages(conn: sqlite3.Connection) -> int:
-    """Pages on the file's freelist: what `vacuum_step` can give back (in an auto_vacuum=INCREMENTAL file)."""
+    """Pages `vacuum_step` can give back: the file's freelist, or 0 in a file without
+    auto_vacuum=INCREMENTAL (written before it was the default), whose free pages are reused."""
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+        return 0
     return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
-def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> int:
+def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
     """One step of giving freed pages back after large deletes: an incremental vacuum of at most
-    ``pages`` pages, in its own transaction; returns the pages it freed (0: nothing left to give
-    back, or a file without auto_vacuum=INCREMENTAL, written before it was the default, whose free
-    pages are reused instead). The caller loops, one step per call on the connection's thread,
-    so that the hot path's commits run between two steps (`SqliteBackend.reclaim_space`)."""
-    before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-    if before == 0 or int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
-        return 0
+    ``pages`` pages, in its own transaction. The caller (`SqliteBackend.reclaim_space`) asks
+    `free_pages` once, then runs as many steps as that needs, one per call on the connection's
+    thread, so that the hot path's commits run between two steps.
+
+    The step commits without syncing the WAL (as `transaction` with ``no_fsync``): a step lost
+    to a power failure only gives its pages back later, and the next durable commit syncs it.
+    It is one script of five statements: each statement lets go of the GIL and must wait to take
+    it back from a busy event loop, which was most of a step's hold, with the fsync."""
+    level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    relax, restore = ("PRAGMA synchronous = NORMAL; ", f" PRAGMA synchronous = {level};") if level > 1 else ("", "")
     # executescript steps the pragma to its end; `execute` would free one page per call.
     try:
-        conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;")
+        conn.executescript(f"{relax}BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;{restore}")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if level > 1:
+            conn.execute(f"PRAGMA synchronous = {level}")
         raise
-    after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-    return max(0, before - after)
 
 
 def checkpoint_wal(conn: sqlite3.Connection) -> bool:

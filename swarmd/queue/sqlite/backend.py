@@ -929,6 +929,5 @@ class SqliteBackend:
         # Bounded by the pages free now: the hot path's own deletes free pages between steps.
         steps = -(-await self._run(free_pages, self.conn) // VACUUM_PAGES)
         for _ in range(steps):
-            if not await self._upkeep(UpkeepStep.VACUUM, vacuum_step, self.conn, VACUUM_PAGES):
-                break
+            await self._upkeep(UpkeepStep.VACUUM, vacuum_step, self.conn, VACUUM_PAGES)
         await self.give_back_space()
