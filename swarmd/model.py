@@ -116,6 +116,25 @@ class ApiRefuseReason(enum.StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
 
 
+class UpkeepStep(enum.StrEnum):
+    """One step of the state's housekeeping, each a short hold of the backend by itself: of the
+    SQLite backend's one thread (which the hot path's commits queue behind), or of the Redis
+    server while its script runs (``swarmd_state_upkeep_step_seconds{step}``)."""
+
+    #: Archived ledger entries forgotten (one transaction / script of at most FORGET_STEP entries).
+    FORGET = "forget"
+    #: SQLite: one incremental-vacuum step giving freed pages back.
+    VACUUM = "vacuum"
+    #: SQLite: the WAL checkpointed (PASSIVE) and, when nothing was left to copy, truncated.
+    WAL_CHECKPOINT = "wal_checkpoint"
+    #: Finished jobs' idempotency keys (and swarms) forgotten after result_ttl, one chunk.
+    EXPIRE = "expire"
+    #: Dead letters purged.
+    PURGE_DEAD = "purge_dead"
+    #: Archived job ids past their horizon (archived_id_ttl) forgotten, one chunk (SQLite).
+    EXPIRE_ARCHIVED_IDS = "expire_archived_ids"
+
+
 class FollowWhen(enum.StrEnum):
     """When a swarm's follow-up runs once the swarm's last member has ended."""
 

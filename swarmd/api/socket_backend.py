@@ -47,7 +47,16 @@ from swarmd.api.protocol import (
 from swarmd.errors import ApiError, ApiProtocolError, ApiRefused, BackendUnavailable, JobValidationError
 from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport
 from swarmd.model import Job, JobState, SwarmPlan
-from swarmd.queue.base import Finish, FinishReport, JobFilter, JobInfo, Reserved, SwarmProgress, WakeReason
+from swarmd.queue.base import (
+    Finish,
+    FinishReport,
+    JobFilter,
+    JobInfo,
+    Reserved,
+    SwarmProgress,
+    UpkeepObserver,
+    WakeReason,
+)
 from swarmd.queue.waiting import wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.horizon import DEFAULT_HORIZON
@@ -66,6 +75,8 @@ class SocketBackend:
         self._lock = asyncio.Lock()
         #: Who the daemon takes this client for (its ``submitted_by``), known after `open`.
         self.peer: str | None = None
+        #: The daemon runs (and times) the housekeeping this client asks for: nothing to time here.
+        self.on_upkeep_step: UpkeepObserver | None = None
 
     async def open(self) -> None:
         """Connect; ApiRefused if this user may not (not in the socket's group),

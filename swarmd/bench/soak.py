@@ -15,6 +15,12 @@ after the last entry, and per job; then the cost of retention, in interleaved pa
 each round runs `ROUND_JOBS` jobs with idempotency keys through a fresh daemon with retention
 on and through one with it off (`RETENTION`; which goes first alternates), and the median of
 the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`.
+
+Holds of housekeeping: at the end of each retention-on round, the daemon's
+``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread, which
+the hot path's commits wait behind); reported per step over all rounds: how many, the share
+within `UPKEEP_STEP_TARGET` and the highest bucket bound reached; at least
+`UPKEEP_WITHIN_TARGET` of all steps must be within `UPKEEP_STEP_TARGET`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.bench.helpers import BenchError, all_met, ledger_count, readonly_ledger, spread, target
 from swarmd.client import Client
@@ -51,6 +59,12 @@ ROUNDS: Final = 5
 ROUND_JOBS: Final = 20_000
 #: Lowest acceptable median of the paired throughput ratios, retention on / off.
 RETENTION_RATIO_TARGET: Final = 0.9
+#: Longest acceptable hold of the backend by one housekeeping step, in seconds (a bucket bound of
+#: ``swarmd_state_upkeep_step_seconds``), and the share of steps that must be within it.
+UPKEEP_STEP_TARGET: Final = 0.005
+UPKEEP_WITHIN_TARGET: Final = 0.99
+#: The histogram of housekeeping holds, as /metrics names its family.
+UPKEEP_METRIC: Final = "swarmd_state_upkeep_step_seconds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +73,19 @@ class RetentionSetting:
     each side. One object: ledger retention adds its settings here when it merges.
 
     On: finished jobs' keys expire after one second (a pass every quarter of a second, so the
-    expiry runs all through the round). Off: a result_ttl no round reaches (a pass a minute
-    that finds nothing).
+    expiry runs all through the round), and the ledger keeps its newest 5,000 entries live,
+    archiving the rest in rounds every second (forget steps, then space given back: vacuum steps
+    and a WAL checkpoint). Off: a result_ttl no round reaches (a pass a minute that finds
+    nothing) and no ledger retention.
     """
 
-    on: Mapping[str, str] = field(default_factory=lambda: {"SWARMD_RESULT_TTL": "1s"})
+    on: Mapping[str, str] = field(
+        default_factory=lambda: {
+            "SWARMD_RESULT_TTL": "1s",
+            "SWARMD_LEDGER_MAX_ENTRIES": "5000",
+            "SWARMD_CHECKPOINT_INTERVAL": "1s",
+        }
+    )
     off: Mapping[str, str] = field(default_factory=lambda: {"SWARMD_RESULT_TTL": "1000w"})
 
 
@@ -167,9 +189,52 @@ def _check_ledger(client: Client, conn: sqlite3.Connection, ids: list[str]) -> i
     return report.entries
 
 
-def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int]:
+def upkeep_buckets(exposition: str) -> dict[str, dict[float, float]]:
+    """From a /metrics text: per housekeeping step, the cumulative counts of
+    ``swarmd_state_upkeep_step_seconds`` by bucket bound (``le``; +Inf included), added up over
+    the workers of a daemon that runs several."""
+    steps: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != UPKEEP_METRIC:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{UPKEEP_METRIC}_bucket":
+                buckets = steps.setdefault(sample.labels["step"], {})
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return steps
+
+
+def _add_buckets(total: dict[str, dict[float, float]], more: Mapping[str, Mapping[float, float]]) -> None:
+    for step, buckets in more.items():
+        into = total.setdefault(step, {})
+        for bound, count in buckets.items():
+            into[bound] = into.get(bound, 0.0) + count
+
+
+def upkeep_holds(buckets: Mapping[str, Mapping[float, float]]) -> dict[str, dict[str, Any]]:
+    """Per step (and ``all``): how many steps ran, the share within `UPKEEP_STEP_TARGET`, and the
+    highest bucket bound reached (the bound the slowest step fell under; inf: past the last)."""
+    report: dict[str, dict[str, Any]] = {}
+    everything: dict[str, dict[float, float]] = {}
+    for counts in buckets.values():
+        _add_buckets(everything, {"all": counts})
+    for step, counts in [*sorted(buckets.items()), *everything.items()]:
+        count = counts.get(float("inf"), 0.0)
+        within = counts.get(UPKEEP_STEP_TARGET, 0.0)
+        highest = min((bound for bound, n in counts.items() if n >= count), default=None) if count else None
+        report[step] = {
+            "count": int(count),
+            "within_target_share": within / count if count else None,
+            "highest_bucket_s": highest,
+        }
+    return report
+
+
+def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int, str]:
     """Run ``jobs`` no-op jobs with idempotency keys through a fresh daemon with ``env``; return
-    (jobs per second, first submit to last ledger entry; bytes of state at the end)."""
+    (jobs per second, first submit to last ledger entry; bytes of state at the end; its /metrics
+    text at the end)."""
     state = parent / name
     with LocalDaemon(state, env=env, log_level="warning") as daemon, Client(state) as client:
         conn = readonly_ledger(state)
@@ -185,8 +250,11 @@ def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[
             wall = time.perf_counter() - started
         finally:
             conn.close()
+        status, exposition = daemon.get("/metrics")
+        if status != 200:
+            raise BenchError(f"soak: {name}: /metrics answered {status}")
         size = measure_state(daemon.state_dir, daemon.state_dir / "archive").total
-    return jobs / wall, size
+    return jobs / wall, size, exposition
 
 
 def bench_retention_rounds(
@@ -194,6 +262,7 @@ def bench_retention_rounds(
 ) -> dict[str, Any]:
     """Throughput with retention on against off, in ``rounds`` interleaved pairs."""
     pairs: list[dict[str, float]] = []
+    holds: dict[str, dict[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-retention-") as parent:
         for n in range(rounds):
             sides = [("on", setting.on), ("off", setting.off)]
@@ -201,7 +270,9 @@ def bench_retention_rounds(
                 sides.reverse()  # which goes first alternates: drift hits both sides alike
             pair: dict[str, float] = {}
             for side, env in sides:
-                rate, size = _round(Path(parent), f"round{n}-{side}", jobs, env)
+                rate, size, exposition = _round(Path(parent), f"round{n}-{side}", jobs, env)
+                if side == "on":
+                    _add_buckets(holds, upkeep_buckets(exposition))
                 pair[f"{side}_jobs_per_s"] = rate
                 pair[f"{side}_state_bytes"] = size
             pair["ratio"] = pair["on_jobs_per_s"] / pair["off_jobs_per_s"]
@@ -212,6 +283,7 @@ def bench_retention_rounds(
         "retention_round_jobs": jobs,
         "retention_median_ratio": median,
         "retention_met": median >= RETENTION_RATIO_TARGET,
+        "upkeep_holds": upkeep_holds(holds),
     }
 
 
@@ -254,7 +326,8 @@ def bench_soak(
                 after = measure_state(state, state / "archive")
             finally:
                 conn.close()
-    retention = bench_retention_rounds(rounds, round_jobs) if rounds else {"retention_met": True}
+    retention: dict[str, Any] = bench_retention_rounds(rounds, round_jobs) if rounds else {"retention_met": True}
+    holds: dict[str, dict[str, Any]] = retention.get("upkeep_holds", {})
     warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes
@@ -284,7 +357,12 @@ def bench_soak(
         **retention,
         "targets": (
             targets := _targets(
-                growth, len(failed), metrics_s["max"], healthz_s["max"], retention.get("retention_median_ratio")
+                growth,
+                len(failed),
+                metrics_s["max"],
+                healthz_s["max"],
+                retention.get("retention_median_ratio"),
+                holds.get("all", {}).get("within_target_share"),
             )
         ),
         "met": all_met(targets),
@@ -292,10 +370,24 @@ def bench_soak(
 
 
 def _targets(
-    growth: float, failed: int, metrics_max: float, healthz_max: float, retention_ratio: float | None
+    growth: float,
+    failed: int,
+    metrics_max: float,
+    healthz_max: float,
+    retention_ratio: float | None,
+    upkeep_within: float | None,
 ) -> list[dict[str, Any]]:
     slowest = f"answered 200 within {LATENCY_TARGET * 1e3:.0f} ms throughout"
     return [
+        target(
+            "upkeep_step_holds",
+            f"housekeeping steps (retention on) each hold the backend <= {UPKEEP_STEP_TARGET * 1e3:.0f} ms: "
+            f"share of steps within it >= {UPKEEP_WITHIN_TARGET:.0%}",
+            upkeep_within,
+            UPKEEP_WITHIN_TARGET,
+            at_least=True,
+            why_unmeasured="no housekeeping step ran in a retention-on round (or no rounds: --repeat 0)",
+        ),
         target(
             "retention_on_off",
             f"throughput with retention on >= {RETENTION_RATIO_TARGET} x off (median of interleaved paired rounds)",

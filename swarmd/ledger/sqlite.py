@@ -142,11 +142,17 @@ def forget_through(
     if row is None:
         raise ArchiveError(f"ledger entry {through}", "is not in the live store")
     anchor = Anchor(through, str(row[0]))
-    gen = generation(now, remember_for)
-    ids = conn.execute("DELETE FROM ledger WHERE idx <= ? RETURNING job_id", (through,)).fetchall()
-    conn.executemany(
-        "INSERT OR IGNORE INTO archived_ids (gen, id_key) VALUES (?, ?)",
-        [(gen, archived_id_key(str(job_id))) for (job_id,) in ids if job_id is not None],
+    # Set-wise, a few statements whatever the count: row by row (DELETE ... RETURNING, then
+    # executemany), each row was a step that let go of the GIL and waited to take it back, which
+    # held the backend's thread (and the hot path's commits queued behind it) far longer.
+    (ids,) = conn.execute(
+        "SELECT json_group_array(job_id) FROM ledger WHERE idx <= ? AND job_id IS NOT NULL", (through,)
+    ).fetchone()
+    keys = [archived_id_key(str(job_id)) for job_id in msgspec.json.decode(ids)]
+    conn.execute("DELETE FROM ledger WHERE idx <= ?", (through,))
+    conn.execute(
+        "INSERT OR IGNORE INTO archived_ids (gen, id_key) SELECT ?, value FROM json_each(?)",
+        (generation(now, remember_for), _encode_json(keys).decode()),
     )
     conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -12,9 +12,9 @@ the ledger holds at most one entry per job id however often a job ran.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 
@@ -233,10 +233,21 @@ class JobFilter:
     swarm_id: str | None = None
 
 
+#: Told of each housekeeping step a backend ran (`QueueBackend.on_upkeep_step`): its name (a
+#: `swarmd.model.UpkeepStep` value) and the seconds it held the backend.
+UpkeepObserver: TypeAlias = Callable[[str, float], None]
+
+
 class QueueBackend(Protocol):
     """The seam between the queue and everything above it."""
 
     name: str
+    #: Called after each housekeeping step (`swarmd.model.UpkeepStep`: forget, vacuum,
+    #: wal_checkpoint, expire, purge_dead) with the seconds it held the backend: timed on the
+    #: SQLite backend's own thread (the hold, not the time queued for it), around the script
+    #: call on Redis. The daemon wires it to ``swarmd_state_upkeep_step_seconds``; None: untimed.
+    #: On SQLite it runs on the backend's thread: keep it short and thread-safe.
+    on_upkeep_step: UpkeepObserver | None
 
     async def open(self) -> None: ...
 

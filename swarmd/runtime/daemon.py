@@ -187,6 +187,7 @@ class Daemon:
         tracing = Tracing.from_env(self.environ)
         tracing.install_global()
         backend = self.backend = open_backend(settings, state_dir, check_integrity=role is None)
+        backend.on_upkeep_step = metrics.observe_upkeep_step  # swarmd_state_upkeep_step_seconds{step}
         if role is not None and isinstance(backend, SqliteBackend):
             backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
             backend.queue_writes = True  # the workers take turns writing, without busy sleeps

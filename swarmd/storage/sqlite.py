@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 log = structlog.get_logger("swarmd.storage")
 BUSY_TIMEOUT_MS: Final = 30_000
+#: Bytes the WAL is cut back to when it starts over (``PRAGMA journal_size_limit``).
+JOURNAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 
 #: Schema version 1 (`migrations.BASE_VERSION`), what a fresh file starts at. Changing it is
 #: a migration: a new step in `swarmd.storage.migrations`, never an edit here.
@@ -126,7 +128,7 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
         factory=StateConnection,
     )
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    # Pages freed by archiving go back to the file system (`reclaim_space`). This takes effect
+    # Pages freed by archiving go back to the file system (`vacuum_step`). This takes effect
     # only in a file that has no table yet, so it must come before WAL mode writes the header;
     # an older file keeps auto_vacuum=NONE (its free pages are reused, not returned) until a
     # VACUUM, which the README's "Archives and anchors" explains. (Set on an existing file, it
@@ -137,6 +139,9 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     if mode != "wal":
         raise LedgerError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
+    # When the WAL starts over (a checkpoint copied everything and no reader needs it), SQLite
+    # truncates the file to this size: a burst's WAL shrinks back without a TRUNCATE checkpoint.
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("PRAGMA temp_store = MEMORY")
     try:
@@ -311,26 +316,52 @@ class SqliteThread:
             self._executor.shutdown(wait=True)
 
 
-def reclaim_space(conn: sqlite3.Connection, pages_per_step: int = 256) -> int:
-    """Give freed pages back after large deletes, in small steps: an incremental vacuum of at
-    most ``pages_per_step`` pages per transaction (each a few milliseconds), then a checkpoint
-    that truncates the WAL. Returns the pages freed. A file without auto_vacuum=INCREMENTAL
-    (written before it was the default) has nothing to give back: its free pages are reused."""
-    freed = 0
-    while int(conn.execute("PRAGMA freelist_count").fetchone()[0]) > 0:
-        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
-            break
-        before = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        # executescript steps the pragma to its end; `execute` would free one page per call.
-        try:
-            conn.executescript(f"BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages_per_step)}); COMMIT;")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-        if after >= before:
-            break
-        freed += before - after
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    return freed
+#: Most pages one incremental-vacuum step frees (`vacuum_step`): a transaction of a few milliseconds.
+VACUUM_PAGES: Final = 128
+
+
+def free_pages(conn: sqlite3.Connection) -> int:
+    """Pages `vacuum_step` can give back: the file's freelist, or 0 in a file without
+    auto_vacuum=INCREMENTAL (written before it was the default), whose free pages are reused."""
+    if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+        return 0
+    return int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
+def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
+    """One step of giving freed pages back after large deletes: an incremental vacuum of at most
+    ``pages`` pages, in its own transaction. The caller (`SqliteBackend.reclaim_space`) asks
+    `free_pages` once, then runs as many steps as that needs, one per call on the connection's
+    thread, so that the hot path's commits run between two steps.
+
+    The step commits without syncing the WAL (as `transaction` with ``no_fsync``): a step lost
+    to a power failure only gives its pages back later, and the next durable commit syncs it.
+    It is one script of five statements: each statement lets go of the GIL and must wait to take
+    it back from a busy event loop, which was most of a step's hold, with the fsync."""
+    level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    relax, restore = ("PRAGMA synchronous = NORMAL; ", f" PRAGMA synchronous = {level};") if level > 1 else ("", "")
+    # executescript steps the pragma to its end; `execute` would free one page per call.
+    try:
+        conn.executescript(f"{relax}BEGIN IMMEDIATE; PRAGMA incremental_vacuum({int(pages)}); COMMIT;{restore}")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if level > 1:
+            conn.execute(f"PRAGMA synchronous = {level}")
+        raise
+
+
+def checkpoint_wal(conn: sqlite3.Connection) -> bool:
+    """Checkpoint the WAL without waiting for anyone (PASSIVE); then, only if that copied every
+    frame, truncate it, which is quick since nothing is left to copy, with busy_timeout 0 so that
+    a reader come since makes it give up at once instead of holding the thread. Returns whether
+    the WAL was truncated (False: the next call tries again)."""
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy or frames != copied:
+        return False
+    conn.execute("PRAGMA busy_timeout = 0")  # a reader that came since: try next time
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return not busy

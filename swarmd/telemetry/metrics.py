@@ -43,7 +43,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from swarmd.model import ApiRefuseReason, CircuitState, JobState, Outcome, RejectReason
+from swarmd.model import ApiRefuseReason, CircuitState, JobState, Outcome, RejectReason, UpkeepStep
 
 __all__ = [
     "API_REFUSE_REASONS",
@@ -58,6 +58,8 @@ __all__ = [
     "REJECT_REASONS",
     "RETENTION_RESULTS",
     "STATE_PARTS",
+    "UPKEEP_STEPS",
+    "UPKEEP_STEP_BUCKETS",
     "AgentMetrics",
     "Metrics",
 ]
@@ -74,6 +76,8 @@ API_REFUSE_REASONS: Final = tuple(reason.value for reason in ApiRefuseReason)
 STATE_PARTS: Final = ("database", "wal", "archive")
 #: How a retention pass ended (``swarmd_retention_runs_total``).
 RETENTION_RESULTS: Final = ("ok", "failed")
+#: Housekeeping steps of the state (``swarmd_state_upkeep_step_seconds{step}``).
+UPKEEP_STEPS: Final = tuple(step.value for step in UpkeepStep)
 #: Values of ``swarmd_circuit_state``, by circuit state.
 CIRCUIT_STATES: Final[dict[str, int]] = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 
@@ -102,6 +106,13 @@ LEDGER_COMMIT_BUCKETS: Final = (
 LOOP_LAG_BUCKETS: Final = (
     100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3,
     1.0, 2.5, 5.0,
+)  # fmt: skip
+
+#: How long one housekeeping step holds the backend: fine from 1 to 10 ms (5 ms, the target of
+#: ``swarmd bench soak``, is a bound), coarse past it.
+UPKEEP_STEP_BUCKETS: Final = (
+    100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3, 6e-3, 8e-3, 10e-3, 15e-3, 25e-3, 50e-3,
+    100e-3, 250e-3, 500e-3, 1.0, 2.5,
 )  # fmt: skip
 
 
@@ -299,6 +310,14 @@ class Metrics:
             "When a retention pass last ended without error (Unix time); 0: none since the daemon started.",
             registry=r,
         )
+        self.state_upkeep_step: Final = Histogram(
+            "swarmd_state_upkeep_step_seconds",
+            "How long one housekeeping step held the state backend, by step: on SQLite the time it held "
+            "the backend's one thread (the hot path's commits wait behind it), on Redis its script's "
+            "round trip (the server runs nothing else meanwhile).",
+            ["step"], buckets=UPKEEP_STEP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self._upkeep_children: Final = {step: self.state_upkeep_step.labels(step) for step in UPKEEP_STEPS}
         self.finished_expired: Final = Counter(
             "swarmd_finished_expired",
             "Idempotency keys (and, on Redis, finished swarms' member sets) forgotten after result_ttl.",
@@ -472,6 +491,12 @@ class Metrics:
         """How many entries the live ledger holds, and when its oldest one's job finished."""
         self.ledger_entries.set(entries)
         self.ledger_oldest_timestamp.set(0.0 if oldest_finished_at is None else oldest_finished_at)
+
+    def observe_upkeep_step(self, step: str, seconds: float) -> None:
+        """One housekeeping step (a member of :data:`UPKEEP_STEPS`) held the backend ``seconds``;
+        thread-safe (the SQLite backend calls it on its own thread). Raises KeyError for a step
+        outside :data:`UPKEEP_STEPS`."""
+        self._upkeep_children[step].observe(seconds)
 
     def retention_ran(self, ok: bool, now: float | None = None) -> None:
         """One retention pass ended: ``ok`` (the last-run time moves) or failed. Called by every

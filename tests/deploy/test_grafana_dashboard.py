@@ -195,6 +195,9 @@ def test_rows_and_what_they_show(dashboard: dict[str, Any]) -> None:
     for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"):
         assert metric in runtime, metric
     assert "sum by (part) (swarmd_state_bytes{" in state
+    # how long housekeeping holds the backend, by step (swarmd bench soak's target: <= 5 ms)
+    assert "sum by (step, le) (rate(swarmd_state_upkeep_step_seconds_bucket{" in state
+    assert 'swarmd_state_upkeep_step_seconds_bucket{job="swarmd", instance=~"$instance", le="0.005"}' in state
     for metric in (
         "swarmd_state_filesystem_free_bytes",
         "swarmd_ledger_entries",

@@ -40,8 +40,8 @@ POINTS = ("segment_temp", "segment_durable", "forgotten")
 
 
 def _plan(rng: random.Random) -> list[str]:
-    """KILLS points as POINT:N; a ``forgotten`` kill archives at most 3 steps of 500 entries, so
-    the archive (48 steps) is never over before the last kill."""
+    """KILLS points as POINT:N; a ``forgotten`` kill archives at most 3 steps of FORGET_STEP (200)
+    entries, so the archive (120 steps) is never over before the last kill."""
     return [f"{point}:{rng.randint(1, 3) if point == 'forgotten' else 1}" for point in rng.choices(POINTS, k=KILLS)]
 
 

@@ -48,6 +48,13 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     rounds = result["retention_rounds"]
     assert len(rounds) == 2 and all(r["ratio"] == r["on_jobs_per_s"] / r["off_jobs_per_s"] > 0 for r in rounds)
     assert isinstance(result["retention_met"], bool)
+    # the retention-on daemons' housekeeping holds, read from their /metrics
+    holds = result["upkeep_holds"]
+    assert holds["expire"]["count"] > 0 and holds["all"]["count"] >= holds["expire"]["count"]
+    assert 0.0 <= holds["all"]["within_target_share"] <= 1.0
+    assert holds["all"]["highest_bucket_s"] > 0
+    held = next(row for row in result["targets"] if row["name"] == "upkeep_step_holds")
+    assert held["measured"] == holds["all"]["within_target_share"] and isinstance(held["met"], bool)
     assert "soak (" in runner.summary({"scenario": "soak", "target": runner.TARGETS["soak"], **result})
 
 

@@ -28,6 +28,7 @@ HISTOGRAMS: Final = (
     "swarmd_agent_duration_seconds",
     "swarmd_ledger_commit_seconds",
     "swarmd_event_loop_lag_seconds",
+    "swarmd_state_upkeep_step_seconds",
 )
 COUNTERS: Final = (
     "swarmd_jobs",

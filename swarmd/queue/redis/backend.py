@@ -32,7 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from swarmd.errors import ArchiveError, BackendUnavailable, ConfigError, JobNotFound, JobValidationError
 from swarmd.ledger.chain import GENESIS_HASH, Anchor, StoredEntry, VerifyReport, chain_hash, verify
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
+from swarmd.model import Job, JobState, SwarmPlan, UpkeepStep, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import (
     Disposition,
     Finish,
@@ -41,6 +41,7 @@ from swarmd.queue.base import (
     JobInfo,
     Reserved,
     SwarmProgress,
+    UpkeepObserver,
     WakeReason,
     error_object,
 )
@@ -218,6 +219,9 @@ class RedisBackend:
         self._wake_event = asyncio.Event()
         self._wake_reader: asyncio.Task[None] | None = None
         self._next_prune = 0.0
+        #: Told of each housekeeping script and how long it took, round trip included (it holds
+        #: the whole Redis server while it runs; see `QueueBackend.on_upkeep_step`).
+        self.on_upkeep_step: UpkeepObserver | None = None
 
     @property
     def where(self) -> str:
@@ -293,6 +297,16 @@ class RedisBackend:
             raise RuntimeError("backend is not open")
         with self._guard(name):
             return await script(keys=[self._q + "prios"], args=[self._q, self._p, *args])
+
+    async def _upkeep_eval(self, step: UpkeepStep, name: str, *args: Any) -> Any:
+        """`_eval` of a housekeeping script, timed around the call (`on_upkeep_step`)."""
+        started = time.perf_counter()
+        try:
+            return await self._eval(name, *args)
+        finally:
+            observer = self.on_upkeep_step
+            if observer is not None:
+                observer(step.value, time.perf_counter() - started)
 
     async def check_persistence(self) -> str | None:
         """Why Redis would lose acknowledged work (None: AOF is on)."""
@@ -909,7 +923,7 @@ class RedisBackend:
         return pairs
 
     async def purge_dead(self, older_than: float) -> int:
-        return int(await self._eval("purge", repr(float(older_than))))
+        return int(await self._upkeep_eval(UpkeepStep.PURGE_DEAD, "purge", repr(float(older_than))))
 
     # -- schedules: the hash ``{prefix}:q:<queue>:schedules`` (see swarmd.queue.redis.schedules) --
     async def publish_schedules(self, schedules: Sequence[Schedule]) -> None:
@@ -949,7 +963,8 @@ class RedisBackend:
         now: float | None = None,
     ) -> Anchor:
         gen = horizon.generation(time.time() if now is None else now, remember_for)
-        raw = await self._eval("forget", "" if expected is None else str(expected), through, gen)
+        anchor = "" if expected is None else str(expected)
+        raw = await self._upkeep_eval(UpkeepStep.FORGET, "forget", anchor, through, gen)
         tag = raw[0]
         if tag == b"anchor":
             current = raw[1].decode() or None
@@ -995,7 +1010,7 @@ class RedisBackend:
         swarms, whose jobs finished more than ``older_than`` seconds ago (one script: the
         'expire' of scripts.py); return how many. A swarm with a member still queued or
         running, or held by the ``swarm_held`` hook, is kept."""
-        return int(await self._eval("expire", repr(float(older_than)), int(limit)))
+        return int(await self._upkeep_eval(UpkeepStep.EXPIRE, "expire", repr(float(older_than)), int(limit)))
 
     async def give_back_space(self) -> bool:
         """Redis frees a deleted key's memory at once: nothing to do."""

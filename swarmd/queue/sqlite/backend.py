@@ -41,7 +41,7 @@ from swarmd.ledger.sqlite import (
     read_anchor,
     read_entries,
 )
-from swarmd.model import Job, JobState, SwarmPlan, decode_job, decode_reserved, encode_job, new_job_id
+from swarmd.model import Job, JobState, SwarmPlan, UpkeepStep, decode_job, decode_reserved, encode_job, new_job_id
 from swarmd.queue.base import (
     Disposition,
     Finish,
@@ -50,6 +50,7 @@ from swarmd.queue.base import (
     JobInfo,
     Reserved,
     SwarmProgress,
+    UpkeepObserver,
     WakeReason,
     error_object,
 )
@@ -69,15 +70,17 @@ from swarmd.schedules import Schedule, ScheduleState
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.horizon import DEFAULT_HORIZON
 from swarmd.storage.sqlite import (
-    BUSY_TIMEOUT_MS,
+    VACUUM_PAGES,
     Durability,
     SqliteThread,
+    checkpoint_wal,
     connect,
     connect_readonly,
+    free_pages,
     queue_writes,
     quick_check,
-    reclaim_space,
     transaction,
+    vacuum_step,
 )
 
 T = TypeVar("T")
@@ -187,6 +190,9 @@ class SqliteBackend:
         #: Take turns with the other worker processes of one daemon on an flock before each
         #: write transaction (`swarmd.storage.sqlite.queue_writes`), instead of busy-sleeping.
         self.queue_writes = False
+        #: Told of each housekeeping step and how long it held this backend's thread (see
+        #: `swarmd.queue.base.QueueBackend.on_upkeep_step`); called on that thread.
+        self.on_upkeep_step: UpkeepObserver | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -237,6 +243,20 @@ class SqliteBackend:
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _DAMAGED:
                 raise StateCorrupt(str(self.path), str(exc)) from exc
             raise
+
+    async def _upkeep(self, step: UpkeepStep, fn: Callable[..., T], *args: Any) -> T:
+        """Run one housekeeping step as its own call on the thread (the hot path's calls queued
+        meanwhile run before the next step), timed there: the time it holds the thread."""
+        return await self._run(self._timed, step, fn, *args)
+
+    def _timed(self, step: UpkeepStep, fn: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            observer = self.on_upkeep_step
+            if observer is not None:
+                observer(step.value, time.perf_counter() - started)
 
     # -- producers -------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
@@ -826,7 +846,7 @@ class SqliteBackend:
         follow-up, their members' indices), in one short transaction; return how many. A swarm
         whose follow-up is still awaited has not ended, so it is never forgotten. Results are
         the ledger's (its own retention)."""
-        return await self._run(self._expire_finished, time.time() - older_than, limit)
+        return await self._upkeep(UpkeepStep.EXPIRE, self._expire_finished, time.time() - older_than, limit)
 
     def _expire_finished(self, before: float, limit: int) -> int:
         with transaction(self.conn) as conn:
@@ -841,22 +861,11 @@ class SqliteBackend:
         """After large deletes: checkpoint the WAL without waiting for anyone (PASSIVE), then,
         if that copied every frame, truncate it (quick: nothing is left to copy). Returns
         whether the WAL was truncated; a reader holding an old snapshot makes it wait for the
-        next call, never this one."""
-        return await self._run(self._give_back_space)
-
-    def _give_back_space(self) -> bool:
-        busy, frames, copied = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if busy or frames != copied:
-            return False
-        self.conn.execute("PRAGMA busy_timeout = 0")  # a reader that came since: try next time
-        try:
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        finally:
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return not busy
+        next call, never this one (`swarmd.storage.sqlite.checkpoint_wal`)."""
+        return await self._upkeep(UpkeepStep.WAL_CHECKPOINT, checkpoint_wal, self.conn)
 
     async def purge_dead(self, older_than: float) -> int:
-        return await self._run(self._purge_dead, older_than)
+        return await self._upkeep(UpkeepStep.PURGE_DEAD, self._purge_dead, older_than)
 
     def _purge_dead(self, older_than: float) -> int:
         with transaction(self.conn) as conn:
@@ -921,9 +930,8 @@ class SqliteBackend:
         remember_for: float = DEFAULT_HORIZON,
         now: float | None = None,
     ) -> Anchor:
-        return await self._run(
-            self._forget_ledger, through, expected, remember_for, time.time() if now is None else now
-        )
+        when = time.time() if now is None else now
+        return await self._upkeep(UpkeepStep.FORGET, self._forget_ledger, through, expected, remember_for, when)
 
     def _forget_ledger(self, through: int, expected: Anchor | None, remember_for: float, now: float) -> Anchor:
         with transaction(self.conn) as conn:
@@ -935,11 +943,20 @@ class SqliteBackend:
     async def expire_archived_ids(self, limit: int, *, now: float | None = None) -> int:
         """Delete at most ``limit`` rows of ``archived_ids`` past their horizon, oldest first,
         in one short transaction (a range of the primary key); return how many."""
-        return await self._run(self._expire_archived_ids, time.time() if now is None else now, limit)
+        when = time.time() if now is None else now
+        return await self._upkeep(UpkeepStep.EXPIRE_ARCHIVED_IDS, self._expire_archived_ids, when, limit)
 
     def _expire_archived_ids(self, now: float, limit: int) -> int:
         with transaction(self.conn) as conn:
             return expire_archived_ids(conn, now, limit)
 
     async def reclaim_space(self) -> None:
-        await self._run(reclaim_space, self.conn)
+        """Give the pages freed by archiving back, one incremental-vacuum step of at most
+        `swarmd.storage.sqlite.VACUUM_PAGES` pages per call on the thread (so that the hot path's
+        commits queued meanwhile go between two steps), then checkpoint the WAL as
+        `give_back_space` does: never waiting on a reader."""
+        # Bounded by the pages free now: the hot path's own deletes free pages between steps.
+        steps = -(-await self._run(free_pages, self.conn) // VACUUM_PAGES)
+        for _ in range(steps):
+            await self._upkeep(UpkeepStep.VACUUM, vacuum_step, self.conn, VACUUM_PAGES)
+        await self.give_back_space()
