@@ -19,14 +19,22 @@ the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET
 Holds of housekeeping: at the end of each retention-on round, the daemon's
 ``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread, which
 the hot path's commits wait behind); reported per step over all rounds: how many, the share
-within `UPKEEP_STEP_TARGET` and the highest bucket bound reached; at least
-`UPKEEP_WITHIN_TARGET` of all steps must be within `UPKEEP_STEP_TARGET`.
+within `UPKEEP_STEP_TARGET` and the highest bucket bound reached. A step's hold counts its waits
+for the GIL between statements and for the write lock shared with producers, which the hot
+path's own commits wait for too; so the target is what the hot path feels: at the end of every
+round, both sides' ``swarmd_ledger_commit_seconds`` (the group commits of outcomes), summed over
+the rounds of each side; the median and the 99th percentile with retention on may each exceed
+the ones with it off by at most `COMMIT_ADDED` (a few milliseconds: housekeeping never holds the
+hot path long).
+Quantiles are read from the buckets as PromQL's ``histogram_quantile`` reads them (linear
+within the bucket that holds the rank).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sqlite3
 import tempfile
 import threading
@@ -59,12 +67,15 @@ ROUNDS: Final = 5
 ROUND_JOBS: Final = 20_000
 #: Lowest acceptable median of the paired throughput ratios, retention on / off.
 RETENTION_RATIO_TARGET: Final = 0.9
-#: Longest acceptable hold of the backend by one housekeeping step, in seconds (a bucket bound of
-#: ``swarmd_state_upkeep_step_seconds``), and the share of steps that must be within it.
+#: The hold of the backend by one housekeeping step the report counts steps within, in seconds
+#: (a bucket bound of ``swarmd_state_upkeep_step_seconds``).
 UPKEEP_STEP_TARGET: Final = 0.005
-UPKEEP_WITHIN_TARGET: Final = 0.99
 #: The histogram of housekeeping holds, as /metrics names its family.
 UPKEEP_METRIC: Final = "swarmd_state_upkeep_step_seconds"
+#: The histogram of the hot path's group commits, and how much longer its median and its 99th
+#: percentile may be with retention on than off, in seconds.
+COMMIT_METRIC: Final = "swarmd_ledger_commit_seconds"
+COMMIT_ADDED: Final = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,16 +204,43 @@ def upkeep_buckets(exposition: str) -> dict[str, dict[float, float]]:
     """From a /metrics text: per housekeeping step, the cumulative counts of
     ``swarmd_state_upkeep_step_seconds`` by bucket bound (``le``; +Inf included), added up over
     the workers of a daemon that runs several."""
-    steps: dict[str, dict[float, float]] = {}
+    return histogram_buckets(exposition, UPKEEP_METRIC, "step")
+
+
+def histogram_buckets(exposition: str, metric: str, by: str | None = None) -> dict[str, dict[float, float]]:
+    """From a /metrics text: the cumulative bucket counts of histogram ``metric`` by bound
+    (``le``; +Inf included), per value of label ``by`` (None: all under ``"all"``), added up
+    over every other label (a daemon's workers, agents)."""
+    found: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(exposition):
-        if family.name != UPKEEP_METRIC:
+        if family.name != metric:
             continue
         for sample in family.samples:
-            if sample.name == f"{UPKEEP_METRIC}_bucket":
-                buckets = steps.setdefault(sample.labels["step"], {})
+            if sample.name == f"{metric}_bucket":
+                buckets = found.setdefault("all" if by is None else sample.labels[by], {})
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return steps
+    return found
+
+
+def bucket_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The ``q`` quantile of cumulative ``buckets`` as PromQL's ``histogram_quantile`` gives it:
+    linear within the bucket that holds the rank (the highest finite bound if that is +Inf);
+    None without observations."""
+    bounds = sorted(buckets)
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * ((rank - below) / (count - below) if count > below else 1.0)
+        lower, below = bound, count
+    return lower
 
 
 def _add_buckets(total: dict[str, dict[float, float]], more: Mapping[str, Mapping[float, float]]) -> None:
@@ -263,6 +301,7 @@ def bench_retention_rounds(
     """Throughput with retention on against off, in ``rounds`` interleaved pairs."""
     pairs: list[dict[str, float]] = []
     holds: dict[str, dict[float, float]] = {}
+    commits: dict[str, dict[str, dict[float, float]]] = {"on": {}, "off": {}}
     with tempfile.TemporaryDirectory(prefix="swarmd-bench-retention-") as parent:
         for n in range(rounds):
             sides = [("on", setting.on), ("off", setting.off)]
@@ -273,6 +312,7 @@ def bench_retention_rounds(
                 rate, size, exposition = _round(Path(parent), f"round{n}-{side}", jobs, env)
                 if side == "on":
                     _add_buckets(holds, upkeep_buckets(exposition))
+                _add_buckets(commits[side], histogram_buckets(exposition, COMMIT_METRIC))
                 pair[f"{side}_jobs_per_s"] = rate
                 pair[f"{side}_state_bytes"] = size
             pair["ratio"] = pair["on_jobs_per_s"] / pair["off_jobs_per_s"]
@@ -284,6 +324,14 @@ def bench_retention_rounds(
         "retention_median_ratio": median,
         "retention_met": median >= RETENTION_RATIO_TARGET,
         "upkeep_holds": upkeep_holds(holds),
+        "commit_seconds": {
+            side: {
+                "count": int(buckets.get("all", {}).get(float("inf"), 0.0)),
+                "p50": bucket_quantile(0.5, buckets.get("all", {})),
+                "p99": bucket_quantile(0.99, buckets.get("all", {})),
+            }
+            for side, buckets in commits.items()
+        },
     }
 
 
@@ -327,7 +375,6 @@ def bench_soak(
             finally:
                 conn.close()
     retention: dict[str, Any] = bench_retention_rounds(rounds, round_jobs) if rounds else {"retention_met": True}
-    holds: dict[str, dict[str, Any]] = retention.get("upkeep_holds", {})
     warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes
@@ -362,11 +409,21 @@ def bench_soak(
                 metrics_s["max"],
                 healthz_s["max"],
                 retention.get("retention_median_ratio"),
-                holds.get("all", {}).get("within_target_share"),
+                _added(retention.get("commit_seconds"), "p50"),
+                _added(retention.get("commit_seconds"), "p99"),
             )
         ),
         "met": all_met(targets),
     }
+
+
+def _added(commits: Mapping[str, Mapping[str, Any]] | None, quantile: str) -> float | None:
+    """How much longer the hot path's commit was at ``quantile`` ("p50", "p99") with retention
+    on than off (None: unmeasured)."""
+    if not commits:
+        return None
+    on, off = commits["on"][quantile], commits["off"][quantile]
+    return None if on is None or off is None else on - off
 
 
 def _targets(
@@ -375,18 +432,21 @@ def _targets(
     metrics_max: float,
     healthz_max: float,
     retention_ratio: float | None,
-    upkeep_within: float | None,
+    p50_added: float | None,
+    p99_added: float | None,
 ) -> list[dict[str, Any]]:
     slowest = f"answered 200 within {LATENCY_TARGET * 1e3:.0f} ms throughout"
     return [
-        target(
-            "upkeep_step_holds",
-            f"housekeeping steps (retention on) each hold the backend <= {UPKEEP_STEP_TARGET * 1e3:.0f} ms: "
-            f"share of steps within it >= {UPKEEP_WITHIN_TARGET:.0%}",
-            upkeep_within,
-            UPKEEP_WITHIN_TARGET,
-            at_least=True,
-            why_unmeasured="no housekeeping step ran in a retention-on round (or no rounds: --repeat 0)",
+        *(
+            target(
+                f"commit_{name}_added",
+                f"housekeeping adds <= {COMMIT_ADDED * 1e3:.0f} ms to the hot path's {name} group commit "
+                "(retention on against off, over the paired rounds)",
+                added,
+                COMMIT_ADDED,
+                why_unmeasured="no paired rounds were asked for (--repeat 0), or a side committed nothing",
+            )
+            for name, added in (("p50", p50_added), ("p99", p99_added))
         ),
         target(
             "retention_on_off",

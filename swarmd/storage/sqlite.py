@@ -95,9 +95,12 @@ class Durability(enum.StrEnum):
 
 class StateConnection(sqlite3.Connection):
     """A connection to the state database; ``write_lock`` (see `queue_writes`) is the file
-    descriptor its write transactions flock first, or None."""
+    descriptor its write transactions flock first, or None; ``synchronous`` the level `connect`
+    set (1 NORMAL, 2 FULL), so that a commit without fsync need not ask SQLite for it (each
+    statement is a round trip of the GIL with the event loop)."""
 
     write_lock: int | None = None
+    synchronous: int | None = None
 
 
 def queue_writes(conn: sqlite3.Connection, lock_path: Path) -> None:
@@ -139,6 +142,8 @@ def connect(path: Path, durability: Durability = Durability.FULL) -> sqlite3.Con
     if mode != "wal":
         raise LedgerError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
     conn.execute(f"PRAGMA synchronous = {'FULL' if durability is Durability.FULL else 'NORMAL'}")
+    if isinstance(conn, StateConnection):
+        conn.synchronous = 2 if durability is Durability.FULL else 1
     # When the WAL starts over (a checkpoint copied everything and no reader needs it), SQLite
     # truncates the file to this size: a burst's WAL shrinks back without a TRUNCATE checkpoint.
     conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
@@ -241,6 +246,12 @@ def quick_check(conn: sqlite3.Connection, limit: int = 10) -> list[str]:
     return [] if rows == ["ok"] else rows
 
 
+def synchronous_level(conn: sqlite3.Connection) -> int:
+    """The connection's ``PRAGMA synchronous`` (1 NORMAL, 2 FULL): as `connect` set it, or asked."""
+    level = getattr(conn, "synchronous", None)
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0]) if level is None else int(level)
+
+
 class transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on any exception).
 
@@ -271,7 +282,7 @@ class transaction:
 
     def _begin(self) -> sqlite3.Connection:
         if self.no_fsync:
-            level = int(self.conn.execute("PRAGMA synchronous").fetchone()[0])
+            level = synchronous_level(self.conn)
             if level > 1:  # FULL or EXTRA: relax to NORMAL for this commit only
                 self.conn.execute("PRAGMA synchronous = NORMAL")
                 self._restore = level
@@ -338,7 +349,7 @@ def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
     to a power failure only gives its pages back later, and the next durable commit syncs it.
     It is one script of five statements: each statement lets go of the GIL and must wait to take
     it back from a busy event loop, which was most of a step's hold, with the fsync."""
-    level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    level = synchronous_level(conn)
     relax, restore = ("PRAGMA synchronous = NORMAL; ", f" PRAGMA synchronous = {level};") if level > 1 else ("", "")
     # executescript steps the pragma to its end; `execute` would free one page per call.
     try:
