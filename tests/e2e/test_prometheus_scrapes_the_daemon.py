@@ -134,9 +134,13 @@ class Workload:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    # A schedule ticking every second, so that the dashboard's schedules row has data too.
+    # A schedule ticking every second, so that the dashboard's schedules row has data too; and a
+    # ledger kept at 20 live entries, archived every second, for its housekeeping panels.
     config = tmp_path / "swarmd.toml"
-    config.write_text('[[schedule]]\nagent = "echo"\ngid = "GID-TICK"\ncron = "* * * * * *"\ncatch_up = "none"\n')
+    config.write_text(
+        'ledger_max_entries = 20\ncheckpoint_interval = "1s"\n'
+        '[[schedule]]\nagent = "echo"\ngid = "GID-TICK"\ncron = "* * * * * *"\ncatch_up = "none"\n'
+    )
     with running(tmp_path / "state", "--agents", "support.agents", "--config", str(config)) as started:
         yield started  # killed by `running` at the end, pass or fail
 
