@@ -254,6 +254,9 @@ class SocketBackend:
     ) -> Anchor:
         self._direct_only("archiving the ledger")
 
+    async def archive_hold(self) -> int | None:
+        self._direct_only("archiving the ledger")
+
     async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         self._direct_only("looking up archived job ids")
 

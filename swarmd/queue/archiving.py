@@ -61,12 +61,20 @@ class ArchiveRun:
     entries: int = 0
     anchor: Anchor | None = None
     segments: list[Path] = field(default_factory=list)
+    #: The index archiving stopped before because a swarm's follow-up is pending and reads its
+    #: members' outcomes from the live ledger (`QueueBackend.archive_hold`); None: not held.
+    held_at: int | None = None
 
     def summary(self) -> str:
         if not self.entries:
-            return "nothing to archive" if self.anchor is None else f"nothing to archive (anchor {self.anchor.index})"
+            held = "" if self.held_at is None else f", held before index {self.held_at}: a swarm's follow-up is pending"
+            anchor = "" if self.anchor is None else f"anchor {self.anchor.index}"
+            said = ", ".join(part for part in (anchor, held.removeprefix(", ")) if part)
+            return "nothing to archive" + (f" ({said})" if said else "")
         kept = f"{len(self.segments)} segment(s)" if self.segments else "dropped, no archive"
-        return f"archived {self.entries} entries through index {self.anchor.index if self.anchor else '-'}: {kept}"
+        held = "" if self.held_at is None else f" (held before index {self.held_at}: a swarm's follow-up is pending)"
+        done = f"archived {self.entries} entries through index {self.anchor.index if self.anchor else '-'}: {kept}"
+        return done + held
 
 
 def _finished_at(entry: StoredEntry) -> float | None:
@@ -112,6 +120,9 @@ async def archive_ledger(
     if selection.keep is not None or selection.before is not None:
         tail = await backend.ledger_tail(1)
         bound = selection.upper_bound(tail[-1].index if tail else None)
+    hold = await backend.archive_hold()
+    if hold is not None and (bound is None or hold < bound):  # a pending follow-up reads from here on
+        bound = run.held_at = hold
     chunks = 0
     while max_chunks is None or chunks < max_chunks:
         start = 0 if run.anchor is None else run.anchor.index + 1

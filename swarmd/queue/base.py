@@ -430,6 +430,12 @@ class QueueBackend(Protocol):
         durable first (or means to drop the entries)."""
         ...
 
+    async def archive_hold(self) -> int | None:
+        """The lowest ledger index archiving must keep live (None: none): the first entry of a
+        member of a swarm whose follow-up has not been recorded yet, which reads its swarm's
+        outcomes from the live ledger (``ctx.swarm_results()``)."""
+        ...
+
     async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         """Those of ``job_ids`` whose ledger entry was archived and that are still remembered
         at ``now`` (None: the current time): still finished, still refused."""

@@ -52,6 +52,7 @@ class LedgerUpkeep:
         #: At each checkpoint, and at least every ARCHIVE_EVERY seconds.
         self.archive_every = min(ARCHIVE_EVERY, self.checkpoint_every)
         self._last_checkpoint: str | None = None
+        self._held_at: int | None = None
 
     @property
     def retains(self) -> bool:
@@ -89,6 +90,9 @@ class LedgerUpkeep:
                 segments=[path.name for path in run.segments],
                 dropped=self.archive_dir is None,
             )
+        if run.held_at is not None and run.held_at != self._held_at:  # said once per place it holds
+            log.info("ledger_archive_held", before_index=run.held_at, reason="a swarm's follow-up is pending")
+        self._held_at = run.held_at
         return run
 
     async def run(self) -> None:

@@ -9,7 +9,7 @@ import pytest
 from support.stacks import Stack, stack
 
 from swarmd.model import new_job
-from swarmd.queue.base import Disposition, Finish
+from swarmd.queue.base import Disposition, Finish, Reserved
 from swarmd.queue.factory import open_backend
 from swarmd.workflows import plan_follow_up
 
@@ -51,3 +51,41 @@ async def test_retention_keeps_a_swarm_whose_follow_up_is_awaited(stack: Stack) 
 
 
 pytestmark = pytest.mark.slow
+
+
+async def test_retention_keeps_a_swarm_whose_follow_up_is_queued_until_it_is_recorded(stack: Stack) -> None:
+    """After its swarm ended, a queued follow-up still reads the swarm's outcomes: the swarm's
+    bookkeeping outlives result_ttl until the follow-up's own entry is written."""
+    from swarmd.ledger.records import OutcomeRecord  # noqa: PLC0415
+
+    def finish(reserved: Reserved, swarm_id: str | None) -> Finish:
+        record = OutcomeRecord(
+            job_id=reserved.job_id, gid="G", agent="echo", outcome="succeeded", attempt=1, finished_at=time.time(),
+            swarm_id=swarm_id,
+        ).encode()  # fmt: skip
+        return Finish(
+            reserved.job_id, Disposition.DONE, record=record, handle=reserved.handle, swarm_id=swarm_id,
+            outcome="succeeded",
+        )  # fmt: skip
+
+    backend = open_backend(stack.settings(), stack.state)
+    await backend.open()
+    try:
+        member = new_job(agent="echo", gid="G", swarm_id="swarm-queued", swarm_size=1)
+        plan = plan_follow_up(
+            {"agent": "echo", "gid": "G"}, swarm_id="swarm-queued", size=1, then_when="always",
+            traceparent=None, now=time.time(),
+        )  # fmt: skip
+        await backend.submit([member], [plan])
+        (reserved,) = await backend.reserve(10, lease=30)
+        report = await backend.finish([finish(reserved, "swarm-queued")])
+        assert report.submitted == [plan.then.id]  # the swarm ended: its follow-up is queued
+        await backend.expire_finished(older_than=-3600, limit=1000)
+        assert await backend.swarm_progress("swarm-queued") is not None
+        assert [entry.job_id for entry in await backend.swarm_outcomes("swarm-queued")] == [member.id]
+        (follow_up,) = await backend.reserve(10, lease=30)
+        await backend.finish([finish(follow_up, None)])
+        await backend.expire_finished(older_than=-3600, limit=1000)
+        assert await backend.swarm_progress("swarm-queued") is None  # recorded: it may go now
+    finally:
+        await backend.close()

@@ -27,6 +27,7 @@ from support.services import require_redis, require_tool
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
+from swarmd.queue.archiving import Selection, archive_ledger
 from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.runtime.statedir import StateLock
@@ -517,6 +518,50 @@ async def test_an_undecodable_member_still_ends_its_swarm(case: Case) -> None:
         last = await q.finish([letter])
         assert last.swarms_ended == [swarm] and last.submitted == [plan.then.id]
         assert (await q.status(plan.then.id)).state == "ready"
+
+
+async def test_a_pending_follow_up_holds_archiving_at_its_swarms_first_member(case: Case) -> None:
+    """From its swarm's first ended member until its own entry is written, a follow-up keeps its
+    swarm's outcomes live: archiving stops before them (`archive_hold`), then goes on."""
+    swarm = "sw-held"
+    members = [job(swarm_id=swarm, swarm_size=2) for _ in range(2)]
+    plan = plan_follow_up(
+        {"agent": "echo", "gid": "gid-then"},
+        swarm_id=swarm,
+        size=2,
+        then_when="always",
+        traceparent=None,
+        now=time.time(),
+    )
+
+    def member_done(reserved: Reserved) -> Finish:
+        finish = done(reserved)
+        finish.swarm_id, finish.outcome = swarm, "succeeded"
+        return finish
+
+    async with case.opened() as q:
+        await q.submit([job(), job()])
+        await q.finish([done(r) for r in await q.reserve(2, lease=LEASE)])  # entries 0 and 1
+        await q.submit(members, [plan])
+        assert await q.archive_hold() is None  # no member has ended
+        leased = {r.job_id: r for r in await q.reserve(2, lease=LEASE)}
+        await q.finish([member_done(leased[members[0].id])])  # entry 2
+        assert await q.archive_hold() == 2
+        await q.submit([job(), job()])
+        await q.finish([done(r) for r in await q.reserve(2, lease=LEASE)])  # entries 3 and 4
+        held = await archive_ledger(q, Selection(keep=0), None)
+        assert (held.entries, held.held_at) == (2, 2) and "held before index 2" in held.summary()
+        report = await q.finish([member_done(leased[members[1].id])])  # entry 5: the swarm ends
+        assert report.submitted == [plan.then.id]
+        assert await q.archive_hold() == 2  # its follow-up is queued, not recorded
+        assert [entry.job_id for entry in await q.swarm_outcomes(swarm)] == [m.id for m in members]
+        [follow_up] = await q.reserve(1, lease=LEASE)
+        assert follow_up.job_id == plan.then.id
+        await q.finish([done(follow_up)])  # entry 6
+        assert await q.archive_hold() is None
+        rest = await archive_ledger(q, Selection(keep=0), None)
+        assert (rest.entries, rest.held_at) == (5, None)
+        assert (await q.verify()).ok
 
 
 async def test_ledger_reads_and_verify_after_a_mix(case: Case) -> None:

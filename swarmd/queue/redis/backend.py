@@ -973,6 +973,11 @@ class RedisBackend:
             raise ArchiveError(f"ledger entry {through}", "is not in the live store")
         return Anchor.parse(raw[1].decode())
 
+    async def archive_hold(self) -> int | None:
+        with self._guard("archive hold"):
+            lowest: Any = await self.client.zrange(self._q + "held", 0, 0, withscores=True)
+        return int(lowest[0][1]) if lowest else None
+
     async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         ids = list(job_ids)
         if not ids:

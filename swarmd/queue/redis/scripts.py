@@ -126,15 +126,19 @@ end
 -- a member of ``swarm`` ended (its entry was written just now, once): count it; with the last,
 -- the swarm ends and its follow-up, if any, is submitted; returns the follow-up's id or true
 -- (ended without one) or false (not ended, or not counted)
-local function member_ended(swarm, now)
+local function member_ended(swarm, now, idx)
   local key = ckey(swarm)
   local h = redis.call('HMGET', key, 'size', 'ended_at', 'then_id')
   if not h[1] or h[2] then return false end
+  -- a swarm with a follow-up holds archiving at its first member's entry (ZADD NX keeps the
+  -- lowest), until its follow-up's own entry is written ('held', 'thenrun': see archive_hold)
+  if h[3] then redis.call('ZADD', Q .. 'held', 'NX', idx, swarm) end
   local ended = redis.call('HINCRBY', key, 'ended', 1)
   if ended < tonumber(h[1]) then return false end
   redis.call('HSET', key, 'ended_at', now)
   if not h[3] then return true end
   redis.call('HDEL', Q .. 'then', h[3])
+  redis.call('HSET', Q .. 'thenrun', h[3], swarm)
   local t = redis.call('HMGET', key, 'then_body', 'then_agent', 'then_gid', 'then_priority', 'then_not_before')
   local id = h[3]
   local body = string.gsub(t[1], '"enqueued_at":[-+%d.eE]+', '"enqueued_at":' .. string.format('%.6f', now), 1)
@@ -162,10 +166,11 @@ local function retire(idem, swarm_id, now, seen)
   end
 end
 -- true while something still needs this swarm's member set: a follow-up not submitted yet
--- (its swarm has not ended), which then never expires
+-- (its swarm has not ended) or not recorded yet (queued or running), which reads it
 local function swarm_held(sid)
   local h = redis.call('HMGET', ckey(sid), 'then_id', 'ended_at')
-  return h[1] ~= false and h[2] == false
+  if h[1] == false then return false end
+  return h[2] == false or redis.call('HEXISTS', Q .. 'thenrun', h[1]) == 1
 end
 -- a finished swarm's member set may go: no member is queued or running, nothing holds it
 local function swarm_may_expire(sid)
@@ -437,8 +442,14 @@ for i = 1, n_app do
   redis.call('HSET', IDS, ARGV[pos], n + i - 1)
   last = string.sub(ARGV[pos + 1], 1, 64)
   finished[i] = ARGV[pos]
+  local follows = redis.call('HGET', Q .. 'thenrun', ARGV[pos])
+  if follows then  -- a follow-up recorded: its swarm no longer holds archiving, and may expire
+    redis.call('HDEL', Q .. 'thenrun', ARGV[pos])
+    redis.call('ZREM', Q .. 'held', follows)
+    redis.call('ZADD', Q .. 'swarms:done', now, follows)
+  end
   if ARGV[pos + 2] ~= '' then
-    local swarm_end = member_ended(ARGV[pos + 2], now)
+    local swarm_end = member_ended(ARGV[pos + 2], now, n + i - 1)
     if swarm_end then
       ended[#ended + 1] = ARGV[pos + 2]
       if swarm_end ~= true then submitted[#submitted + 1] = swarm_end end
@@ -676,7 +687,8 @@ for _, k in ipairs(redis.call('ZRANGEBYSCORE', Q .. 'idem:done', '-inf', before,
   n = n + 1
 end
 for _, sid in ipairs(redis.call('ZRANGEBYSCORE', Q .. 'swarms:done', '-inf', before, 'LIMIT', 0, limit)) do
-  -- a swarm with a member still live is dropped from the index: that member's end re-adds it
+  -- a swarm with a member still live (or its follow-up pending) is dropped from the index:
+  -- that member's end (the follow-up's entry) re-adds it
   redis.call('ZREM', Q .. 'swarms:done', sid)
   if swarm_may_expire(sid) then
     redis.call('DEL', Q .. 'swarm:' .. sid, ckey(sid))

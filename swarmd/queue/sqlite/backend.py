@@ -57,6 +57,7 @@ from swarmd.queue.base import (
 from swarmd.queue.schedule_state import decode_state, encode_state
 from swarmd.queue.sqlite.wake import SOCKET_NAME, WakeListener, wake
 from swarmd.queue.sqlite.workflows import (
+    archive_hold,
     awaiting,
     count_ended,
     expire_swarms,
@@ -939,6 +940,9 @@ class SqliteBackend:
         # step; see swarmd.queue.archiving); the next durable commit syncs it anyway.
         with transaction(self.conn, no_fsync=True) as conn:
             return forget_through(conn, through, expected, remember_for=remember_for, now=now)
+
+    async def archive_hold(self) -> int | None:
+        return await self._run(archive_hold, self.conn)
 
     async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:
         return await self._run(archived_ids, self.conn, list(job_ids), time.time() if now is None else now)

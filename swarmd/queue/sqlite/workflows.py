@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -127,6 +127,23 @@ def swarm_outcomes(conn: sqlite3.Connection, swarm_id: str) -> list[StoredEntry]
     return [entry_from_row(row) for row in rows]
 
 
+#: A swarm whose follow-up has not been recorded: not submitted yet (the swarm has not ended),
+#: or submitted and still queued or running (its row is there and not dead).
+_FOLLOW_UP_PENDING: Final = (
+    "s.then_id IS NOT NULL AND (s.ended_at IS NULL"
+    " OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.then_id AND j.state != 'dead'))"
+)
+
+
+def archive_hold(conn: sqlite3.Connection) -> int | None:
+    """The lowest ledger index of a member of a swarm whose follow-up is pending (None: none):
+    archiving stops before it, so that the follow-up finds its swarm's outcomes live."""
+    row = conn.execute(
+        f"SELECT min(m.idx) FROM swarms s JOIN swarm_members m ON m.swarm_id = s.swarm_id WHERE {_FOLLOW_UP_PENDING}"
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
 def awaiting(conn: sqlite3.Connection, job_id: str) -> tuple[str, int, int, Job] | None:
     """(swarm id, size, ended, the follow-up) if ``job_id`` is the follow-up of a swarm that has
     not ended yet (so it is not submitted yet); else None."""
@@ -138,11 +155,14 @@ def awaiting(conn: sqlite3.Connection, job_id: str) -> tuple[str, int, int, Job]
 
 def expire_swarms(conn: sqlite3.Connection, before: float, limit: int) -> int:
     """Forget up to ``limit`` swarms that ended before ``before`` (Unix time), with their members'
-    indices; return how many. A swarm that has not ended (its follow-up still awaited) stays."""
+    indices; return how many. A swarm whose follow-up is pending (awaited, or queued or running)
+    stays: the follow-up reads its members' outcomes."""
     ids = [
         row[0]
         for row in conn.execute(
-            "SELECT swarm_id FROM swarms WHERE ended_at IS NOT NULL AND ended_at < ? LIMIT ?", (before, limit)
+            "SELECT swarm_id FROM swarms s WHERE ended_at IS NOT NULL AND ended_at < ? "
+            f"AND NOT ({_FOLLOW_UP_PENDING}) LIMIT ?",
+            (before, limit),
         )
     ]
     if not ids:
