@@ -11,15 +11,13 @@ lookup at a later ``now`` or ids archived with a ``now`` long past.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import make_backend, opened
 from support.ledger_fill import finish_jobs
 from support.services import require_redis
 
@@ -31,45 +29,13 @@ from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.runtime.retention import expire_archived_ids
 from swarmd.storage.horizon import DEFAULT_HORIZON, UNIT, expires_at, generation, grain_hours
-from swarmd.storage.sqlite import Durability
+
+__all__ = ["make_backend"]  # the fixture, on both backends
 
 #: The horizon these tests archive with: an hour (a grain of one hour).
 HORIZON = 3600.0
 #: Long enough after an archive that its generation is dead, whatever the rounding.
 PAST_IT = HORIZON + (grain_hours(HORIZON) + 1) * UNIT
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A factory of backends on one store: SQLite in tmp_path/state, or a Redis prefix of its own."""
-    if request.param == "sqlite":
-        state = tmp_path / "state"
-        state.mkdir(mode=0o700)
-        yield lambda: SqliteBackend(state, durability=Durability.NORMAL)
-        return
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - redis-py is optional
-
-    try:
-        yield lambda: RedisBackend(url, prefix=prefix)
-    finally:
-        import redis  # noqa: PLC0415
-
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-            if keys:
-                client.unlink(*keys)
-
-
-@contextlib.asynccontextmanager
-async def opened(make_backend: Any) -> AsyncIterator[Any]:
-    backend = make_backend()
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 def _sqlite_rows(backend: QueueBackend) -> list[tuple[int, int]]:

@@ -8,17 +8,14 @@ entry was archived. On Redis the ledger list and its id index are trimmed.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import make_backend, opened
 from support.ledger_fill import finish_jobs
-from support.services import require_redis
 
 from swarmd.errors import ArchiveError, JobValidationError
 from swarmd.ledger.archive import archived_entries, segments, verify_with_archive
@@ -30,49 +27,13 @@ from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.storage.horizon import DEFAULT_HORIZON, generation, grain_hours
 from swarmd.storage.migrations import MIGRATIONS, known_version
-from swarmd.storage.sqlite import Durability
+
+__all__ = ["make_backend"]  # the fixture, on both backends
 
 #: The schema version that adds ``archived_jobs``.
 _ARCHIVING_STEP = next(step.to_version for step in MIGRATIONS if "archived_jobs" in step.description)
 #: The schema version that moves them to ``archived_ids``, by generation.
 _HORIZON_STEP = next(step.to_version for step in MIGRATIONS if "archived_ids" in step.description)
-
-
-def _delete_keys(url: str, prefix: str) -> None:
-    import redis  # noqa: PLC0415 - redis-py is optional
-
-    with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-        if keys:
-            client.unlink(*keys)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """A factory of backends on one store: SQLite in tmp_path/state, or a Redis prefix of its own."""
-    if request.param == "sqlite":
-        state = tmp_path / "state"
-        state.mkdir(mode=0o700)
-        yield lambda: SqliteBackend(state, durability=Durability.NORMAL)
-        return
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
-
-    try:
-        yield lambda: RedisBackend(url, prefix=prefix)
-    finally:
-        _delete_keys(url, prefix)
-
-
-@contextlib.asynccontextmanager
-async def opened(make_backend: Any) -> AsyncIterator[Any]:
-    backend = make_backend()
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 async def _all_ids(backend: QueueBackend, archive: Path) -> list[str | None]:

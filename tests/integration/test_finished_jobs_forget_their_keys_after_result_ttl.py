@@ -10,49 +10,27 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.services import require_redis
+from support.backends import make_backend
+from support.services import forget_prefix, require_redis
 
 from swarmd.errors import JobNotFound
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
-from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.runtime.retention import expire_results
+
+__all__ = ["make_backend"]  # the fixture, on both backends
 
 #: ``older_than`` that makes everything finished so far expired (a finish and the expiry that
 #: follows it may read the same clock tick; one second ahead of it leaves no doubt).
 ALL_FINISHED = -1.0
 #: ``older_than`` no job of a test reaches.
 AN_HOUR = 3600.0
-
-
-def _delete_keys(url: str, prefix: str) -> None:
-    import redis  # noqa: PLC0415 - redis-py is optional
-
-    with redis.Redis.from_url(url) as client:
-        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-        if keys:
-            client.unlink(*keys)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    if request.param == "sqlite":
-        yield lambda: SqliteBackend(tmp_path)
-        return
-    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - redis-py is optional
-
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    try:
-        yield lambda: RedisBackend(url, prefix=prefix)
-    finally:
-        _delete_keys(url, prefix)
 
 
 @pytest.fixture
@@ -168,4 +146,4 @@ async def test_redis_forgets_a_finished_swarm_but_never_one_with_a_member_still_
         assert (await backend.status(swarm[0].id)).ledger_index is not None  # ... its members by theirs
     finally:
         await backend.close()
-        _delete_keys(url, prefix)
+        forget_prefix(url, prefix)

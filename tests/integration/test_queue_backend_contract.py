@@ -26,7 +26,7 @@ from support.services import require_redis, require_tool
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
 from swarmd.ledger.records import OutcomeRecord
-from swarmd.model import Job, new_job
+from swarmd.model import Job, SwarmPlan, new_job
 from swarmd.queue.archiving import Selection, archive_ledger
 from swarmd.queue.base import Disposition, Finish, JobFilter, QueueBackend, Reserved, WakeReason
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
@@ -489,19 +489,19 @@ async def test_an_undecodable_body_comes_back_with_its_error(case: Case) -> None
         assert (await q.verify()).ok
 
 
+def _swarm_with_follow_up(swarm: str, size: int) -> tuple[list[Job], SwarmPlan]:
+    """``size`` members of ``swarm`` and the plan of its follow-up (an ``echo`` job)."""
+    members = [job(swarm_id=swarm, swarm_size=size) for _ in range(size)]
+    then = {"agent": "echo", "gid": "gid-then"}
+    plan = plan_follow_up(then, swarm_id=swarm, size=size, then_when="always", traceparent=None, now=time.time())
+    return members, plan
+
+
 async def test_an_undecodable_member_still_ends_its_swarm(case: Case) -> None:
     """Its dead letter counts as the member's end (the swarm as stored comes back with it), so
     the swarm ends and its follow-up is submitted instead of awaiting forever."""
     swarm = "sw-undecodable"
-    members = [job(swarm_id=swarm, swarm_size=2) for _ in range(2)]
-    plan = plan_follow_up(
-        {"agent": "echo", "gid": "gid-then"},
-        swarm_id=swarm,
-        size=2,
-        then_when="always",
-        traceparent=None,
-        now=time.time(),
-    )
+    members, plan = _swarm_with_follow_up(swarm, 2)
     async with case.opened() as q:
         await q.submit(members, [plan])
         await case.corrupt(q, members[0].id, b'{"id": "x", "gid": 12')
@@ -524,15 +524,7 @@ async def test_a_pending_follow_up_holds_archiving_at_its_swarms_first_member(ca
     """From its swarm's first ended member until its own entry is written, a follow-up keeps its
     swarm's outcomes live: archiving stops before them (`archive_hold`), then goes on."""
     swarm = "sw-held"
-    members = [job(swarm_id=swarm, swarm_size=2) for _ in range(2)]
-    plan = plan_follow_up(
-        {"agent": "echo", "gid": "gid-then"},
-        swarm_id=swarm,
-        size=2,
-        then_when="always",
-        traceparent=None,
-        now=time.time(),
-    )
+    members, plan = _swarm_with_follow_up(swarm, 2)
 
     def member_done(reserved: Reserved) -> Finish:
         finish = done(reserved)

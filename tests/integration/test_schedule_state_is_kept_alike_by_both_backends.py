@@ -5,51 +5,22 @@ a key prefix of its own (deleted afterwards; skipped without Redis unless SWARMD
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-import pytest
-from support.services import forget_prefix, require_redis
+from support.backends import make_backend, opened
 
 from swarmd.queue.base import QueueBackend
-from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.schedules import CatchUp, Schedule, ScheduleState
+
+__all__ = ["make_backend"]  # the fixture, on both backends
 
 
 def schedule(name: str, cron: str = "*/5 * * * *") -> Schedule:
     return Schedule.checked(name=name, agent="echo", gid="GID-1", cron=cron, catch_up=CatchUp.ALL, where="t")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], QueueBackend]]:
-    if request.param == "sqlite":
-        yield lambda: SqliteBackend(tmp_path)
-        return
-    from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415
-
-    url = require_redis()
-    prefix = f"swarmd-test-{os.urandom(5).hex()}"
-    try:
-        yield lambda: RedisBackend(url, prefix=prefix)
-    finally:
-        forget_prefix(url, prefix)
-
-
-@contextlib.asynccontextmanager
-async def opened(make: Callable[[], QueueBackend]) -> AsyncIterator[Any]:
-    backend = make()
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
-
-
-async def test_the_last_tick_only_moves_forward(make: Callable[[], QueueBackend]) -> None:
-    async with opened(make) as one, opened(make) as other:
+async def test_the_last_tick_only_moves_forward(make_backend: Callable[[], QueueBackend]) -> None:
+    async with opened(make_backend) as one, opened(make_backend) as other:
         await one.publish_schedules([schedule("report")])
         await one.record_tick("report", 600.0, "job-600")
         await other.record_tick("report", 300.0, "job-300")  # a slower daemon, an older tick
@@ -60,9 +31,9 @@ async def test_the_last_tick_only_moves_forward(make: Callable[[], QueueBackend]
 
 
 async def test_a_publish_keeps_the_ticks_and_drops_the_definitions_no_longer_fired(
-    make: Callable[[], QueueBackend],
+    make_backend: Callable[[], QueueBackend],
 ) -> None:
-    async with opened(make) as backend:
+    async with opened(make_backend) as backend:
         await backend.publish_schedules([schedule("report"), schedule("nightly", "0 3 * * *")])
         await backend.record_tick("nightly", 3600.0, "job-n")
         await backend.publish_schedules([schedule("report", "*/10 * * * *")])
@@ -70,5 +41,5 @@ async def test_a_publish_keeps_the_ticks_and_drops_the_definitions_no_longer_fir
             ScheduleState("nightly", None, 3600.0, "job-n"),
             ScheduleState("report", schedule("report", "*/10 * * * *"), None, None),
         ]
-    async with opened(make) as backend:  # and it is all durable: a new connection reads it back
+    async with opened(make_backend) as backend:  # and it is all durable: a new connection reads it back
         assert [state.name for state in await backend.schedule_states()] == ["nightly", "report"]
