@@ -60,6 +60,7 @@ from swarmd.queue.waiting import FinishedWaiters
 from swarmd.registry import Registry, build_registry
 from swarmd.runtime.api_ops import ApiOps
 from swarmd.runtime.api_server import ApiServer
+from swarmd.runtime.cancelling import stop_task
 from swarmd.runtime.crashes import CrashRecords
 from swarmd.runtime.execution import Attempt
 from swarmd.runtime.httpserver import HttpServer
@@ -85,6 +86,8 @@ _T = TypeVar("_T")
 #: /healthz fails when the event loop has not ticked for this long.
 STALL_SECONDS: Final = 2.0
 SWITCH_INTERVAL: Final = 0.0005
+#: Seconds a stopping daemon waits for a background task (retention) to end once cancelled.
+TASK_STOP_WAIT: Final = 2.0
 GC_THRESHOLD: Final = (100_000, 50, 100)
 #: Seconds tasks still running when the daemon is done get after one cancel, before it exits anyway.
 STRAY_BOUND: Final = 1.0
@@ -283,9 +286,7 @@ class Daemon:
                     scheduler.stop()
                     scheduling.cancel()
                 watchdog.cancel()
-                retention.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await retention
+                await stop_task(retention, TASK_STOP_WAIT)  # bounded: never hang a stop on it
                 stalls.stop()
                 if api is not None:
                     await api.close()

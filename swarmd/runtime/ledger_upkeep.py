@@ -28,6 +28,7 @@ from swarmd.config import Settings, archived_id_ttl_seconds, duration_seconds
 from swarmd.errors import ArchiveError, BackendUnavailable, error_text
 from swarmd.queue.archiving import ArchiveRun, Selection, archive_ledger
 from swarmd.queue.base import QueueBackend
+from swarmd.runtime.cancelling import raise_if_cancelling
 
 log = structlog.get_logger("swarmd.ledger")
 
@@ -114,5 +115,6 @@ class LedgerUpkeep:
                 log.warning("ledger_archive_skipped", error=str(exc))
             except Exception as exc:
                 log.error("ledger_upkeep_failed", error=error_text(exc))
+            raise_if_cancelling()  # a cancel the backend's client swallowed must still end the loop
             wake = min(next_checkpoint, next_archive if self.retains else next_checkpoint)
             await asyncio.sleep(max(0.05, wake - time.monotonic()))

@@ -28,6 +28,7 @@ import structlog
 from swarmd.config import Settings, result_ttl_seconds
 from swarmd.errors import BackendUnavailable, error_text
 from swarmd.queue.base import QueueBackend
+from swarmd.runtime.cancelling import raise_if_cancelling
 from swarmd.telemetry.metrics import Metrics
 
 log = structlog.get_logger("swarmd.retention")
@@ -163,6 +164,7 @@ class ResultExpiry:
         """Pass after pass until cancelled; a pass that fails is logged, counted and retried."""
         while True:
             await self.run_once()
+            raise_if_cancelling()  # a cancel the backend's client swallowed must still end the loop
             await asyncio.sleep(self.every)
 
     async def run_once(self) -> int:

@@ -69,6 +69,8 @@ _UNLIMITED: Final = 1 << 50
 #: Consumers with nothing pending and idle this long are removed from the groups.
 CONSUMER_IDLE_MS: Final = 3_600_000
 PRUNE_EVERY: Final = 600.0
+#: Seconds `RedisBackend.close` waits for its wake reader to end before closing the client under it.
+CLOSE_WAIT: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -84,6 +86,15 @@ class _Member:
     agent: str
     swarm_id: str | None
     seq: int
+
+
+def _raise_if_cancelling() -> None:
+    """Raise CancelledError if this task was asked to stop: redis-py can swallow a cancel that
+    arrives while it reads a reply (or turn it into a timeout), and a loop that called it would
+    then run on after its owner cancelled it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _s(value: bytes | None) -> str | None:
@@ -269,10 +280,12 @@ class RedisBackend:
 
     async def close(self) -> None:
         if self._wake_reader is not None:
-            self._wake_reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._wake_reader
-            self._wake_reader = None
+            reader, self._wake_reader = self._wake_reader, None
+            reader.cancel()
+            # Bounded: redis-py may swallow a cancel that lands while it reads (the reader then
+            # raises it itself once the call returns, see _read_wakes); closing the client below
+            # ends any read still blocked.
+            await asyncio.wait({reader}, timeout=CLOSE_WAIT)
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -403,8 +416,10 @@ class RedisBackend:
                 with self._guard("wait_for_work"):
                     found: Any = await self.client.xread({key: self._wake_seen}, count=64, block=block_ms)
             except BackendUnavailable:
+                _raise_if_cancelling()  # a cancel redis-py turned into a timeout, or swallowed
                 await asyncio.sleep(0.5)  # Redis away: the worker sees it too; keep trying
                 continue
+            _raise_if_cancelling()
             if found:
                 entries = found[0][1]
                 self._wake_seen = entries[-1][0]
@@ -679,9 +694,7 @@ class RedisBackend:
             async def published(seconds: float) -> set[str] | None:
                 with self._guard("wait"):
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=seconds)
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():  # redis-py can swallow a cancel while it reads
-                    raise asyncio.CancelledError
+                _raise_if_cancelling()
                 if message is None:
                     return set()
                 data = message.get("data")
