@@ -122,7 +122,9 @@ async def archive_ledger(
         bound = selection.upper_bound(tail[-1].index if tail else None)
     hold = await backend.archive_hold()
     if hold is not None and (bound is None or hold < bound):  # a pending follow-up reads from here on
-        bound = run.held_at = hold
+        bound = hold
+    else:
+        hold = None
     chunks = 0
     while max_chunks is None or chunks < max_chunks:
         start = 0 if run.anchor is None else run.anchor.index + 1
@@ -137,6 +139,8 @@ async def archive_ledger(
         chunks += 1
         if len(taken) < len(entries) or len(entries) < chunk:
             break
+    if hold is not None and (0 if run.anchor is None else run.anchor.index + 1) == hold:
+        run.held_at = hold  # it went as far as the hold: what comes next waits for a follow-up
     if run.entries:
         await backend.reclaim_space()
     return run
