@@ -291,6 +291,11 @@ def measure_drain(
     first, cpu_first = time.perf_counter(), tree_cpu_seconds(daemon.pid)
     last = count_until(n)
     cpu = tree_cpu_seconds(daemon.pid) - cpu_first
+    if cpu <= 0 or last <= first:  # a 0 would read as a met CPU target: refuse it instead
+        raise BenchError(
+            f"the drain of {n:,} jobs ended before the bench saw its first commit (a loaded machine, or too "
+            "few jobs): nothing to measure; run more jobs"
+        )
     return Drain(n / (last - first), cpu / n, cpu / (last - first))
 
 
