@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import outcome_record
 from support.services import forget_prefix, require_redis
 
-from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
 from swarmd.queue.sqlite.backend import SqliteBackend
@@ -81,15 +80,7 @@ def finish(reserved: Reserved, disposition: Disposition = Disposition.DONE, **fi
     record = None
     if outcome is not None:
         assert reserved.job is not None
-        record = OutcomeRecord(
-            job_id=reserved.job_id,
-            gid=reserved.gid,
-            agent=reserved.agent,
-            outcome=outcome,
-            attempt=reserved.attempt,
-            finished_at=time.time(),
-            swarm_id=reserved.job.swarm_id,
-        ).encode()
+        record = outcome_record(reserved, outcome)
     swarm_id = reserved.job.swarm_id if record is not None and reserved.job is not None else None
     return Finish(
         reserved.job_id,

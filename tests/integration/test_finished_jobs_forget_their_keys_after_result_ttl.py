@@ -9,17 +9,15 @@ own, deleted afterwards; skipped without Redis, failing under SWARMD_TEST_STRICT
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.backends import make_backend
+from support.backends import make_backend, outcome_record
 from support.services import forget_prefix, require_redis
 
 from swarmd.errors import JobNotFound
-from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import Job, new_job
 from swarmd.queue.base import Disposition, Finish, QueueBackend, Reserved
 from swarmd.runtime.retention import expire_results
@@ -48,17 +46,7 @@ def job(**fields: Any) -> Job:
 
 
 def finish(reserved: Reserved, disposition: Disposition = Disposition.DONE) -> Finish:
-    outcome = "succeeded" if disposition is Disposition.DONE else "dead_lettered"
-    swarm_id = reserved.job.swarm_id if reserved.job is not None else None
-    record = OutcomeRecord(
-        job_id=reserved.job_id,
-        gid=reserved.gid,
-        agent=reserved.agent,
-        outcome=outcome,
-        attempt=reserved.attempt,
-        finished_at=time.time(),
-        swarm_id=swarm_id,
-    ).encode()
+    record = outcome_record(reserved, "succeeded" if disposition is Disposition.DONE else "dead_lettered")
     error = '{"type": "Boom"}' if disposition is Disposition.DEAD else None
     return Finish(reserved.job_id, disposition, record=record, error=error, handle=reserved.handle)
 

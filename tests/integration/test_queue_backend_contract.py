@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.backends import outcome_record
 from support.services import require_redis, require_tool
 
 from swarmd.errors import BackendUnavailable, JobNotFound, JobValidationError
@@ -110,17 +111,7 @@ def job(agent: str = "echo", gid: str = "gid-1", **fields: Any) -> Job:
 
 
 def done(reserved: Reserved, outcome: str = "succeeded", disposition: Disposition = Disposition.DONE) -> Finish:
-    swarm_id = reserved.job.swarm_id if reserved.job is not None else None
-    record = OutcomeRecord(
-        job_id=reserved.job_id,
-        gid=reserved.gid,
-        agent=reserved.agent,
-        outcome=outcome,
-        attempt=reserved.attempt,
-        finished_at=time.time(),
-        swarm_id=swarm_id,
-    ).encode()
-    return Finish(reserved.job_id, disposition, record=record, handle=reserved.handle)
+    return Finish(reserved.job_id, disposition, record=outcome_record(reserved, outcome), handle=reserved.handle)
 
 
 def dead(reserved: Reserved, error: str = '{"type": "Boom"}', cancel_swarm: str | None = None) -> Finish:

@@ -1,12 +1,14 @@
 """A backend factory on either store, for tests that drive a `QueueBackend` directly on both:
 the `make_backend` fixture (SQLite in ``tmp_path/state``; the Redis at 127.0.0.1:6379 under a
-prefix of its own, deleted afterwards) and `opened`. Import the fixture into a test module to
+prefix of its own, deleted afterwards), `opened`, and `outcome_record` for the finishes they
+write. Import the fixture into a test module to
 use it, as `support.stacks` does for daemons."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 import pytest
 
 from support.services import forget_prefix, require_redis
-from swarmd.queue.base import QueueBackend
+from swarmd.ledger.records import OutcomeRecord
+from swarmd.queue.base import QueueBackend, Reserved
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.storage.sqlite import Durability
 
@@ -46,3 +49,16 @@ async def opened(make_backend: Callable[[], QueueBackend]) -> AsyncIterator[Any]
         yield backend
     finally:
         await backend.close()
+
+
+def outcome_record(reserved: Reserved, outcome: str) -> bytes:
+    """The ledger record a worker writes for ``reserved`` ending now with ``outcome``."""
+    return OutcomeRecord(
+        job_id=reserved.job_id,
+        gid=reserved.gid,
+        agent=reserved.agent,
+        outcome=outcome,
+        attempt=reserved.attempt,
+        finished_at=time.time(),
+        swarm_id=reserved.job.swarm_id if reserved.job is not None else None,
+    ).encode()
