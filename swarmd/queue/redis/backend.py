@@ -988,7 +988,7 @@ class RedisBackend:
 
     async def archive_hold(self) -> int | None:
         with self._guard("archive hold"):
-            lowest: Any = await self.client.zrange(self._q + "held", 0, 0, withscores=True)
+            lowest: Any = await self.client.zrange(self._p + "ledger:held", 0, 0, withscores=True)
         return int(lowest[0][1]) if lowest else None
 
     async def archived_ids(self, job_ids: Sequence[str], *, now: float | None = None) -> set[str]:

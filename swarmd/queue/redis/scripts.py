@@ -131,8 +131,9 @@ local function member_ended(swarm, now, idx)
   local h = redis.call('HMGET', key, 'size', 'ended_at', 'then_id')
   if not h[1] or h[2] then return false end
   -- a swarm with a follow-up holds archiving at its first member's entry (ZADD NX keeps the
-  -- lowest), until its follow-up's own entry is written ('held', 'thenrun': see archive_hold)
-  if h[3] then redis.call('ZADD', Q .. 'held', 'NX', idx, swarm) end
+  -- lowest), until its follow-up's own entry is written ('ledger:held' beside the ledger every
+  -- queue of the prefix shares, 'thenrun': see archive_hold)
+  if h[3] then redis.call('ZADD', P .. 'ledger:held', 'NX', idx, swarm) end
   local ended = redis.call('HINCRBY', key, 'ended', 1)
   if ended < tonumber(h[1]) then return false end
   redis.call('HSET', key, 'ended_at', now)
@@ -445,7 +446,7 @@ for i = 1, n_app do
   local follows = redis.call('HGET', Q .. 'thenrun', ARGV[pos])
   if follows then  -- a follow-up recorded: its swarm no longer holds archiving, and may expire
     redis.call('HDEL', Q .. 'thenrun', ARGV[pos])
-    redis.call('ZREM', Q .. 'held', follows)
+    redis.call('ZREM', P .. 'ledger:held', follows)
     redis.call('ZADD', Q .. 'swarms:done', now, follows)
   end
   if ARGV[pos + 2] ~= '' then
