@@ -125,7 +125,8 @@ class UpkeepStep(enum.StrEnum):
     FORGET = "forget"
     #: SQLite: one incremental-vacuum step giving freed pages back.
     VACUUM = "vacuum"
-    #: SQLite: the WAL checkpointed (PASSIVE) and, when nothing was left to copy, truncated.
+    #: SQLite: the WAL checkpointed (PASSIVE) and, when nothing was left to copy, truncated, on a
+    #: connection and thread of its own (the hot path's commits go on meanwhile).
     WAL_CHECKPOINT = "wal_checkpoint"
     #: Finished jobs' idempotency keys (and swarms) forgotten after result_ttl, one chunk.
     EXPIRE = "expire"

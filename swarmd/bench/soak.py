@@ -17,11 +17,11 @@ on and through one with it off (`RETENTION`; which goes first alternates), and t
 the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`.
 
 Holds of housekeeping: at the end of each retention-on round, the daemon's
-``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread, which
-the hot path's commits wait behind); reported per step over all rounds: how many, the share
-within `UPKEEP_STEP_TARGET` and the highest bucket bound reached. A step's hold counts its waits
-for the GIL between statements and for the write lock shared with producers, which the hot
-path's own commits wait for too; so the target is what the hot path feels: at the end of every
+``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread once
+it has the write lock, which the hot path's commits wait behind); reported per step over all
+rounds: how many, the share within `UPKEEP_STEP_TARGET` and the highest bucket bound reached. A
+step's hold counts its waits for the GIL between statements, which the hot path's own commits
+pay too; so the target is what the hot path feels: at the end of every
 round, both sides' ``swarmd_ledger_commit_seconds`` (the group commits of outcomes), summed over
 the rounds of each side; the median and the 99th percentile with retention on may each exceed
 the ones with it off by at most `COMMIT_ADDED` (a few milliseconds: housekeeping never holds the

@@ -244,8 +244,9 @@ class QueueBackend(Protocol):
     name: str
     #: Called after each housekeeping step (`swarmd.model.UpkeepStep`: forget, vacuum,
     #: wal_checkpoint, expire, purge_dead) with the seconds it held the backend: timed on the
-    #: SQLite backend's own thread (the hold, not the time queued for it), around the script
-    #: call on Redis. The daemon wires it to ``swarmd_state_upkeep_step_seconds``; None: untimed.
+    #: SQLite backend's own thread from when it had the write lock (the hold, not the time queued
+    #: for the thread or waiting for another writer; wal_checkpoint runs on a thread of its own),
+    #: around the script call on Redis. The daemon wires it to ``swarmd_state_upkeep_step_seconds``; None: untimed.
     #: On SQLite it runs on the backend's thread: keep it short and thread-safe.
     on_upkeep_step: UpkeepObserver | None
 

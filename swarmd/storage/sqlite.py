@@ -18,6 +18,7 @@ import enum
 import fcntl
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -101,6 +102,9 @@ class StateConnection(sqlite3.Connection):
 
     write_lock: int | None = None
     synchronous: int | None = None
+    #: When (``time.perf_counter``) its newest write transaction got the write lock: what came
+    #: before was a wait for another writer, which the hot path's own commits wait for alike.
+    locked_at: float | None = None
 
 
 def queue_writes(conn: sqlite3.Connection, lock_path: Path) -> None:
@@ -288,6 +292,8 @@ class transaction:
                 self._restore = level
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            if isinstance(self.conn, StateConnection):
+                self.conn.locked_at = time.perf_counter()
         except BaseException:
             if self._restore is not None:  # never leave later, durable commits without fsync
                 self.conn.execute(f"PRAGMA synchronous = {self._restore}")
@@ -348,7 +354,8 @@ def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
     The step commits without syncing the WAL (as `transaction` with ``no_fsync``): a step lost
     to a power failure only gives its pages back later, and the next durable commit syncs it.
     It is one script of five statements: each statement lets go of the GIL and must wait to take
-    it back from a busy event loop, which was most of a step's hold, with the fsync."""
+    it back from a busy event loop, which was most of a step's hold, with the fsync. (Its hold
+    counts any wait for another writer's lock: the script's BEGIN cannot be timed apart.)"""
     level = synchronous_level(conn)
     relax, restore = ("PRAGMA synchronous = NORMAL; ", f" PRAGMA synchronous = {level};") if level > 1 else ("", "")
     # executescript steps the pragma to its end; `execute` would free one page per call.
@@ -362,17 +369,26 @@ def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
         raise
 
 
+def connect_checkpointer(path: Path) -> sqlite3.Connection:
+    """A second connection to the state database (already opened by `connect`), for WAL
+    checkpoints on a thread of their own: a checkpoint copies the WAL into the database and
+    fsyncs it (tens of milliseconds after a large delete), which SQLite lets run beside the
+    writers of other connections, so that the hot path's commits do not queue behind it. It
+    never waits on a lock (busy_timeout 0): a checkpoint that cannot finish is tried again."""
+    check_sqlite_files(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    conn.execute("PRAGMA busy_timeout = 0")
+    return conn
+
+
 def checkpoint_wal(conn: sqlite3.Connection) -> bool:
     """Checkpoint the WAL without waiting for anyone (PASSIVE); then, only if that copied every
-    frame, truncate it, which is quick since nothing is left to copy, with busy_timeout 0 so that
-    a reader come since makes it give up at once instead of holding the thread. Returns whether
-    the WAL was truncated (False: the next call tries again)."""
+    frame, truncate it, which is quick since nothing is left to copy. On a connection with
+    busy_timeout 0 (`connect_checkpointer`), a writer or a reader that came since makes the
+    TRUNCATE give up at once instead of waiting. Returns whether the WAL was truncated (False:
+    the next call tries again)."""
     busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if busy or frames != copied:
         return False
-    conn.execute("PRAGMA busy_timeout = 0")  # a reader that came since: try next time
-    try:
-        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return not busy

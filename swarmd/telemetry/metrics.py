@@ -313,8 +313,9 @@ class Metrics:
         self.state_upkeep_step: Final = Histogram(
             "swarmd_state_upkeep_step_seconds",
             "How long one housekeeping step held the state backend, by step: on SQLite the time it held "
-            "the backend's one thread (the hot path's commits wait behind it), on Redis its script's "
-            "round trip (the server runs nothing else meanwhile).",
+            "the backend's one thread once it had the write lock (the hot path's commits wait behind it; "
+            "wal_checkpoint: its time on a thread of its own), on Redis its script's round trip (the "
+            "server runs nothing else meanwhile).",
             ["step"], buckets=UPKEEP_STEP_BUCKETS, registry=r,
         )  # fmt: skip
         self._upkeep_children: Final = {step: self.state_upkeep_step.labels(step) for step in UPKEEP_STEPS}

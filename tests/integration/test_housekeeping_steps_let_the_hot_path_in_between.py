@@ -16,7 +16,9 @@ and the number of steps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,8 @@ from swarmd.telemetry.metrics import Metrics
 METRIC = "swarmd_state_upkeep_step_seconds"
 #: ``older_than`` that makes everything finished so far expired.
 ALL_FINISHED = -1.0
+#: Seconds another writer holds the write lock while a step waits for it.
+LOCK_HELD = 0.5
 
 
 def _done(reserved: Reserved) -> Finish:
@@ -74,9 +78,11 @@ async def test_reclaiming_space_lets_a_finish_commit_between_two_vacuum_steps(tm
         pending = await backend._run(free_pages, backend.conn)
         assert pending >= 3 * VACUUM_PAGES, f"only {pending} free pages: too few steps to interleave"
 
-        # What SQLite executes on the backend's thread, in order.
+        # What SQLite executes on the backend's thread and on the checkpointer's, in order.
         executed: list[str] = []
         backend.conn.set_trace_callback(lambda sql: executed.append(sql.strip()))
+        checkpointer = await _checkpoint_connection(backend)
+        checkpointer.set_trace_callback(lambda sql: executed.append("checkpointer: " + sql.strip()))
         first_step_held = threading.Event()
         finish_queued = threading.Event()
 
@@ -108,12 +114,75 @@ async def test_reclaiming_space_lets_a_finish_commit_between_two_vacuum_steps(tm
         assert vacuums[0] < ledger_write < vacuums[1], "the finish committed right after the first step"
         checkpoints = [i for i, sql in enumerate(executed) if "wal_checkpoint(TRUNCATE)" in sql]
         passive = [i for i, sql in enumerate(executed) if "wal_checkpoint(PASSIVE)" in sql]
+        assert all(executed[i].startswith("checkpointer: ") for i in checkpoints + passive)
         assert len(passive) == 1 and passive[0] > vacuums[-1], "one checkpoint, after the last step"
         assert all(i > passive[0] for i in checkpoints), "TRUNCATE only after a PASSIVE one"
         # One observation per step, each its own call on the thread.
         assert _steps(metrics, UpkeepStep.VACUUM) == len(vacuums)
         assert _steps(metrics, UpkeepStep.WAL_CHECKPOINT) == 1
         assert await backend._run(free_pages, backend.conn) < pending
+    finally:
+        await backend.close()
+
+
+async def _checkpoint_connection(backend: SqliteBackend) -> sqlite3.Connection:
+    """The backend's checkpointing connection, opened by its first checkpoint."""
+    await backend.give_back_space()
+    assert backend._checkpoint_conn is not None and backend._checkpoint_conn is not backend.conn
+    return backend._checkpoint_conn
+
+
+async def test_a_wal_checkpoint_holds_no_commit_of_the_hot_path(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path)
+    await backend.open()
+    try:
+        await backend.submit([new_job(agent="echo", gid="g") for _ in range(500)])
+        reserved = await backend.reserve(500, lease=30.0)
+        await backend.finish([_done(r) for r in reserved[:-1]])  # frames in the WAL to copy
+        checkpointer = await _checkpoint_connection(backend)
+        checkpointing = threading.Event()
+        finished = threading.Event()
+
+        def trace(sql: str) -> None:  # on the checkpointer's thread, as its checkpoint starts
+            if "wal_checkpoint(PASSIVE)" in sql:
+                checkpointing.set()
+                assert finished.wait(10), "the finish waited for the checkpoint"
+
+        checkpointer.set_trace_callback(trace)
+        checkpoint = asyncio.create_task(backend.give_back_space())
+        assert await asyncio.to_thread(checkpointing.wait, 10)
+        report = await asyncio.wait_for(backend.finish([_done(reserved[-1])]), 10)  # the hot path's commit
+        finished.set()
+        assert report.ledger_index is not None
+        assert await checkpoint in (True, False)
+        checkpointer.set_trace_callback(None)
+    finally:
+        await backend.close()
+
+
+async def test_a_step_waiting_for_another_writer_counts_only_its_own_hold(tmp_path: Path) -> None:
+    """The wait for another writer's transaction (a producer's) is not the step's hold: the hot
+    path's commits wait for that writer as much without any step."""
+    backend = SqliteBackend(tmp_path)
+    observed: list[tuple[str, float]] = []
+    backend.on_upkeep_step = lambda step, seconds: observed.append((step, seconds))
+    await backend.open()
+    try:
+        waiting = threading.Event()
+        backend.conn.set_trace_callback(lambda sql: waiting.set() if sql.startswith("BEGIN IMMEDIATE") else None)
+        with contextlib.closing(sqlite3.connect(tmp_path / "swarmd.db", isolation_level=None)) as producer:
+            producer.execute("BEGIN IMMEDIATE")  # another writer holds the write lock
+            expire = asyncio.create_task(backend.expire_finished(ALL_FINISHED, 100))
+            assert await asyncio.to_thread(waiting.wait, 10)
+            locked_from = time.perf_counter()
+            await asyncio.sleep(LOCK_HELD)  # the step waits for the lock meanwhile
+            producer.execute("COMMIT")
+            lock_held = time.perf_counter() - locked_from
+        assert await expire == 0
+        backend.conn.set_trace_callback(None)
+        ((step, seconds),) = observed
+        assert step == UpkeepStep.EXPIRE
+        assert seconds < lock_held, "the wait for the producer's lock was counted as the step's hold"
     finally:
         await backend.close()
 

@@ -68,14 +68,17 @@ from swarmd.queue.sqlite.workflows import (
 )
 from swarmd.queue.waiting import Push, wait_for_entries
 from swarmd.schedules import Schedule, ScheduleState
+from swarmd.storage.gil_turns import short_gil_turns
 from swarmd.storage.holder import daemon_holds
 from swarmd.storage.horizon import DEFAULT_HORIZON
 from swarmd.storage.sqlite import (
     VACUUM_PAGES,
     Durability,
     SqliteThread,
+    StateConnection,
     checkpoint_wal,
     connect,
+    connect_checkpointer,
     connect_readonly,
     free_pages,
     queue_writes,
@@ -184,6 +187,9 @@ class SqliteBackend:
         self._conn: sqlite3.Connection | None = None
         #: ``inline``: statements run on the caller's thread (see `SqliteThread`).
         self._thread = SqliteThread(inline=inline)
+        #: WAL checkpoints run on a connection and thread of their own (`give_back_space`).
+        self._checkpointer = SqliteThread("swarmd-checkpoint", inline=inline)
+        self._checkpoint_conn: sqlite3.Connection | None = None
         self._listener: WakeListener | None = None
         #: The wake socket `listen` binds in the state directory (a worker process binds its own,
         #: fed by the supervisor's relay: swarmd.queue.sqlite.wake).
@@ -215,6 +221,10 @@ class SqliteBackend:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+        if self._checkpoint_conn is not None:
+            checkpointing, self._checkpoint_conn = self._checkpoint_conn, None
+            await self._checkpointer.run(checkpointing.close)
+        self._checkpointer.shutdown()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._thread.run(conn.close)
@@ -230,8 +240,11 @@ class SqliteBackend:
         return self._conn
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run_on(self._thread, fn, *args)
+
+    async def _run_on(self, thread: SqliteThread, fn: Callable[..., T], *args: Any) -> T:
         try:
-            return await self._thread.run(functools.partial(fn, *args))
+            return await thread.run(functools.partial(fn, *args))
         except sqlite3.OperationalError as exc:
             # What the machine does to the file (a full disk, an I/O error, a lock held too
             # long) is the protocol's "unavailable right now": the worker pauses and says why.
@@ -251,13 +264,22 @@ class SqliteBackend:
         return await self._run(self._timed, step, fn, *args)
 
     def _timed(self, step: UpkeepStep, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` with short turns of the GIL (`short_gil_turns`) and tell `on_upkeep_step`
+        how long it held the thread once it had the write lock: a wait for another writer
+        before that (a producer's transaction, another worker's commit) holds up the hot path's
+        own commits whether a step runs or not."""
+        conn = self._conn
+        if isinstance(conn, StateConnection):
+            conn.locked_at = None
         started = time.perf_counter()
         try:
-            return fn(*args)
+            with short_gil_turns():  # its statements take the GIL back from a busy loop sooner
+                return fn(*args)
         finally:
+            locked = getattr(conn, "locked_at", None)
             observer = self.on_upkeep_step
             if observer is not None:
-                observer(step.value, time.perf_counter() - started)
+                observer(step.value, time.perf_counter() - max(started, locked or started))
 
     # -- producers -------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
@@ -861,9 +883,21 @@ class SqliteBackend:
     async def give_back_space(self) -> bool:
         """After large deletes: checkpoint the WAL without waiting for anyone (PASSIVE), then,
         if that copied every frame, truncate it (quick: nothing is left to copy). Returns
-        whether the WAL was truncated; a reader holding an old snapshot makes it wait for the
-        next call, never this one (`swarmd.storage.sqlite.checkpoint_wal`)."""
-        return await self._upkeep(UpkeepStep.WAL_CHECKPOINT, checkpoint_wal, self.conn)
+        whether the WAL was truncated; a writer or a reader that came since makes it wait for
+        the next call, never this one (`swarmd.storage.sqlite.checkpoint_wal`).
+
+        It runs on a connection and thread of its own (`connect_checkpointer`): the copy and
+        its fsync hold no commit of the hot path, which goes on writing the WAL meanwhile. Its
+        ``wal_checkpoint`` time in `on_upkeep_step` is that thread's, not the hot path's."""
+        if self._checkpoint_conn is None:
+            self._checkpoint_conn = await self._run_on(self._checkpointer, connect_checkpointer, self.path)
+        started = time.perf_counter()
+        try:
+            return await self._run_on(self._checkpointer, checkpoint_wal, self._checkpoint_conn)
+        finally:
+            observer = self.on_upkeep_step
+            if observer is not None:
+                observer(UpkeepStep.WAL_CHECKPOINT.value, time.perf_counter() - started)
 
     async def purge_dead(self, older_than: float) -> int:
         return await self._upkeep(UpkeepStep.PURGE_DEAD, self._purge_dead, older_than)
