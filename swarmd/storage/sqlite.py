@@ -369,26 +369,29 @@ def vacuum_step(conn: sqlite3.Connection, pages: int = VACUUM_PAGES) -> None:
         raise
 
 
-def connect_checkpointer(path: Path) -> sqlite3.Connection:
-    """A second connection to the state database (already opened by `connect`), for WAL
-    checkpoints on a thread of their own: a checkpoint copies the WAL into the database and
-    fsyncs it (tens of milliseconds after a large delete), which SQLite lets run beside the
-    writers of other connections, so that the hot path's commits do not queue behind it. It
-    never waits on a lock (busy_timeout 0): a checkpoint that cannot finish is tried again."""
+def connect_aside(path: Path) -> sqlite3.Connection:
+    """A second connection to the state database (already opened by `connect`), for work on a
+    thread of its own that need not queue behind the hot path's commits: WAL checkpoints (a copy
+    of the WAL into the database and its fsync, tens of milliseconds after a large delete) and
+    long reads of the ledger. SQLite's WAL lets both go on beside the writer of another
+    connection."""
     check_sqlite_files(path)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    conn.execute("PRAGMA busy_timeout = 0")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return conn
 
 
 def checkpoint_wal(conn: sqlite3.Connection) -> bool:
     """Checkpoint the WAL without waiting for anyone (PASSIVE); then, only if that copied every
-    frame, truncate it, which is quick since nothing is left to copy. On a connection with
-    busy_timeout 0 (`connect_checkpointer`), a writer or a reader that came since makes the
-    TRUNCATE give up at once instead of waiting. Returns whether the WAL was truncated (False:
-    the next call tries again)."""
+    frame, truncate it, which is quick since nothing is left to copy, with busy_timeout 0 so that
+    a writer or a reader come since makes it give up at once instead of waiting. Returns whether
+    the WAL was truncated (False: the next call tries again)."""
     busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if busy or frames != copied:
         return False
-    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    conn.execute("PRAGMA busy_timeout = 0")  # someone came since: try next time
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     return not busy

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -126,36 +127,47 @@ async def test_reclaiming_space_lets_a_finish_commit_between_two_vacuum_steps(tm
 
 
 async def _checkpoint_connection(backend: SqliteBackend) -> sqlite3.Connection:
-    """The backend's checkpointing connection, opened by its first checkpoint."""
+    """The backend's second connection (checkpoints, long reads), opened by its first checkpoint."""
     await backend.give_back_space()
-    assert backend._checkpoint_conn is not None and backend._checkpoint_conn is not backend.conn
-    return backend._checkpoint_conn
+    assert backend._aside_conn is not None and backend._aside_conn is not backend.conn
+    return backend._aside_conn
 
 
-async def test_a_wal_checkpoint_holds_no_commit_of_the_hot_path(tmp_path: Path) -> None:
+#: What runs aside, on the second connection and its thread: the statement it starts with, and the call.
+ASIDE: dict[str, tuple[str, Callable[[SqliteBackend], Awaitable[object]]]] = {
+    "wal_checkpoint": ("PRAGMA wal_checkpoint(PASSIVE)", lambda backend: backend.give_back_space()),
+    "archive_read": ("SELECT idx, job_id", lambda backend: backend.ledger_entries(0, 5000)),
+}
+
+
+@pytest.mark.parametrize("work", sorted(ASIDE))
+async def test_work_aside_holds_no_commit_of_the_hot_path(tmp_path: Path, work: str) -> None:
+    """A WAL checkpoint, and the read of a chunk of entries to archive (~33 ms for 5,000), run
+    on a second connection and thread: a finish commits while either is in the middle."""
+    statement, call = ASIDE[work]
     backend = SqliteBackend(tmp_path)
     await backend.open()
     try:
         await backend.submit([new_job(agent="echo", gid="g") for _ in range(500)])
         reserved = await backend.reserve(500, lease=30.0)
-        await backend.finish([_done(r) for r in reserved[:-1]])  # frames in the WAL to copy
-        checkpointer = await _checkpoint_connection(backend)
-        checkpointing = threading.Event()
+        await backend.finish([_done(r) for r in reserved[:-1]])  # frames in the WAL, entries to read
+        aside = await _checkpoint_connection(backend)
+        started = threading.Event()
         finished = threading.Event()
 
-        def trace(sql: str) -> None:  # on the checkpointer's thread, as its checkpoint starts
-            if "wal_checkpoint(PASSIVE)" in sql:
-                checkpointing.set()
-                assert finished.wait(10), "the finish waited for the checkpoint"
+        def trace(sql: str) -> None:  # on the aside thread, as its statement starts
+            if sql.strip().startswith(statement) and not started.is_set():
+                started.set()
+                assert finished.wait(10), "the finish waited for the work aside"
 
-        checkpointer.set_trace_callback(trace)
-        checkpoint = asyncio.create_task(backend.give_back_space())
-        assert await asyncio.to_thread(checkpointing.wait, 10)
+        aside.set_trace_callback(trace)
+        running = asyncio.create_task(call(backend))
+        assert await asyncio.to_thread(started.wait, 10)
         report = await asyncio.wait_for(backend.finish([_done(reserved[-1])]), 10)  # the hot path's commit
         finished.set()
         assert report.ledger_index is not None
-        assert await checkpoint in (True, False)
-        checkpointer.set_trace_callback(None)
+        await running
+        aside.set_trace_callback(None)
     finally:
         await backend.close()
 

@@ -78,7 +78,7 @@ from swarmd.storage.sqlite import (
     StateConnection,
     checkpoint_wal,
     connect,
-    connect_checkpointer,
+    connect_aside,
     connect_readonly,
     free_pages,
     queue_writes,
@@ -187,9 +187,10 @@ class SqliteBackend:
         self._conn: sqlite3.Connection | None = None
         #: ``inline``: statements run on the caller's thread (see `SqliteThread`).
         self._thread = SqliteThread(inline=inline)
-        #: WAL checkpoints run on a connection and thread of their own (`give_back_space`).
-        self._checkpointer = SqliteThread("swarmd-checkpoint", inline=inline)
-        self._checkpoint_conn: sqlite3.Connection | None = None
+        #: A second connection with a thread of its own, for what need not queue behind the hot
+        #: path's commits: WAL checkpoints and long reads of the ledger (`_run_aside`).
+        self._aside = SqliteThread("swarmd-sqlite-aside", inline=inline)
+        self._aside_conn: sqlite3.Connection | None = None
         self._listener: WakeListener | None = None
         #: The wake socket `listen` binds in the state directory (a worker process binds its own,
         #: fed by the supervisor's relay: swarmd.queue.sqlite.wake).
@@ -221,10 +222,10 @@ class SqliteBackend:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
-        if self._checkpoint_conn is not None:
-            checkpointing, self._checkpoint_conn = self._checkpoint_conn, None
-            await self._checkpointer.run(checkpointing.close)
-        self._checkpointer.shutdown()
+        if self._aside_conn is not None:
+            aside, self._aside_conn = self._aside_conn, None
+            await self._aside.run(aside.close)
+        self._aside.shutdown()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await self._thread.run(conn.close)
@@ -241,6 +242,18 @@ class SqliteBackend:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._run_on(self._thread, fn, *args)
+
+    async def _run_aside(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` on the second connection and its own thread (opened at first
+        use; `swarmd.storage.sqlite.connect_aside`): it neither waits for the hot path's
+        commits queued on the backend's thread nor holds them up, since SQLite's WAL lets
+        readers and a checkpointer go on beside the writer. A read-only backend has no second
+        connection: ``fn`` runs on its one connection."""
+        if self.read_only:
+            return await self._run(fn, self.conn, *args)
+        if self._aside_conn is None:
+            self._aside_conn = await self._run_on(self._aside, connect_aside, self.path)
+        return await self._run_on(self._aside, fn, self._aside_conn, *args)
 
     async def _run_on(self, thread: SqliteThread, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -808,10 +821,13 @@ class SqliteBackend:
         return affected
 
     async def ledger_entries(self, start: int = 0, limit: int | None = None) -> list[StoredEntry]:
-        return await self._run(self._ledger_entries, start, limit)
+        # Aside: reading a chunk to archive (5,000 entries) took ~33 ms, which the hot path's
+        # commits queued behind on the backend's thread.
+        return await self._run_aside(self._ledger_entries, start, limit)
 
-    def _ledger_entries(self, start: int, limit: int | None) -> list[StoredEntry]:
-        entries = read_entries(self.conn, start, batch=5000 if limit is None else max(1, min(limit, 5000)))
+    @staticmethod
+    def _ledger_entries(conn: sqlite3.Connection, start: int, limit: int | None) -> list[StoredEntry]:
+        entries = read_entries(conn, start, batch=5000 if limit is None else max(1, min(limit, 5000)))
         if limit is None:
             return list(entries)
         return [entry for _, entry in zip(range(limit), entries, strict=False)]
@@ -821,7 +837,7 @@ class SqliteBackend:
 
     def _ledger_tail(self, n: int) -> list[StoredEntry]:
         next_index, _ = ledger_tail(self.conn)
-        return self._ledger_entries(max(0, next_index - n), n)
+        return self._ledger_entries(self.conn, max(0, next_index - n), n)
 
     async def verify(self) -> VerifyReport:
         return await self._run(lambda: verify(read_entries(self.conn), read_anchor(self.conn)))
@@ -886,14 +902,12 @@ class SqliteBackend:
         whether the WAL was truncated; a writer or a reader that came since makes it wait for
         the next call, never this one (`swarmd.storage.sqlite.checkpoint_wal`).
 
-        It runs on a connection and thread of its own (`connect_checkpointer`): the copy and
+        It runs on a connection and thread of its own (`_run_aside`): the copy and
         its fsync hold no commit of the hot path, which goes on writing the WAL meanwhile. Its
         ``wal_checkpoint`` time in `on_upkeep_step` is that thread's, not the hot path's."""
-        if self._checkpoint_conn is None:
-            self._checkpoint_conn = await self._run_on(self._checkpointer, connect_checkpointer, self.path)
         started = time.perf_counter()
         try:
-            return await self._run_on(self._checkpointer, checkpoint_wal, self._checkpoint_conn)
+            return await self._run_aside(checkpoint_wal)
         finally:
             observer = self.on_upkeep_step
             if observer is not None:
