@@ -21,8 +21,9 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -134,7 +135,7 @@ async def _checkpoint_connection(backend: SqliteBackend) -> sqlite3.Connection:
 
 
 #: What runs aside, on the second connection and its thread: the statement it starts with, and the call.
-ASIDE: dict[str, tuple[str, Callable[[SqliteBackend], Awaitable[object]]]] = {
+ASIDE: dict[str, tuple[str, Callable[[SqliteBackend], Coroutine[Any, Any, object]]]] = {
     "wal_checkpoint": ("PRAGMA wal_checkpoint(PASSIVE)", lambda backend: backend.give_back_space()),
     "archive_read": ("SELECT idx, job_id", lambda backend: backend.ledger_entries(0, 5000)),
 }
@@ -161,7 +162,7 @@ async def test_work_aside_holds_no_commit_of_the_hot_path(tmp_path: Path, work: 
                 assert finished.wait(10), "the finish waited for the work aside"
 
         aside.set_trace_callback(trace)
-        running = asyncio.create_task(call(backend))
+        running: asyncio.Task[object] = asyncio.create_task(call(backend))
         assert await asyncio.to_thread(started.wait, 10)
         report = await asyncio.wait_for(backend.finish([_done(reserved[-1])]), 10)  # the hot path's commit
         finished.set()
