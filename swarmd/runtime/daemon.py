@@ -191,6 +191,8 @@ class Daemon:
         tracing.install_global()
         backend = self.backend = open_backend(settings, state_dir, check_integrity=role is None)
         backend.on_upkeep_step = metrics.observe_upkeep_step  # swarmd_state_upkeep_step_seconds{step}
+        if isinstance(backend, SqliteBackend):
+            backend.checkpoint_aside = True  # no commit of the hot path copies the WAL
         if role is not None and isinstance(backend, SqliteBackend):
             backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
             backend.queue_writes = True  # the workers take turns writing, without busy sleeps

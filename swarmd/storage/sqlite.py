@@ -381,6 +381,12 @@ def connect_aside(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def checkpoint_passive(conn: sqlite3.Connection) -> None:
+    """Copy the WAL's frames written since the last checkpoint into the database, waiting for no
+    one (PASSIVE): the frames a reader still needs stay for the next one."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
 def checkpoint_wal(conn: sqlite3.Connection) -> bool:
     """Checkpoint the WAL without waiting for anyone (PASSIVE); then, only if that copied every
     frame, truncate it, which is quick since nothing is left to copy, with busy_timeout 0 so that

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -29,6 +30,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support.services import require_redis
 
+import swarmd.queue.sqlite.backend as sqlite_backend
 from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import UpkeepStep, new_job
 from swarmd.queue.archiving import FORGET_STEP, Selection, archive_ledger
@@ -255,3 +257,41 @@ async def test_every_redis_housekeeping_script_is_timed_once() -> None:
             keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
             if keys:
                 client.unlink(*keys)
+
+
+def _wal_frames(state: Path) -> tuple[int, int]:
+    """The WAL's frames and how many of them are copied into the database, from the wal-index
+    (``-shm``): mxFrame at byte 16 of its header, nBackfill at byte 96 (native byte order)."""
+    header = (state / "swarmd.db-shm").read_bytes()[:100]
+    return int.from_bytes(header[16:20], sys.byteorder), int.from_bytes(header[96:100], sys.byteorder)
+
+
+@pytest.mark.parametrize("aside", [True, False])
+async def test_the_daemons_backend_copies_the_wal_aside_not_in_its_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aside: bool
+) -> None:
+    """With ``checkpoint_aside`` (the daemon's backend), the WAL is copied into the database by
+    checkpoints on the second connection, not by the commit that crosses SQLite's autocheckpoint
+    (1,000 pages), whose copy and fsync the hot path's commits would queue behind."""
+    monkeypatch.setattr(sqlite_backend, "CHECKPOINT_EVERY", 0.0)  # one after every call, for the test
+    backend = SqliteBackend(tmp_path)
+    backend.checkpoint_aside = aside
+    await backend.open()
+    try:
+        checkpoints: list[str] = []
+        aside_conn = await _checkpoint_connection(backend)
+        aside_conn.set_trace_callback(lambda sql: checkpoints.append(sql) if "wal_checkpoint" in sql else None)
+        await backend.submit([new_job(agent="echo", gid="g", payload="x" * 4000) for _ in range(1500)])
+        frames, copied = _wal_frames(tmp_path)  # before the loop runs anything else
+        assert frames > 1000, "the commit wrote past SQLite's autocheckpoint"
+        if not aside:
+            assert copied == frames and not checkpoints, "SQLite's own checkpoint, inside the commit"
+            return
+        assert copied < frames, "the commit copied the WAL itself"
+        assert backend._checkpointing is not None
+        await backend._checkpointing
+        frames, copied = _wal_frames(tmp_path)
+        assert checkpoints and copied == frames, "a checkpoint aside copied what the commit wrote"
+        aside_conn.set_trace_callback(None)
+    finally:
+        await backend.close()
