@@ -115,12 +115,16 @@ def test_a_full_disk_pauses_the_daemon_which_says_why_and_resumes_by_itself(smal
         assert reason is not None
         assert "database or disk is full" in reason, reason
         assert daemon.get("/healthz")[0] == 200  # not ready, but alive: no restart wanted
-        # Nothing committed is lost, the queued jobs are not reserved, and the daemon runs on
-        # through failed renewals (every second here) and failed reservations.
+        # Nothing committed is lost, every job not recorded is still in the queue, and the daemon
+        # runs on through failed renewals (every second here) and failed reservations. (A commit
+        # may still fit in the part of the WAL a checkpoint already copied, which needs no new
+        # space: some of the running jobs may be recorded, a few queued ones reserved, whose
+        # leases then run out like the others'.)
         wait_until(lambda: leases_expired(state), what="the leases to run out, unrenewed")
         assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log()
-        assert ledger_count(state) == 50
-        assert queue_states(state).get("ready", 0) >= 100
+        recorded = ledger_count(state)
+        assert 50 <= recorded < 170
+        assert recorded + sum(queue_states(state).values()) == 170
         assert daemon.metrics()["swarmd_agents_in_flight"] == 0
         assert daemon.metrics()["swarmd_ready"] == 0
         # A producer is refused with a clear message, and nothing is acknowledged to it.
