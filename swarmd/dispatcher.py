@@ -115,7 +115,9 @@ class _Swarm:
         self.tasks = tasks
         self.results: list[TaskResult | None] = [None] * len(tasks)
         self.metrics = DispatchMetrics(total_tasks=len(tasks), task_durations=[0.0] * len(tasks))
-        self.slots = asyncio.Semaphore(dispatcher.max_concurrent)
+        #: The concurrency limit; None when every task fits under it, so that none ever waits
+        #: (a semaphore no one waits on costs an acquire and a release per task, for nothing).
+        self.slots = asyncio.Semaphore(dispatcher.max_concurrent) if dispatcher.max_concurrent < len(tasks) else None
         self.in_flight = 0
         #: Results whose ledger entry is queued, with the future of its index.
         self.unrecorded: deque[tuple[TaskResult, asyncio.Future[int]]] = deque()
@@ -156,7 +158,10 @@ class _Swarm:
     async def run_one(self, position: int) -> None:
         task = self.tasks[position]
         metrics = self.metrics
-        async with self.slots:
+        slots = self.slots
+        if slots is not None:
+            await slots.acquire()
+        try:
             self.in_flight += 1
             metrics.concurrent_peak = max(metrics.concurrent_peak, self.in_flight)
             current_gid.set(task.gid)  # this task's own context: children inherit it
@@ -175,6 +180,9 @@ class _Swarm:
             finally:
                 self.in_flight -= 1
             duration = metrics.task_durations[position] = time.perf_counter() - started
+        finally:
+            if slots is not None:
+                slots.release()
         violation = identity_violation(task.gid, value)
         if violation is not None:
             metrics.identity_preservation_violations += 1

@@ -12,6 +12,9 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 current_gid: Final[ContextVar[str | None]] = ContextVar("swarmd_current_gid", default=None)
+#: What a result naming a GID may be: a dict is recognised by isinstance's own check, before the
+#: Mapping ABC's (a Python-level ``__instancecheck__`` call per job).
+_MAPPINGS: Final = (dict, Mapping)
 
 
 def get_gid() -> str | None:
@@ -28,7 +31,7 @@ def identity_violation(expected_gid: str, result: Any) -> str | None:
     bound = current_gid.get()
     if bound != expected_gid:
         return f"GID contextvar holds {bound!r}, expected {expected_gid!r}"
-    if isinstance(result, Mapping):
+    if result is not None and isinstance(result, _MAPPINGS):
         claimed = result.get("agent_gid")
         if claimed is not None and claimed != expected_gid:
             return f"result names agent_gid {claimed!r}, expected {expected_gid!r}"

@@ -16,7 +16,11 @@ class SharedLedger:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: list[StoredEntry] = []
+        #: Each entry's fields, in index order: its `StoredEntry` is built when read, not per
+        #: append (a frozen dataclass costs a setattr call per field; a tuple, one allocation).
+        self._rows: list[tuple[int, str | None, str, str, bytes]] = []
+        #: The hash of the last entry (the genesis hash while empty).
+        self._head: str = GENESIS_HASH
         self._jobs: dict[str, int] = {}
 
     async def append(self, entry: Mapping[str, Any]) -> int:
@@ -28,9 +32,10 @@ class SharedLedger:
         with self._lock:
             if job_id is not None and job_id in self._jobs:
                 return self._jobs[job_id]
-            index = len(self._entries)
-            prev = self._entries[-1].hash if self._entries else GENESIS_HASH
-            self._entries.append(StoredEntry(index, job_id, prev, chain_hash(index, prev, record), record))
+            index = len(self._rows)
+            prev = self._head
+            self._head = digest = chain_hash(index, prev, record)
+            self._rows.append((index, job_id, prev, digest, record))
             if job_id is not None:
                 self._jobs[job_id] = index
             return index
@@ -43,10 +48,11 @@ class SharedLedger:
 
     def entries(self) -> list[StoredEntry]:
         with self._lock:
-            return list(self._entries)
+            rows = list(self._rows)
+        return [StoredEntry(*row) for row in rows]
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._rows)
 
     async def verify(self) -> VerifyReport:
         return verify(self.entries())

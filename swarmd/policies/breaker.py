@@ -79,22 +79,20 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a job may run now. In HALF_OPEN, True for one trial until its result is in."""
-        state = self.state
-        if state is CircuitState.CLOSED:
+        if self._state is CircuitState.CLOSED:  # per job: no cooldown to look at, no property call
             return True
-        if state is CircuitState.HALF_OPEN and not self._trial_taken:
+        if self.state is CircuitState.HALF_OPEN and not self._trial_taken:
             self._trial_taken = True
             return True
         return False
 
     def record_success(self) -> None:
         """A run succeeded: closes a half-open breaker, breaks a closed one's failure streak."""
-        state = self.state
-        if state is CircuitState.HALF_OPEN:
-            self._move_to(CircuitState.CLOSED)
-        elif state is CircuitState.CLOSED:
+        if self._state is CircuitState.CLOSED:  # per job: no cooldown to look at, no property call
             self._consecutive_failures = 0
             self._remember(failed=False)
+        elif self.state is CircuitState.HALF_OPEN:
+            self._move_to(CircuitState.CLOSED)
 
     def record_failure(self) -> None:
         """A run failed: may open a closed breaker; reopens a half-open one."""

@@ -445,7 +445,7 @@ class Daemon:
 
 
 #: The dispositions whose commit writes a ledger entry: the job is finished.
-_RECORDED: Final = frozenset({Disposition.DONE, Disposition.DEAD})
+_RECORDED: Final = (Disposition.DONE, Disposition.DEAD)  # a tuple: `in` hashes no Enum (a Python call)
 
 
 def _wake_waiters(waiters: FinishedWaiters, batch: list[Attempt]) -> None:

@@ -40,7 +40,8 @@ class Deadlines:
         """Start (or restart) the timeout of ``job_id``."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        self.cancel(job_id)
+        if job_id in self._deadline:
+            self.cancel(job_id)
         deadline = loop.time() + seconds
         fifo = self._fifos.get(seconds)
         if fifo is None:

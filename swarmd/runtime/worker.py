@@ -81,7 +81,7 @@ HURRIED_WAIT: Final = 0.05
 CRASH_BOUND: Final = 3.0
 COUNTS_EVERY: Final = 2.0
 #: Dispositions that put a job back in the queue with a not_before the puller must look at.
-_REQUEUED: Final = frozenset({Disposition.RETRY, Disposition.RELEASE})
+_REQUEUED: Final = (Disposition.RETRY, Disposition.RELEASE)  # a tuple: `in` hashes no Enum (a Python call)
 
 
 def make_limit(settings: Settings) -> ConcurrencyLimit:

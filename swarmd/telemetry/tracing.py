@@ -134,8 +134,9 @@ class Tracing:
         self._ids: _PresetTraceIds | None = None
         #: The id generator the tracer uses, when it is ours: the swarm span's ids are set on it.
         self._generator: _PresetTraceIds | None = None
-        #: A root span is sampled iff its trace id's low 64 bits are below this (None: ask the sampler).
-        self._root_bound: int | None = None
+        #: The provider's own id generator, and the bound a root span's trace id (its low 64 bits)
+        #: must be under to be sampled (None: ask the sampler).
+        self._roots: tuple[IdGenerator, int] | None = None
         #: The flags of a dropped root span, drawn by the provider's generator.
         self._dropped_flags = TraceFlags(TraceFlags.DEFAULT)
         if provider is not None:
@@ -153,7 +154,9 @@ class Tracing:
                 self._generator = ids
                 if _decides_by_trace_id(self._sampler):
                     self._ids = ids
-                    self._root_bound = _root_bound(self._sampler)
+                    bound = _root_bound(self._sampler)
+                    if bound is not None:
+                        self._roots = (ids.inner, bound)
                     if ids.is_trace_id_random():
                         self._dropped_flags = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 
@@ -259,9 +262,9 @@ class Tracing:
         if tracer is None:
             return _NULL
         ids = self._ids
-        bound = self._root_bound
-        if not traceparent and bound is not None and ids is not None:  # a root span, decided by its trace id
-            inner = ids.inner
+        roots = self._roots
+        if not traceparent and roots is not None and ids is not None:  # a root span, decided by its trace id
+            inner, bound = roots
             trace_id = inner.generate_trace_id()
             if trace_id & _TRACE_ID_LOW64 >= bound:  # dropped: the sampler would say so, and adds nothing
                 context = SpanContext(trace_id, inner.generate_span_id(), False, self._dropped_flags)
