@@ -36,8 +36,10 @@ from swarmd.ledger.chain import Anchor, StoredEntry, VerifyReport, verify
 CRASH_ENV: Final = "SWARMD_TEST_ARCHIVE_CRASH"
 _reached: dict[str, int] = {}
 SEGMENT_PATTERN: Final = re.compile(r"^ledger-(\d{12})-(\d{12})\.jsonl\.gz\Z")
-#: gzip level: segments are written once and read rarely; 6 is zlib's balance of size and speed.
-COMPRESSION_LEVEL: Final = 6
+#: gzip level: segments are written by the daemon's housekeeping, beside the hot path, and read
+#: rarely. Level 1 measured 3.3 us of CPU an entry against 9.2 at zlib's default 6, for
+#: segments 9% larger (73 against 67 bytes an entry).
+COMPRESSION_LEVEL: Final = 1
 
 
 class _Line(msgspec.Struct, frozen=True):
@@ -48,7 +50,7 @@ class _Line(msgspec.Struct, frozen=True):
     record: str
 
 
-_encode: Final = msgspec.json.Encoder().encode
+_encode_lines: Final = msgspec.json.Encoder().encode_lines
 _decode: Final = msgspec.json.Decoder(_Line).decode
 
 
@@ -112,19 +114,21 @@ def write_segment(directory: Path, entries: Sequence[StoredEntry]) -> Path:
     if last - first + 1 != len(entries):
         raise ValueError(f"entries {first}..{last} are not contiguous")
     final = directory / segment_name(first, last)
+    lines: list[_Line] = []
+    for entry in entries:
+        try:
+            text = entry.record.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArchiveError(f"ledger entry {entry.index}", "record is not UTF-8: verify the ledger") from None
+        lines.append(_Line(entry.index, entry.job_id, entry.prev_hash, entry.hash, text))
+    # One encode and one compress for the whole segment (a few MB): per line, the two calls
+    # into GzipFile cost more than the compression itself.
+    data = gzip.compress(_encode_lines(lines), compresslevel=COMPRESSION_LEVEL, mtime=0)
     temp = directory / f".{final.name}.{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESSION_LEVEL, mtime=0) as out:
-                for entry in entries:
-                    try:
-                        text = entry.record.decode("utf-8")
-                    except UnicodeDecodeError:
-                        where = f"ledger entry {entry.index}"
-                        raise ArchiveError(where, "record is not UTF-8: verify the ledger") from None
-                    out.write(_encode(_Line(entry.index, entry.job_id, entry.prev_hash, entry.hash, text)))
-                    out.write(b"\n")
+            raw.write(data)
             raw.flush()
             os.fsync(raw.fileno())
         crash_point("segment_temp")
