@@ -32,7 +32,8 @@ def test_holds_per_step_and_over_all_rounds() -> None:
     assert holds["vacuum"] == {"count": 1, "within_target_share": 1.0, "highest_bucket_s": 0.0005}
     assert holds["wal_checkpoint"] == {"count": 1, "within_target_share": 0.0, "highest_bucket_s": 0.015}
     assert holds["expire"] == {"count": 0, "within_target_share": None, "highest_bucket_s": None}
-    assert holds["all"] == {"count": 6, "within_target_share": 4 / 6, "highest_bucket_s": 0.015}
+    # all: the steps on the backend's thread; the checkpoint runs aside, beside the hot path
+    assert holds["all"] == {"count": 5, "within_target_share": 4 / 5, "highest_bucket_s": 0.008}
 
 
 def test_a_hold_past_the_last_bucket_reads_infinite() -> None:
