@@ -243,6 +243,7 @@ class SqliteBackend:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+        self.checkpoint_aside = False  # a call ending during the close starts none
         if self._checkpointing is not None:
             await self._checkpointing  # one PASSIVE checkpoint: it waits for nobody
             self._checkpointing = None
