@@ -12,9 +12,9 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 current_gid: Final[ContextVar[str | None]] = ContextVar("swarmd_current_gid", default=None)
-#: What a result naming a GID may be: a dict is recognised by isinstance's own check, before the
-#: Mapping ABC's (a Python-level ``__instancecheck__`` call per job).
-_MAPPINGS: Final = (dict, Mapping)
+#: What ``isinstance`` checks for a mapping on a per-job path: a dict is recognised by its own
+#: check, before the Mapping ABC's (a Python-level ``__instancecheck__`` call per job).
+MAPPING_TYPES: Final = (dict, Mapping)
 
 
 def get_gid() -> str | None:
@@ -31,7 +31,7 @@ def identity_violation(expected_gid: str, result: Any) -> str | None:
     bound = current_gid.get()
     if bound != expected_gid:
         return f"GID contextvar holds {bound!r}, expected {expected_gid!r}"
-    if result is not None and isinstance(result, _MAPPINGS):
+    if result is not None and isinstance(result, MAPPING_TYPES):
         claimed = result.get("agent_gid")
         if claimed is not None and claimed != expected_gid:
             return f"result names agent_gid {claimed!r}, expected {expected_gid!r}"

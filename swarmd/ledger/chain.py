@@ -18,14 +18,12 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from swarmd.errors import ArchiveError, LedgerEntryError
+from swarmd.identity import MAPPING_TYPES
 from swarmd.model import plain_strings
 
 GENESIS_HASH: Final = "0" * 64
 #: Encodes a record with sorted keys: the canonical bytes the chain hashes.
 CANONICAL_ENCODER: Final = msgspec.json.Encoder(order="sorted", enc_hook=plain_strings)
-#: What an entry may be: a dict is recognised by isinstance's own check, before the Mapping
-#: ABC's (a Python-level ``__instancecheck__`` call per entry).
-_MAPPINGS: Final = (dict, Mapping)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +98,7 @@ def canonical_record(entry: Mapping[str, Any]) -> bytes:
     Refuses, writing nothing, an entry without a non-empty string ``agent_gid`` or one that
     is not JSON data.
     """
-    if not isinstance(entry, _MAPPINGS):
+    if not isinstance(entry, MAPPING_TYPES):
         raise LedgerEntryError("$", f"entry must be a mapping, not {type(entry).__name__}")
     gid = entry.get("agent_gid")
     if not isinstance(gid, str) or not gid:

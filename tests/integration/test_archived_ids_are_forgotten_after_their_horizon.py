@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from support.backends import make_backend, opened
 from support.ledger_fill import finish_jobs
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 from swarmd.errors import JobValidationError
 from swarmd.ledger.records import OutcomeRecord
@@ -182,9 +182,4 @@ async def test_a_redis_prefix_from_before_the_horizon_keeps_its_archived_ids_ref
         assert DEFAULT_HORIZON - 5 <= ttl <= DEFAULT_HORIZON + (grain_hours(DEFAULT_HORIZON) + 1) * UNIT
     finally:
         await backend.close()
-        import redis  # noqa: PLC0415
-
-        with redis.Redis.from_url(url) as sync:
-            keys = list(sync.scan_iter(match=f"{p}*", count=1000))
-            if keys:
-                sync.unlink(*keys)
+        forget_prefix(url, prefix)

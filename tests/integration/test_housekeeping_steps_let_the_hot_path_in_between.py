@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from support.services import require_redis
+from support.services import forget_prefix, require_redis
 
 import swarmd.queue.sqlite.backend as sqlite_backend
 from swarmd.ledger.records import OutcomeRecord
@@ -85,7 +85,7 @@ async def test_reclaiming_space_lets_a_finish_commit_between_two_vacuum_steps(tm
         # What SQLite executes on the backend's thread and on the checkpointer's, in order.
         executed: list[str] = []
         backend.conn.set_trace_callback(lambda sql: executed.append(sql.strip()))
-        checkpointer = await _checkpoint_connection(backend)
+        checkpointer = await _aside_connection(backend)
         checkpointer.set_trace_callback(lambda sql: executed.append("checkpointer: " + sql.strip()))
         first_step_held = threading.Event()
         finish_queued = threading.Event()
@@ -129,7 +129,7 @@ async def test_reclaiming_space_lets_a_finish_commit_between_two_vacuum_steps(tm
         await backend.close()
 
 
-async def _checkpoint_connection(backend: SqliteBackend) -> sqlite3.Connection:
+async def _aside_connection(backend: SqliteBackend) -> sqlite3.Connection:
     """The backend's second connection (checkpoints, long reads), opened by its first checkpoint."""
     await backend.give_back_space()
     assert backend._aside_conn is not None and backend._aside_conn is not backend.conn
@@ -154,7 +154,7 @@ async def test_work_aside_holds_no_commit_of_the_hot_path(tmp_path: Path, work: 
         await backend.submit([new_job(agent="echo", gid="g") for _ in range(500)])
         reserved = await backend.reserve(500, lease=30.0)
         await backend.finish([_done(r) for r in reserved[:-1]])  # frames in the WAL, entries to read
-        aside = await _checkpoint_connection(backend)
+        aside = await _aside_connection(backend)
         started = threading.Event()
         finished = threading.Event()
 
@@ -229,8 +229,6 @@ async def test_every_sqlite_housekeeping_step_is_timed_once(tmp_path: Path) -> N
 
 @pytest.mark.redis
 async def test_every_redis_housekeeping_script_is_timed_once() -> None:
-    import redis  # noqa: PLC0415 - redis-py is optional
-
     from swarmd.queue.redis.backend import RedisBackend  # noqa: PLC0415 - redis-py is optional
 
     url = require_redis()
@@ -253,10 +251,7 @@ async def test_every_redis_housekeeping_script_is_timed_once() -> None:
         assert _steps(metrics, UpkeepStep.VACUUM) == _steps(metrics, UpkeepStep.WAL_CHECKPOINT) == 0  # none on Redis
     finally:
         await backend.close()
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
-            if keys:
-                client.unlink(*keys)
+        forget_prefix(url, prefix)
 
 
 def _wal_frames(state: Path) -> tuple[int, int]:
@@ -279,7 +274,7 @@ async def test_the_daemons_backend_copies_the_wal_aside_not_in_its_commits(
     await backend.open()
     try:
         checkpoints: list[str] = []
-        aside_conn = await _checkpoint_connection(backend)
+        aside_conn = await _aside_connection(backend)
         aside_conn.set_trace_callback(lambda sql: checkpoints.append(sql) if "wal_checkpoint" in sql else None)
         await backend.submit([new_job(agent="echo", gid="g", payload="x" * 4000) for _ in range(1500)])
         frames, copied = _wal_frames(tmp_path)  # before the loop runs anything else

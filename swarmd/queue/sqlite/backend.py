@@ -336,9 +336,12 @@ class SqliteBackend:
                 return fn(*args)
         finally:
             locked = getattr(conn, "locked_at", None)
-            observer = self.on_upkeep_step
-            if observer is not None:
-                observer(step.value, time.perf_counter() - max(started, locked or started))
+            self._observe(step, time.perf_counter() - max(started, locked or started))
+
+    def _observe(self, step: UpkeepStep, seconds: float) -> None:
+        observer = self.on_upkeep_step
+        if observer is not None:
+            observer(step.value, seconds)
 
     # -- producers -------------------------------------------------------------------------
     async def submit(self, jobs: Sequence[Job], plans: Sequence[SwarmPlan] = ()) -> list[str]:
@@ -955,9 +958,7 @@ class SqliteBackend:
         try:
             return await self._run_aside(checkpoint_wal)
         finally:
-            observer = self.on_upkeep_step
-            if observer is not None:
-                observer(UpkeepStep.WAL_CHECKPOINT.value, time.perf_counter() - started)
+            self._observe(UpkeepStep.WAL_CHECKPOINT, time.perf_counter() - started)
 
     async def purge_dead(self, older_than: float) -> int:
         return await self._upkeep(UpkeepStep.PURGE_DEAD, self._purge_dead, older_than)
