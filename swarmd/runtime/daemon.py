@@ -193,9 +193,9 @@ class Daemon:
         backend.on_upkeep_step = metrics.observe_upkeep_step  # swarmd_state_upkeep_step_seconds{step}
         if isinstance(backend, SqliteBackend):
             backend.checkpoint_aside = True  # no commit of the hot path copies the WAL
-        if role is not None and isinstance(backend, SqliteBackend):
-            backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
-            backend.queue_writes = True  # the workers take turns writing, without busy sleeps
+            if role is not None:
+                backend.wake_socket = worker_socket_name(role.index)  # fed by the supervisor's relay
+                backend.queue_writes = True  # the workers take turns writing, without busy sleeps
         await backend.open()
         try:
             # Every lease at start, under the state lock; a worker of a supervisor returns only
