@@ -219,6 +219,17 @@ def new_job_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
+#: What `new_job_id` makes: 12 hex digits of milliseconds, then 20 of randomness.
+_MADE_ID: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def job_id_made_ms(job_id: str) -> int:
+    """The Unix millisecond a job id made by `new_job_id` starts with; 0 for any other id
+    (one a submitter chose). Only an ordering hint, never proof: anyone may submit an id that
+    looks made."""
+    return int(job_id[:12], 16) if _MADE_ID.fullmatch(job_id) else 0
+
+
 def new_job_ids(n: int) -> list[str]:
     """``n`` job ids from one read of the random source (for batches), in increasing order:
     sorting a batch's ids gives back the order its jobs were submitted in."""

@@ -1,10 +1,10 @@
 """The horizon of archived job ids: how long an archived id is still refused, in generations.
 
-When ledger entries are archived, each job id is remembered (a 64-bit hash of it) so that the
-job stays finished: its id is refused at submit, and a late outcome of it (a lost lease) writes
-nothing. Remembered forever, that index would grow with the job count (~15 bytes a job on
-SQLite); so each id is remembered for ``remember_for`` seconds (the ``archived_id_ttl``
-setting) after it was archived, then forgotten.
+When ledger entries are archived, each job id is remembered (when it was made and a 64-bit hash
+of it: `swarmd.ledger.sqlite.archived_id_key`) so that the job stays finished: its id is refused
+at submit, and a late outcome of it (a lost lease) writes nothing. Remembered forever, that index
+would grow with the job count (~28 bytes a job on SQLite); so each id is remembered for
+``remember_for`` seconds (the ``archived_id_ttl`` setting) after it was archived, then forgotten.
 
 Ids are kept in **generations** named by the hour at whose start they are forgotten
 (`generation`: hours since the Unix epoch). An id archived at ``t`` goes into the first
@@ -29,6 +29,10 @@ from typing import Final
 
 from swarmd.config import Settings, archived_id_ttl_seconds
 
+#: The ``meta`` key naming the newest generation that holds ids archived before their keys had
+#: a millisecond (schema version 7): those rows have millisecond 0, and lookups probe it too
+#: until that generation is forgotten.
+UNORDERED_IDS_KEY: Final = "archived_ids_unordered_through"
 #: Seconds in one unit of a generation's number (an hour).
 UNIT: Final = 3600
 #: About how many generations a horizon is cut into (the lookups probe each live one).

@@ -103,6 +103,29 @@ def _archived_ids_are_remembered_for_a_horizon(conn: sqlite3.Connection) -> None
     conn.execute("DROP TABLE archived_jobs")
 
 
+def _archived_ids_are_kept_in_the_order_they_were_made(conn: sqlite3.Connection) -> None:
+    """Version 7: ``archived_ids (gen, made_ms, id_hash)`` replaces ``(gen, id_key)``. The
+    millisecond a made id carries (`swarmd.model.job_id_made_ms`; 0 for chosen ids) comes
+    before the hash in the primary key, so that a forgetting step's ids, made at about the same
+    time, are inserted at the end of their generation's b-tree instead of all over it. Rows of
+    version 6 keep their hash with millisecond 0; ``meta`` names their newest generation
+    (`horizon.UNORDERED_IDS_KEY`), and lookups probe millisecond 0 too until it is forgotten."""
+    conn.execute(
+        "CREATE TABLE archived_ids_made ("
+        " gen INTEGER NOT NULL, made_ms INTEGER NOT NULL, id_hash INTEGER NOT NULL,"
+        " PRIMARY KEY (gen, made_ms, id_hash)) WITHOUT ROWID"
+    )
+    conn.execute("INSERT INTO archived_ids_made (gen, made_ms, id_hash) SELECT gen, 0, id_key FROM archived_ids")
+    (newest,) = conn.execute("SELECT max(gen) FROM archived_ids").fetchone()
+    if newest is not None:
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (horizon.UNORDERED_IDS_KEY, str(newest)),
+        )
+    conn.execute("DROP TABLE archived_ids")
+    conn.execute("ALTER TABLE archived_ids_made RENAME TO archived_ids")
+
+
 #: Every migration after `BASE_VERSION`, in order.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "jobs may carry submitted_by (the API socket's peer)", _jobs_name_their_submitter),
@@ -113,6 +136,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         6,
         "archived job ids move to archived_ids, by generation, forgotten after archived_id_ttl",
         _archived_ids_are_remembered_for_a_horizon,
+    ),
+    Migration(
+        7,
+        "archived_ids are keyed by the millisecond their id was made, then its hash",
+        _archived_ids_are_kept_in_the_order_they_were_made,
     ),
 )
 

@@ -41,7 +41,7 @@ PAST_IT = HORIZON + (grain_hours(HORIZON) + 1) * UNIT
 def _sqlite_rows(backend: QueueBackend) -> list[tuple[int, int]]:
     assert isinstance(backend, SqliteBackend)
     with sqlite3.connect(backend.state_dir / DB_NAME) as conn:
-        return [(int(g), int(k)) for g, k in conn.execute("SELECT gen, id_key FROM archived_ids")]
+        return [(int(g), int(k)) for g, k in conn.execute("SELECT gen, id_hash FROM archived_ids")]
 
 
 async def _generation_keys(backend: Any) -> dict[str, int]:

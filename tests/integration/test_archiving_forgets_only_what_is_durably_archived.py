@@ -25,7 +25,7 @@ from swarmd.model import new_job
 from swarmd.queue.archiving import Selection, archive_ledger, older_than
 from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
-from swarmd.storage.horizon import DEFAULT_HORIZON, generation, grain_hours
+from swarmd.storage.horizon import DEFAULT_HORIZON, UNORDERED_IDS_KEY, generation, grain_hours
 from swarmd.storage.migrations import MIGRATIONS, known_version
 
 __all__ = ["make_backend"]  # the fixture, on both backends
@@ -129,6 +129,14 @@ _UNDO_STEP: dict[int, tuple[str, ...]] = {
         "CREATE TABLE archived_jobs (id_key INTEGER PRIMARY KEY) WITHOUT ROWID",
         "INSERT OR IGNORE INTO archived_jobs (id_key) SELECT id_key FROM archived_ids",
         "DROP TABLE archived_ids",
+    ),
+    _ARCHIVING_STEP + 3: (  # archived_ids keyed by (gen, id_key) again: the hash, no millisecond
+        "CREATE TABLE archived_ids_v6 (gen INTEGER NOT NULL, id_key INTEGER NOT NULL,"
+        " PRIMARY KEY (gen, id_key)) WITHOUT ROWID",
+        "INSERT OR IGNORE INTO archived_ids_v6 (gen, id_key) SELECT gen, id_hash FROM archived_ids",
+        "DROP TABLE archived_ids",
+        "ALTER TABLE archived_ids_v6 RENAME TO archived_ids",
+        f"DELETE FROM meta WHERE key = '{UNORDERED_IDS_KEY}'",
     ),
 }
 
