@@ -99,6 +99,16 @@ def target_lines(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _retention_cost(cost: dict[str, Any]) -> str:
+    """The soak's in-process cost of retention against the hot path's, per job, on the backend."""
+    hot = ", ".join(f"{name} {us:.1f}" for name, us in cost["hot_path_us_per_job"].items())
+    kept = ", ".join(f"{name} {us:.1f}" for name, us in cost["retention_us_per_job"].items())
+    return (
+        f"\n  per job on the backend (in process, {cost['jobs']:,} jobs): hot path {cost['hot_us']:.1f} us ({hot}); "
+        f"retention {cost['retention_us']:.1f} us ({kept}): on/off bound {cost['serial_bound']:.3f}"
+    )
+
+
 def summary(result: dict[str, Any]) -> str:
     """A scenario's result as a few lines for a reader, its targets last; JSON for a scenario
     without a summary."""
@@ -200,6 +210,7 @@ def _summary(result: dict[str, Any]) -> str:
                 if "retention_rounds" in result
                 else ""
             )
+            + (_retention_cost(result["retention_cost"]) if "retention_cost" in result else "")
             + "".join(
                 f"\n  upkeep holds, {step}: {row['count']} steps, "
                 + (

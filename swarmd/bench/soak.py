@@ -14,7 +14,11 @@ Bounded state: the state's size on disk (database, WAL, archive) before the firs
 after the last entry, and per job; then the cost of retention, in interleaved paired rounds:
 each round runs `ROUND_JOBS` jobs with idempotency keys through a fresh daemon with retention
 on and through one with it off (`RETENTION`; which goes first alternates), and the median of
-the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`.
+the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`. Each
+retention-on round also reports the ledger entries still live at its end (about the 5,000 it
+keeps if archiving kept up). Beside the rounds, `swarmd.bench.retention_cost` measures in
+process what retention costs the backend per job against what the hot path costs it, and the
+ratio those two bound the rounds to.
 
 Holds of housekeeping: at the end of each retention-on round, the daemon's
 ``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread once
@@ -47,6 +51,7 @@ from typing import Any, Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from swarmd.bench.helpers import BenchError, all_met, ledger_count, readonly_ledger, spread, target
+from swarmd.bench.retention_cost import bench_retention_cost
 from swarmd.client import Client
 from swarmd.model import UpkeepStep
 from swarmd.runtime.retention import measure_state
@@ -63,9 +68,15 @@ WARMUP: Final = 0.1
 RSS_FLAT: Final = 0.05
 #: Slowest acceptable /metrics and /healthz answer, in seconds.
 LATENCY_TARGET: Final = 0.1
-#: Paired rounds of retention on against off, and jobs per round (per side).
+#: Paired rounds of retention on against off, and jobs per round (per side). A round must be
+#: long enough for retention to reach its steady state, archiving as fast as jobs finish: about
+#: 8 s at 12,000 jobs/s, eight archive rounds. Rounds of 20,000 jobs (under 2 s) ended during
+#: the first archive round, so they measured little of its cost (0.95 where steady rounds give
+#: 0.75-0.85 on the same machine).
 ROUNDS: Final = 5
-ROUND_JOBS: Final = 20_000
+ROUND_JOBS: Final = 100_000
+#: Jobs through the in-process measure of retention's cost (`swarmd.bench.retention_cost`).
+COST_JOBS: Final = 50_000
 #: Lowest acceptable median of the paired throughput ratios, retention on / off.
 RETENTION_RATIO_TARGET: Final = 0.9
 #: The hold of the backend by one housekeeping step the report counts steps within, in seconds
@@ -275,10 +286,10 @@ def upkeep_holds(buckets: Mapping[str, Mapping[float, float]]) -> dict[str, dict
     return report
 
 
-def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int, str]:
+def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int, str, int]:
     """Run ``jobs`` no-op jobs with idempotency keys through a fresh daemon with ``env``; return
     (jobs per second, first submit to last ledger entry; bytes of state at the end; its /metrics
-    text at the end)."""
+    text at the end; ledger entries still live at the end, the rest archived)."""
     state = parent / name
     with LocalDaemon(state, env=env, log_level="warning") as daemon, Client(state) as client:
         conn = readonly_ledger(state)
@@ -292,13 +303,14 @@ def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[
                 client.submit_many(specs)
             wait_until(lambda: ledger_count(conn) >= jobs, timeout=max(120, jobs / 100), what=f"{name}", step=0.01)
             wall = time.perf_counter() - started
+            (live,) = conn.execute("SELECT count(*) FROM ledger").fetchone()
         finally:
             conn.close()
         status, exposition = daemon.get("/metrics")
         if status != 200:
             raise BenchError(f"soak: {name}: /metrics answered {status}")
         size = measure_state(daemon.state_dir, daemon.state_dir / "archive").total
-    return jobs / wall, size, exposition
+    return jobs / wall, size, exposition, int(live)
 
 
 def bench_retention_rounds(
@@ -315,9 +327,10 @@ def bench_retention_rounds(
                 sides.reverse()  # which goes first alternates: drift hits both sides alike
             pair: dict[str, float] = {}
             for side, env in sides:
-                rate, size, exposition = _round(Path(parent), f"round{n}-{side}", jobs, env)
+                rate, size, exposition, live = _round(Path(parent), f"round{n}-{side}", jobs, env)
                 if side == "on":
                     _add_buckets(holds, upkeep_buckets(exposition))
+                    pair["on_live_entries"] = live  # archiving kept up if near the 5,000 kept
                 _add_buckets(commits[side], histogram_buckets(exposition, COMMIT_METRIC))
                 pair[f"{side}_jobs_per_s"] = rate
                 pair[f"{side}_state_bytes"] = size
@@ -352,10 +365,11 @@ def bench_soak(
     *,
     rounds: int = ROUNDS,
     round_jobs: int = ROUND_JOBS,
+    cost_jobs: int = COST_JOBS,
 ) -> dict[str, Any]:
     """The scenario; the daemon's state goes to ``state_dir`` (default: a temporary directory,
     deleted afterwards). ``rounds`` pairs of ``round_jobs`` jobs compare retention on and off
-    (0: not measured)."""
+    (0: not measured), and ``cost_jobs`` jobs measure retention's cost in process."""
     with contextlib.ExitStack() as stack:
         state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
         with LocalDaemon(state, log_level="warning") as daemon, Client(state) as client:
@@ -380,7 +394,10 @@ def bench_soak(
                 after = measure_state(state, state / "archive")
             finally:
                 conn.close()
-    retention: dict[str, Any] = bench_retention_rounds(rounds, round_jobs) if rounds else {"retention_met": True}
+    retention: dict[str, Any] = {"retention_met": True}
+    if rounds:
+        retention = bench_retention_rounds(rounds, round_jobs)
+        retention["retention_cost"] = bench_retention_cost(cost_jobs)
     warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes

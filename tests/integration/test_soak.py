@@ -21,7 +21,9 @@ JOBS = 20_000
 @pytest.mark.slow
 def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    result = soak_bench.bench_soak(jobs=JOBS, sample_every=0.05, state_dir=state, rounds=2, round_jobs=2000)
+    result = soak_bench.bench_soak(
+        jobs=JOBS, sample_every=0.05, state_dir=state, rounds=2, round_jobs=2000, cost_jobs=5000
+    )
 
     entries = ledger(state)  # the scenario checked them against the submitted ids; again, from outside
     assert len(entries) == JOBS == result["ledger_entries"]
@@ -48,6 +50,14 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     rounds = result["retention_rounds"]
     assert len(rounds) == 2 and all(r["ratio"] == r["on_jobs_per_s"] / r["off_jobs_per_s"] > 0 for r in rounds)
     assert isinstance(result["retention_met"], bool)
+    assert all(0 <= r["on_live_entries"] <= 2000 for r in rounds)
+    # what retention costs per job in process, against the hot path, and the bound they set
+    cost = result["retention_cost"]
+    assert cost["jobs"] == 5000
+    assert set(cost["retention_us_per_job"]) == {"expire", "read_and_write", "forget", "vacuum"}
+    assert all(us > 0 for us in [*cost["hot_path_us_per_job"].values(), cost["retention_us_per_job"]["forget"]])
+    assert cost["serial_bound"] == cost["hot_us"] / (cost["hot_us"] + cost["retention_us"])
+    assert 0 < cost["serial_bound"] < 1
     # the retention-on daemons' housekeeping holds, read from their /metrics
     holds = result["upkeep_holds"]
     assert holds["expire"]["count"] > 0 and holds["all"]["count"] >= holds["expire"]["count"]
