@@ -12,13 +12,14 @@ the growth from warm-up to the end (flat, no leak: within `RSS_FLAT`); the slowe
 
 Bounded state: the state's size on disk (database, WAL, archive) before the first submit and
 after the last entry, and per job; then the cost of retention, in interleaved paired rounds:
-each round runs `ROUND_JOBS` jobs with idempotency keys through a fresh daemon with retention
+each round runs `ROUND_JOBS` no-op jobs with idempotency keys through a fresh daemon with retention
 on and through one with it off (`RETENTION`; which goes first alternates), and the median of
 the paired throughput ratios (on / off) must be at least `RETENTION_RATIO_TARGET`. Each
 retention-on round also reports the ledger entries still live at its end (about the 5,000 it
 keeps if archiving kept up). Beside the rounds, `swarmd.bench.retention_cost` measures in
 process what retention costs the backend per job against what the hot path costs it, and the
-ratio those two bound the rounds to.
+ratio those two bound the rounds to; and `PACED_ROUNDS` more pairs run `PACED` jobs (50 ms
+each), which leave the backend room for retention: reported, without a target.
 
 Holds of housekeeping: at the end of each retention-on round, the daemon's
 ``swarmd_state_upkeep_step_seconds{step}`` (each step's hold of the backend's one thread once
@@ -116,6 +117,28 @@ class RetentionSetting:
 
 
 RETENTION: Final = RetentionSetting()
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """What the paired rounds' jobs run: ``agent`` with ``payload`` (``name`` says it in reports)."""
+
+    name: str
+    agent: str
+    payload: Any = None
+
+
+#: No-op jobs: the daemon runs them as fast as its backend's one thread commits them, so
+#: retention's work competes with the hot path's for that thread (`swarmd.bench.retention_cost`
+#: measures the bound this sets).
+NO_OP: Final = Workload("no-op", "echo")
+#: Jobs that take 50 ms each (the builtin ``sleep``) at the default concurrency of 256: at most
+#: 5,120 jobs/s, under what the backend sustains with retention on, so that retention's work
+#: fits beside the hot path's: what a daemon whose handlers do real work sees.
+PACED: Final = Workload("50 ms", "sleep", {"seconds": 0.05})
+#: Paired rounds of PACED jobs, and jobs per round (about 12 s a side).
+PACED_ROUNDS: Final = 3
+PACED_JOBS: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +309,10 @@ def upkeep_holds(buckets: Mapping[str, Mapping[float, float]]) -> dict[str, dict
     return report
 
 
-def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[float, int, str, int]:
-    """Run ``jobs`` no-op jobs with idempotency keys through a fresh daemon with ``env``; return
+def _round(
+    parent: Path, name: str, jobs: int, env: Mapping[str, str], workload: Workload = NO_OP
+) -> tuple[float, int, str, int]:
+    """Run ``jobs`` jobs of ``workload`` with idempotency keys through a fresh daemon with ``env``; return
     (jobs per second, first submit to last ledger entry; bytes of state at the end; its /metrics
     text at the end; ledger entries still live at the end, the rest archived)."""
     state = parent / name
@@ -297,7 +322,12 @@ def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[
             started = time.perf_counter()
             for start in range(0, jobs, BATCH):
                 specs = [
-                    {"agent": "echo", "gid": f"GID-{i % 1000}", "idempotency_key": f"{name}-{i}"}
+                    {
+                        "agent": workload.agent,
+                        "payload": workload.payload,
+                        "gid": f"GID-{i % 1000}",
+                        "idempotency_key": f"{name}-{i}",
+                    }
                     for i in range(start, min(start + BATCH, jobs))
                 ]
                 client.submit_many(specs)
@@ -314,9 +344,9 @@ def _round(parent: Path, name: str, jobs: int, env: Mapping[str, str]) -> tuple[
 
 
 def bench_retention_rounds(
-    rounds: int = ROUNDS, jobs: int = ROUND_JOBS, setting: RetentionSetting = RETENTION
+    rounds: int = ROUNDS, jobs: int = ROUND_JOBS, setting: RetentionSetting = RETENTION, workload: Workload = NO_OP
 ) -> dict[str, Any]:
-    """Throughput with retention on against off, in ``rounds`` interleaved pairs."""
+    """Throughput with retention on against off, in ``rounds`` interleaved pairs of ``workload``."""
     pairs: list[dict[str, float]] = []
     holds: dict[str, dict[float, float]] = {}
     commits: dict[str, dict[str, dict[float, float]]] = {"on": {}, "off": {}}
@@ -327,7 +357,7 @@ def bench_retention_rounds(
                 sides.reverse()  # which goes first alternates: drift hits both sides alike
             pair: dict[str, float] = {}
             for side, env in sides:
-                rate, size, exposition, live = _round(Path(parent), f"round{n}-{side}", jobs, env)
+                rate, size, exposition, live = _round(Path(parent), f"round{n}-{side}", jobs, env, workload)
                 if side == "on":
                     _add_buckets(holds, upkeep_buckets(exposition))
                     pair["on_live_entries"] = live  # archiving kept up if near the 5,000 kept
@@ -338,6 +368,7 @@ def bench_retention_rounds(
             pairs.append(pair)
     median = spread([pair["ratio"] for pair in pairs])["median"]
     return {
+        "retention_workload": workload.name,
         "retention_rounds": pairs,
         "retention_round_jobs": jobs,
         "retention_median_ratio": median,
@@ -366,10 +397,14 @@ def bench_soak(
     rounds: int = ROUNDS,
     round_jobs: int = ROUND_JOBS,
     cost_jobs: int = COST_JOBS,
+    paced_rounds: int = PACED_ROUNDS,
+    paced_jobs: int = PACED_JOBS,
 ) -> dict[str, Any]:
     """The scenario; the daemon's state goes to ``state_dir`` (default: a temporary directory,
-    deleted afterwards). ``rounds`` pairs of ``round_jobs`` jobs compare retention on and off
-    (0: not measured), and ``cost_jobs`` jobs measure retention's cost in process."""
+    deleted afterwards). ``rounds`` pairs of ``round_jobs`` no-op jobs compare retention on and
+    off (0: not measured; the target), ``cost_jobs`` jobs measure retention's cost in process,
+    and ``paced_rounds`` pairs of ``paced_jobs`` 50 ms jobs compare them where the backend has
+    room (reported, no target)."""
     with contextlib.ExitStack() as stack:
         state = state_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swarmd-bench-"))) / "state"
         with LocalDaemon(state, log_level="warning") as daemon, Client(state) as client:
@@ -398,6 +433,8 @@ def bench_soak(
     if rounds:
         retention = bench_retention_rounds(rounds, round_jobs)
         retention["retention_cost"] = bench_retention_cost(cost_jobs)
+        if paced_rounds:
+            retention["retention_paced"] = bench_retention_rounds(paced_rounds, paced_jobs, workload=PACED)
     warm, mid, end = _first(samples, int(jobs * WARMUP)), _first(samples, jobs // 2), samples[-1]
     after_warmup = samples[samples.index(warm) :]
     growth = (end.rss_bytes - warm.rss_bytes) / warm.rss_bytes

@@ -22,7 +22,14 @@ JOBS = 20_000
 def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(tmp_path: Path) -> None:
     state = tmp_path / "state"
     result = soak_bench.bench_soak(
-        jobs=JOBS, sample_every=0.05, state_dir=state, rounds=2, round_jobs=2000, cost_jobs=5000
+        jobs=JOBS,
+        sample_every=0.05,
+        state_dir=state,
+        rounds=2,
+        round_jobs=2000,
+        cost_jobs=5000,
+        paced_rounds=1,
+        paced_jobs=500,
     )
 
     entries = ledger(state)  # the scenario checked them against the submitted ids; again, from outside
@@ -58,6 +65,12 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     assert all(us > 0 for us in [*cost["hot_path_us_per_job"].values(), cost["retention_us_per_job"]["forget"]])
     assert cost["serial_bound"] == cost["hot_us"] / (cost["hot_us"] + cost["retention_us"])
     assert 0 < cost["serial_bound"] < 1
+    # the same pairs with jobs that take 50 ms (the builtin sleep), which leave the backend room
+    paced = result["retention_paced"]
+    assert paced["retention_workload"] == "50 ms" and paced["retention_round_jobs"] == 500
+    (pair,) = paced["retention_rounds"]
+    assert pair["ratio"] == pair["on_jobs_per_s"] / pair["off_jobs_per_s"] > 0
+    assert pair["off_jobs_per_s"] < 256 / 0.05  # 256 at once, 50 ms each: they did sleep
     # the retention-on daemons' housekeeping holds, read from their /metrics
     holds = result["upkeep_holds"]
     assert holds["expire"]["count"] > 0 and holds["all"]["count"] >= holds["expire"]["count"]
