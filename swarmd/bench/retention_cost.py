@@ -5,8 +5,8 @@ soak`'s throughput ratio, measured in process on one quiet SQLite backend.
 of `SUBMIT_BATCH`, reserves and finishes of `GROUP`), each call timed; then retention does
 what it must do for each of them, timed the same way: the expiry forgets every key, and the
 archive moves every entry to segments (reading the entries, writing the segments, the forget
-steps, the vacuum steps that give the pages back). Nothing overlaps, and every call waits for
-the backend's one thread, as the daemon's do.
+steps, the vacuum steps that give the pages back, the WAL checkpoint after them). Nothing
+overlaps, and every call waits for the backend's one thread, as the daemon's do.
 
 ``serial_bound`` = hot / (hot + retention): the throughput ratio, retention on against off, of
 a daemon whose backend thread is its bottleneck, once retention keeps up with it (every job's
@@ -94,12 +94,14 @@ async def _measure(jobs: int) -> dict[str, Any]:
     if expired != jobs or run.entries != jobs:
         raise RuntimeError(f"retention cost: expired {expired} keys and archived {run.entries} of {jobs} jobs")
     forget, vacuum = holds[UpkeepStep.FORGET.value], holds[UpkeepStep.VACUUM.value]
+    checkpoint = holds[UpkeepStep.WAL_CHECKPOINT.value]  # on the second connection, awaited
     parts = {
         "expire": retention["expire"],
-        # the archive's own time, less what its steps held the thread for: reads and segments
-        "read_and_write": retention["archive"] - forget - vacuum,
+        # the archive's own time, less its steps': reading the entries and writing the segments
+        "read_and_write": retention["archive"] - forget - vacuum - checkpoint,
         "forget": forget,
         "vacuum": vacuum,
+        "checkpoint": checkpoint,
     }
     hot_total, retention_total = sum(hot.values()), retention["expire"] + retention["archive"]
     return {

@@ -15,8 +15,8 @@ import msgspec
 
 from swarmd.errors import ArchiveError
 from swarmd.ledger.chain import GENESIS_HASH, Anchor, StoredEntry, chain_hash
-from swarmd.model import job_id_made_ms
-from swarmd.storage.horizon import UNORDERED_IDS_KEY, first_dead, generation, is_live
+from swarmd.model import job_id_order
+from swarmd.storage.horizon import HASHED_IDS_TABLE, first_dead, generation
 
 _encode_json: Final = msgspec.json.Encoder().encode
 
@@ -122,26 +122,26 @@ def read_anchor(conn: sqlite3.Connection) -> Anchor | None:
     return None if row is None else Anchor.parse(str(row[0]))
 
 
-#: An archived id's key in ``archived_ids``, after its generation: (the millisecond its id was
-#: made, 64 bits of its BLAKE2b hash as a signed integer).
+#: An archived id's key in ``archived_ids``, after its generation: (where its id sorts among
+#: the ids swarmd made, 64 bits of its BLAKE2b hash as a signed integer).
 ArchivedIdKey = tuple[int, int]
 
 
 def archived_id_key(job_id: str) -> ArchivedIdKey:
-    """A job id's key in ``archived_ids``: the millisecond `swarmd.model.new_job_id` made it
-    (0 for an id a submitter chose) and 64 bits of its BLAKE2b hash, as a signed integer.
+    """A job id's key in ``archived_ids``: `swarmd.model.job_id_order` (the millisecond
+    swarmd made it and 4 bits by which a batch's ids are sorted; 0 for an id a submitter chose)
+    and 64 bits of its BLAKE2b hash, as a signed integer.
 
-    The millisecond puts ids in the b-tree in the order they were made, so a forgetting step's
-    inserts land on the few pages at the end of its generation instead of one page each (a
-    hash alone scattered them: 116 pages written a step of 200 ids, 265 with a million ids
-    in the generation); the hash tells ids apart: two share a key with odds of about
-    n / 2**64 (n: ids made in the same millisecond, or chosen ids)."""
+    The order puts ids in the b-tree about as they were made, so a forgetting step's inserts
+    land on a few pages at the end of its generation instead of one page each (the hash alone
+    scattered them: about 90 of a generation's pages written by a step of 200 ids); the hash
+    tells ids apart: two share a key with odds of about n / 2**64 (n: ids of the same order)."""
     digest = hashlib.blake2b(job_id.encode(), digest_size=8).digest()
-    return job_id_made_ms(job_id), int.from_bytes(digest, "big", signed=True)
+    return job_id_order(job_id), int.from_bytes(digest, "big", signed=True)
 
 
 def _keys_json(keys: Iterable[ArchivedIdKey]) -> str:
-    """Keys as a JSON array of ``[made_ms, id_hash]`` pairs, for ``json_each`` to unpack."""
+    """Keys as a JSON array of ``[made, id_hash]`` pairs, for ``json_each`` to unpack."""
     return _encode_json([list(key) for key in keys]).decode()
 
 
@@ -169,8 +169,8 @@ def forget_through(
     keys = sorted(archived_id_key(str(job_id)) for job_id in msgspec.json.decode(ids))
     conn.execute("DELETE FROM ledger WHERE idx <= ?", (through,))
     conn.execute(
-        "INSERT OR IGNORE INTO archived_ids (gen, made_ms, id_hash)"
-        " SELECT ?, value ->> 0, value ->> 1 FROM json_each(?)",
+        "INSERT OR IGNORE INTO archived_ids (gen, made, id_hash)"
+        " SELECT ?, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)",
         (generation(now, remember_for), _keys_json(keys)),
     )
     conn.execute(
@@ -180,14 +180,19 @@ def forget_through(
     return anchor
 
 
-#: The live generations of ``archived_ids`` (those above ``?1``), one primary-key seek each:
-#: a skip-scan by hand, since a table of ~28 B rows has no room for a second index.
-_LIVE_GENERATIONS: Final = (
-    "WITH RECURSIVE g(gen) AS ("
-    " SELECT (SELECT min(gen) FROM archived_ids WHERE gen > ?1)"
-    " UNION ALL SELECT (SELECT min(gen) FROM archived_ids WHERE gen > g.gen) FROM g WHERE g.gen IS NOT NULL"
-    ") SELECT gen FROM g WHERE gen IS NOT NULL"
-)
+def _live_generations(table: str) -> str:
+    """The live generations of ``table`` (those above ``?1``), one primary-key seek each: a
+    skip-scan by hand, since a table of ~28 B rows has no room for a second index."""
+    return (
+        "WITH RECURSIVE g(gen) AS ("
+        f" SELECT (SELECT min(gen) FROM {table} WHERE gen > ?1)"
+        f" UNION ALL SELECT (SELECT min(gen) FROM {table} WHERE gen > g.gen) FROM g WHERE g.gen IS NOT NULL"
+        ") SELECT gen FROM g WHERE gen IS NOT NULL"
+    )
+
+
+_LIVE_GENERATIONS: Final = _live_generations("archived_ids")
+_LIVE_HASHED_GENERATIONS: Final = _live_generations(HASHED_IDS_TABLE)
 
 
 def archived_generations(conn: sqlite3.Connection, now: float) -> list[int]:
@@ -198,37 +203,53 @@ def archived_generations(conn: sqlite3.Connection, now: float) -> list[int]:
 def archived_ids(conn: sqlite3.Connection, job_ids: Sequence[str], now: float) -> set[str]:
     """Those of ``job_ids`` whose ledger entry was archived (or dropped) and that are still
     remembered at Unix time ``now`` (their generation is live, expired rows or not): one
-    primary-key probe per id and live generation (about nine), two for a made id while ids
-    archived before their keys had a millisecond are remembered (`UNORDERED_IDS_KEY`)."""
+    primary-key probe per id and live generation (about nine), and as many in the table of ids
+    archived under their hash alone (`HASHED_IDS_TABLE`) while it is there."""
     if not job_ids:
         return set()
     keys = {archived_id_key(job_id): job_id for job_id in job_ids}
-    if _unordered_ids_live(conn, now):  # kept with millisecond 0, whatever their id
-        for (made_ms, id_hash), job_id in list(keys.items()):
-            if made_ms:
-                keys.setdefault((0, id_hash), job_id)
     rows = conn.execute(
-        f"WITH live AS ({_LIVE_GENERATIONS}) SELECT made_ms, id_hash FROM archived_ids "
-        "WHERE gen IN (SELECT gen FROM live) "
-        "AND (made_ms, id_hash) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?2))",
+        f"WITH live AS ({_LIVE_GENERATIONS}) SELECT made, id_hash FROM archived_ids "
+        "WHERE gen IN (SELECT gen FROM live) AND (made, id_hash) IN "
+        "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))",
         (first_dead(now), _keys_json(keys)),
     )
-    return {keys[(int(made_ms), int(id_hash))] for made_ms, id_hash in rows}
+    found = {keys[(int(made), int(id_hash))] for made, id_hash in rows}
+    if _has_hashed_ids(conn):
+        hashes = {id_hash: job_id for (_, id_hash), job_id in keys.items()}
+        rows = conn.execute(
+            f"WITH live AS ({_LIVE_HASHED_GENERATIONS}) SELECT id_key FROM {HASHED_IDS_TABLE} "
+            "WHERE gen IN (SELECT gen FROM live) AND id_key IN (SELECT value FROM json_each(?2))",
+            (first_dead(now), _encode_json(list(hashes)).decode()),
+        )
+        found.update(hashes[int(id_key)] for (id_key,) in rows)
+    return found
 
 
-def _unordered_ids_live(conn: sqlite3.Connection, now: float) -> bool:
-    """Whether ids archived before their keys had a millisecond may still be remembered."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (UNORDERED_IDS_KEY,)).fetchone()
-    return row is not None and is_live(int(row[0]), now)
+def _has_hashed_ids(conn: sqlite3.Connection) -> bool:
+    """Whether ids archived under their hash alone (schema version 6) are still kept."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(query, (HASHED_IDS_TABLE,)).fetchone() is not None
 
 
 def expire_archived_ids(conn: sqlite3.Connection, now: float, limit: int) -> int:
-    """Inside the caller's write transaction: delete at most ``limit`` rows of ``archived_ids``
-    whose generation is no longer live at Unix time ``now``, oldest first (a range of the
-    primary key); return how many."""
-    conn.execute("DELETE FROM meta WHERE key = ? AND CAST(value AS INTEGER) <= ?", (UNORDERED_IDS_KEY, first_dead(now)))
-    return conn.execute(
-        "DELETE FROM archived_ids WHERE (gen, made_ms, id_hash) IN (SELECT gen, made_ms, id_hash "
-        "FROM archived_ids WHERE gen <= ? ORDER BY gen, made_ms, id_hash LIMIT ?)",
-        (first_dead(now), limit),
-    ).rowcount
+    """Inside the caller's write transaction: delete at most ``limit`` archived ids whose
+    generation is no longer live at Unix time ``now``, oldest first (a range of the primary
+    key), those archived under their hash alone first, dropping their table once it is empty;
+    return how many."""
+    forgotten = 0
+    if _has_hashed_ids(conn):
+        forgotten = conn.execute(
+            f"DELETE FROM {HASHED_IDS_TABLE} WHERE (gen, id_key) IN "
+            f"(SELECT gen, id_key FROM {HASHED_IDS_TABLE} WHERE gen <= ? ORDER BY gen, id_key LIMIT ?)",
+            (first_dead(now), limit),
+        ).rowcount
+        if conn.execute(f"SELECT 1 FROM {HASHED_IDS_TABLE} LIMIT 1").fetchone() is None:
+            conn.execute(f"DROP TABLE {HASHED_IDS_TABLE}")
+    if forgotten < limit:
+        forgotten += conn.execute(
+            "DELETE FROM archived_ids WHERE (gen, made, id_hash) IN (SELECT gen, made, id_hash "
+            "FROM archived_ids WHERE gen <= ? ORDER BY gen, made, id_hash LIMIT ?)",
+            (first_dead(now), limit - forgotten),
+        ).rowcount
+    return forgotten

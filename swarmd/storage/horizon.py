@@ -29,10 +29,10 @@ from typing import Final
 
 from swarmd.config import Settings, archived_id_ttl_seconds
 
-#: The ``meta`` key naming the newest generation that holds ids archived before their keys had
-#: a millisecond (schema version 7): those rows have millisecond 0, and lookups probe it too
-#: until that generation is forgotten.
-UNORDERED_IDS_KEY: Final = "archived_ids_unordered_through"
+#: The table of ids archived under their hash alone (schema version 6, before ``archived_ids``
+#: kept the order ids were made in): lookups probe it too until its generations are forgotten,
+#: and the expiry drops it once it is empty.
+HASHED_IDS_TABLE: Final = "archived_ids_hashed"
 #: Seconds in one unit of a generation's number (an hour).
 UNIT: Final = 3600
 #: About how many generations a horizon is cut into (the lookups probe each live one).

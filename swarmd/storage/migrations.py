@@ -104,26 +104,22 @@ def _archived_ids_are_remembered_for_a_horizon(conn: sqlite3.Connection) -> None
 
 
 def _archived_ids_are_kept_in_the_order_they_were_made(conn: sqlite3.Connection) -> None:
-    """Version 7: ``archived_ids (gen, made_ms, id_hash)`` replaces ``(gen, id_key)``. The
-    millisecond a made id carries (`swarmd.model.job_id_made_ms`; 0 for chosen ids) comes
-    before the hash in the primary key, so that a forgetting step's ids, made at about the same
-    time, are inserted at the end of their generation's b-tree instead of all over it. Rows of
-    version 6 keep their hash with millisecond 0; ``meta`` names their newest generation
-    (`horizon.UNORDERED_IDS_KEY`), and lookups probe millisecond 0 too until it is forgotten."""
+    """Version 7: ``archived_ids (gen, made, id_hash)`` replaces ``(gen, id_key)``. ``made``
+    (`swarmd.model.job_id_order`: where an id swarmd made sorts among them; 0 for chosen ids)
+    comes before the hash in the primary key, so that a forgetting step's ids, made at about
+    the same time, are inserted at the end of their generation's b-tree instead of all over it.
+    The old table stays as it is, renamed (`horizon.HASHED_IDS_TABLE`: no row is copied, however
+    many): lookups probe it too until its generations are forgotten, and the expiry drops it
+    once it is empty. An empty one (a fresh file) is dropped here."""
+    if conn.execute("SELECT 1 FROM archived_ids LIMIT 1").fetchone() is None:
+        conn.execute("DROP TABLE archived_ids")
+    else:
+        conn.execute(f"ALTER TABLE archived_ids RENAME TO {horizon.HASHED_IDS_TABLE}")
     conn.execute(
-        "CREATE TABLE archived_ids_made ("
-        " gen INTEGER NOT NULL, made_ms INTEGER NOT NULL, id_hash INTEGER NOT NULL,"
-        " PRIMARY KEY (gen, made_ms, id_hash)) WITHOUT ROWID"
+        "CREATE TABLE archived_ids ("
+        " gen INTEGER NOT NULL, made INTEGER NOT NULL, id_hash INTEGER NOT NULL,"
+        " PRIMARY KEY (gen, made, id_hash)) WITHOUT ROWID"
     )
-    conn.execute("INSERT INTO archived_ids_made (gen, made_ms, id_hash) SELECT gen, 0, id_key FROM archived_ids")
-    (newest,) = conn.execute("SELECT max(gen) FROM archived_ids").fetchone()
-    if newest is not None:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (horizon.UNORDERED_IDS_KEY, str(newest)),
-        )
-    conn.execute("DROP TABLE archived_ids")
-    conn.execute("ALTER TABLE archived_ids_made RENAME TO archived_ids")
 
 
 #: Every migration after `BASE_VERSION`, in order.
@@ -139,7 +135,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         7,
-        "archived_ids are keyed by the millisecond their id was made, then its hash",
+        "archived_ids are keyed by the order their ids were made in, then their hash",
         _archived_ids_are_kept_in_the_order_they_were_made,
     ),
 )

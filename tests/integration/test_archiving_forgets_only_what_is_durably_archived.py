@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from support.backends import make_backend, opened
 from support.ledger_fill import finish_jobs
+from support.schema_rewind import ARCHIVING_STEP, HORIZON_STEP, UNDO_STEP, rewind
 
 from swarmd.errors import ArchiveError, JobValidationError
 from swarmd.ledger.archive import archived_entries, segments, verify_with_archive
@@ -25,15 +26,10 @@ from swarmd.model import new_job
 from swarmd.queue.archiving import Selection, archive_ledger, older_than
 from swarmd.queue.base import Disposition, Finish, QueueBackend
 from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
-from swarmd.storage.horizon import DEFAULT_HORIZON, UNORDERED_IDS_KEY, generation, grain_hours
-from swarmd.storage.migrations import MIGRATIONS, known_version
+from swarmd.storage.horizon import DEFAULT_HORIZON, HASHED_IDS_TABLE, generation, grain_hours
+from swarmd.storage.migrations import known_version
 
 __all__ = ["make_backend"]  # the fixture, on both backends
-
-#: The schema version that adds ``archived_jobs``.
-_ARCHIVING_STEP = next(step.to_version for step in MIGRATIONS if "archived_jobs" in step.description)
-#: The schema version that moves them to ``archived_ids``, by generation.
-_HORIZON_STEP = next(step.to_version for step in MIGRATIONS if "archived_ids" in step.description)
 
 
 async def _all_ids(backend: QueueBackend, archive: Path) -> list[str | None]:
@@ -116,40 +112,6 @@ async def test_dropping_instead_of_archiving_keeps_only_the_anchor(make_backend:
         assert await backend.archived_ids(ids) == set(ids[:20])
 
 
-#: How to take each step at or after the one that adds ``archived_jobs`` back out of a file, so
-#: that the file is what a swarmd from before archiving left (a step added later needs its own).
-_UNDO_STEP: dict[int, tuple[str, ...]] = {
-    _ARCHIVING_STEP: ("DROP TABLE archived_jobs",),
-    _ARCHIVING_STEP + 1: (
-        "DROP INDEX IF EXISTS idempotency_finished",
-        "DROP INDEX IF EXISTS idempotency_job",
-        "ALTER TABLE idempotency DROP COLUMN finished_at",
-    ),
-    _ARCHIVING_STEP + 2: (  # archived_ids by generation back into the one table archived_jobs
-        "CREATE TABLE archived_jobs (id_key INTEGER PRIMARY KEY) WITHOUT ROWID",
-        "INSERT OR IGNORE INTO archived_jobs (id_key) SELECT id_key FROM archived_ids",
-        "DROP TABLE archived_ids",
-    ),
-    _ARCHIVING_STEP + 3: (  # archived_ids keyed by (gen, id_key) again: the hash, no millisecond
-        "CREATE TABLE archived_ids_v6 (gen INTEGER NOT NULL, id_key INTEGER NOT NULL,"
-        " PRIMARY KEY (gen, id_key)) WITHOUT ROWID",
-        "INSERT OR IGNORE INTO archived_ids_v6 (gen, id_key) SELECT gen, id_hash FROM archived_ids",
-        "DROP TABLE archived_ids",
-        "ALTER TABLE archived_ids_v6 RENAME TO archived_ids",
-        f"DELETE FROM meta WHERE key = '{UNORDERED_IDS_KEY}'",
-    ),
-}
-
-
-def _rewind(path: Path, to_version: int) -> None:
-    """Take the steps after ``to_version`` (at or after archiving) back out of the file."""
-    with sqlite3.connect(path) as conn:
-        for version in reversed(range(to_version + 1, known_version() + 1)):
-            for statement in _UNDO_STEP[version]:
-                conn.execute(statement)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(to_version),))
-
-
 async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_path: Path) -> None:
     """The step that adds ``archived_jobs`` runs, with every later one, on a file from before it."""
     state = tmp_path / "state"
@@ -158,9 +120,9 @@ async def test_a_state_file_from_before_archiving_is_migrated_and_archives(tmp_p
     await backend.open()
     ids = await finish_jobs(backend, 5)
     await backend.close()
-    later = range(_ARCHIVING_STEP, known_version() + 1)
-    assert set(later) <= set(_UNDO_STEP), "a migration after archiving needs its undo in _UNDO_STEP"
-    _rewind(state / DB_NAME, _ARCHIVING_STEP - 1)
+    later = range(ARCHIVING_STEP, known_version() + 1)
+    assert set(later) <= set(UNDO_STEP), "a migration after archiving needs its undo in UNDO_STEP"
+    rewind(state / DB_NAME, ARCHIVING_STEP - 1)
     with sqlite3.connect(state / DB_NAME) as conn:
         assert "archived_jobs" not in {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     backend = SqliteBackend(state)
@@ -185,7 +147,7 @@ async def test_archived_ids_from_before_the_horizon_stay_refused_after_the_migra
     ids = await finish_jobs(backend, 5)
     await archive_ledger(backend, Selection(before=3), None)
     await backend.close()
-    _rewind(state / DB_NAME, _HORIZON_STEP - 1)
+    rewind(state / DB_NAME, HORIZON_STEP - 1)
     with sqlite3.connect(state / DB_NAME) as conn:
         assert conn.execute("SELECT count(*) FROM archived_jobs").fetchone() == (3,)
     before = time.time()
@@ -205,7 +167,8 @@ async def test_archived_ids_from_before_the_horizon_stay_refused_after_the_migra
     with sqlite3.connect(state / DB_NAME) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "archived_jobs" not in tables
-        gens = {row[0] for row in conn.execute("SELECT DISTINCT gen FROM archived_ids")}
+        # through version 6 into its archived_ids, which version 7 keeps aside as they are
+        gens = {row[0] for row in conn.execute(f"SELECT DISTINCT gen FROM {HASHED_IDS_TABLE}")}
         assert gens <= {generation(before, DEFAULT_HORIZON), generation(after, DEFAULT_HORIZON)} and len(gens) == 1
 
 

@@ -57,20 +57,21 @@ def test_soak_records_every_job_once_with_flat_memory_and_every_probe_answered(t
     rounds = result["retention_rounds"]
     assert len(rounds) == 2 and all(r["ratio"] == r["on_jobs_per_s"] / r["off_jobs_per_s"] > 0 for r in rounds)
     assert isinstance(result["retention_met"], bool)
-    assert all(0 <= r["on_live_entries"] <= 2000 for r in rounds)
     # what retention costs per job in process, against the hot path, and the bound they set
     cost = result["retention_cost"]
     assert cost["jobs"] == 5000
-    assert set(cost["retention_us_per_job"]) == {"expire", "read_and_write", "forget", "vacuum"}
+    assert set(cost["retention_us_per_job"]) == {"expire", "read_and_write", "forget", "vacuum", "checkpoint"}
     assert all(us > 0 for us in [*cost["hot_path_us_per_job"].values(), cost["retention_us_per_job"]["forget"]])
-    assert cost["serial_bound"] == cost["hot_us"] / (cost["hot_us"] + cost["retention_us"])
+    assert cost["serial_bound"] == pytest.approx(cost["hot_us"] / (cost["hot_us"] + cost["retention_us"]))
     assert 0 < cost["serial_bound"] < 1
     # the same pairs with jobs that take 50 ms (the builtin sleep), which leave the backend room
     paced = result["retention_paced"]
     assert paced["retention_workload"] == "50 ms" and paced["retention_round_jobs"] == 500
     (pair,) = paced["retention_rounds"]
     assert pair["ratio"] == pair["on_jobs_per_s"] / pair["off_jobs_per_s"] > 0
-    assert pair["off_jobs_per_s"] < 256 / 0.05  # 256 at once, 50 ms each: they did sleep
+    # 256 at once, 50 ms each: never faster than 5,120 jobs/s (500 jobs take two waves)
+    assert pair["on_jobs_per_s"] < 256 / 0.05 and pair["off_jobs_per_s"] < 256 / 0.05
+    assert "retention_met" not in paced  # no target
     # the retention-on daemons' housekeeping holds, read from their /metrics
     holds = result["upkeep_holds"]
     assert holds["expire"]["count"] > 0 and holds["all"]["count"] >= holds["expire"]["count"]
