@@ -66,9 +66,10 @@ def test_swarm_scenario_runs_each_size_against_its_floor_with_a_verified_ledger(
 
 @pytest.mark.slow
 def test_throughput_scenario_drains_every_job_and_counts_submits() -> None:
-    # 3,000 jobs: a drain of a few hundred can end within one scheduler tick, and read no CPU at all.
-    result = throughput.bench_throughput(jobs=3000, repeat=1, submit_batched=2000)
-    assert result["jobs"] == 3000
+    # 10,000 jobs: two workers on a loaded CI drained 3,000 before the bench's first look, which
+    # left no CPU to measure (as the Redis test below found first).
+    result = throughput.bench_throughput(jobs=10_000, repeat=1, submit_batched=2000)
+    assert result["jobs"] == 10_000
     assert result["swarmd_jobs_per_s"]["median"] > 0 and result["floor_jobs_per_s"]["median"] > 0
     assert result["submit"]["single_jobs_per_s"] > 0 and result["submit"]["batched_jobs_per_s"] > 0
     # the API socket against direct, same run (its target, >= 0.5x, is the bench's to judge)
