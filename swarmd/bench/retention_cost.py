@@ -27,12 +27,11 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import UpkeepStep, new_job, new_job_ids
 from swarmd.queue.archiving import Selection, archive_ledger
-from swarmd.queue.base import Disposition, Finish
 from swarmd.queue.sqlite.backend import SqliteBackend
 from swarmd.runtime.retention import expire_results
+from swarmd.testing.finishes import succeeded
 
 T = TypeVar("T")
 
@@ -68,23 +67,7 @@ async def _measure(jobs: int) -> dict[str, Any]:
                 await _timed(hot, "submit", backend.submit(batch))
                 for _ in range(0, len(batch), GROUP):
                     held = await _timed(hot, "reserve", backend.reserve(GROUP, lease=300.0))
-                    finishes = [
-                        Finish(
-                            job.job_id,
-                            Disposition.DONE,
-                            record=OutcomeRecord(
-                                job_id=job.job_id,
-                                gid=job.gid,
-                                agent=job.agent,
-                                outcome="succeeded",
-                                attempt=job.attempt,
-                                finished_at=time.time(),
-                                result=None,
-                            ).encode(),
-                            handle=job.handle,
-                        )
-                        for job in held
-                    ]
+                    finishes = succeeded(held, finished_at=time.time())
                     await _timed(hot, "finish", backend.finish(finishes))
             retention: dict[str, float] = defaultdict(float)
             expired = await _timed(retention, "expire", expire_results(backend, 0.0))

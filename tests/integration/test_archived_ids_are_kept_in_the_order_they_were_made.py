@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from support.ledger_fill import finish_jobs
-from support.schema_rewind import ORDERED_STEP, rewind
+from support.schema_rewind import ORDERED_STEP, archived_then_rewound
 
 from swarmd.errors import JobValidationError
 from swarmd.ledger.sqlite import forget_through, read_anchor
@@ -95,14 +95,7 @@ async def test_a_forgetting_step_writes_a_few_pages_of_archived_ids_however_many
 
 
 async def test_ids_archived_under_the_hash_alone_stay_refused_after_the_migration(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    backend = SqliteBackend(state)
-    await backend.open()
-    ids = await finish_jobs(backend, 6)
-    await archive_ledger(backend, Selection(before=3), None)
-    await backend.close()
-    rewind(state / DB_NAME, ORDERED_STEP - 1)
+    state, ids = await archived_then_rewound(tmp_path, jobs=6, archived=3, version=ORDERED_STEP - 1)
     backend = SqliteBackend(state)
     await backend.open()
     try:

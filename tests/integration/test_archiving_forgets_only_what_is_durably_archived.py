@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from support.backends import make_backend, opened
 from support.ledger_fill import finish_jobs
-from support.schema_rewind import ARCHIVING_STEP, HORIZON_STEP, UNDO_STEP, rewind
+from support.schema_rewind import ARCHIVING_STEP, HORIZON_STEP, UNDO_STEP, archived_then_rewound, rewind
 
 from swarmd.errors import ArchiveError, JobValidationError
 from swarmd.ledger.archive import archived_entries, segments, verify_with_archive
@@ -140,14 +140,7 @@ async def test_archived_ids_from_before_the_horizon_stay_refused_after_the_migra
     """A file at the version before the horizon (archived ids in ``archived_jobs``, kept forever)
     is migrated: its ids move to the generation of the default horizon, counted from the
     upgrade, and stay refused at submit and for late outcomes until then."""
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    backend = SqliteBackend(state)
-    await backend.open()
-    ids = await finish_jobs(backend, 5)
-    await archive_ledger(backend, Selection(before=3), None)
-    await backend.close()
-    rewind(state / DB_NAME, HORIZON_STEP - 1)
+    state, ids = await archived_then_rewound(tmp_path, jobs=5, archived=3, version=HORIZON_STEP - 1)
     with sqlite3.connect(state / DB_NAME) as conn:
         assert conn.execute("SELECT count(*) FROM archived_jobs").fetchone() == (3,)
     before = time.time()

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from swarmd.ledger.records import OutcomeRecord
 from swarmd.model import new_job, new_job_ids
-from swarmd.queue.base import Disposition, Finish, QueueBackend
+from swarmd.queue.base import QueueBackend
+from swarmd.testing.finishes import succeeded
 
 #: A lease long enough that it never expires during a test.
 LEASE = 300.0
@@ -42,23 +42,5 @@ async def finish_jobs(
         ids.extend(await backend.submit(jobs))
         reserved = await backend.reserve(len(jobs), lease=LEASE)
         at = time.time() if finished_at is None else finished_at
-        await backend.finish(
-            [
-                Finish(
-                    held.job_id,
-                    Disposition.DONE,
-                    record=OutcomeRecord(
-                        job_id=held.job_id,
-                        gid=held.gid,
-                        agent=held.agent,
-                        outcome="succeeded",
-                        attempt=held.attempt,
-                        finished_at=at,
-                        result={"n": 1},
-                    ).encode(),
-                    handle=held.handle,
-                )
-                for held in reserved
-            ]
-        )
+        await backend.finish(succeeded(reserved, finished_at=at, result={"n": 1}))
     return ids

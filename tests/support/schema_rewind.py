@@ -7,6 +7,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from support.ledger_fill import finish_jobs
+from swarmd.queue.archiving import Selection, archive_ledger
+from swarmd.queue.sqlite.backend import DB_NAME, SqliteBackend
 from swarmd.storage.horizon import HASHED_IDS_TABLE
 from swarmd.storage.migrations import MIGRATIONS, known_version
 
@@ -49,3 +52,20 @@ def rewind(path: Path, to_version: int) -> None:
             for statement in UNDO_STEP[version]:
                 conn.execute(statement)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(to_version),))
+
+
+async def archived_then_rewound(parent: Path, *, jobs: int, archived: int, version: int) -> tuple[Path, list[str]]:
+    """A state dir in ``parent`` with ``jobs`` finished jobs, the first ``archived`` of them
+    archived (dropped, their ids remembered), its file then taken back to schema ``version``;
+    and the jobs' ids."""
+    state = parent / "state"
+    state.mkdir(mode=0o700)
+    backend = SqliteBackend(state)
+    await backend.open()
+    try:
+        ids = await finish_jobs(backend, jobs)
+        await archive_ledger(backend, Selection(before=archived), None)
+    finally:
+        await backend.close()
+    rewind(state / DB_NAME, version)
+    return state, ids
