@@ -109,13 +109,14 @@ def _retention_cost(cost: dict[str, Any]) -> str:
     )
 
 
-def _paced(paced: dict[str, Any]) -> str:
-    """The soak's paired rounds of jobs that leave the backend room (no target)."""
-    live = ", ".join(f"{pair['on_live_entries']:,}" for pair in paced["retention_rounds"])
+def _retention_rounds(rounds: dict[str, Any]) -> str:
+    """The soak's paired rounds of retention on against off, of one workload (no-op jobs, or
+    jobs that leave the backend room)."""
+    live = ", ".join(f"{pair['on_live_entries']:,}" for pair in rounds["retention_rounds"])
     return (
-        f"\n  retention on/off with {paced['retention_workload']} jobs: median ratio "
-        f"{paced['retention_median_ratio']:.3f} over {len(paced['retention_rounds'])} paired rounds of "
-        f"{paced['retention_round_jobs']:,} jobs (entries live at the end with retention on: {live})"
+        f"\n  retention on/off with {rounds['retention_workload']} jobs: median ratio "
+        f"{rounds['retention_median_ratio']:.3f} over {len(rounds['retention_rounds'])} paired rounds of "
+        f"{rounds['retention_round_jobs']:,} jobs (entries live at the end with retention on: {live})"
     )
 
 
@@ -214,17 +215,9 @@ def _summary(result: dict[str, Any]) -> str:
             f"  state {sum(result['state_bytes_before'].values()) / mib:.1f} MiB before, "
             f"{sum(result['state_bytes_after'].values()) / mib:.1f} MiB after "
             f"({result['state_bytes_per_job']:.0f} bytes/job: {result['state_bytes_after']})"
-            + (
-                f"\n  retention on/off with no-op jobs: median ratio {result['retention_median_ratio']:.3f} over "
-                f"{len(result['retention_rounds'])} paired rounds of {result['retention_round_jobs']:,} jobs "
-                "(entries live at the end with retention on: "
-                + ", ".join(f"{pair['on_live_entries']:,}" for pair in result["retention_rounds"])
-                + ")"
-                if "retention_rounds" in result
-                else ""
-            )
+            + (_retention_rounds(result) if "retention_rounds" in result else "")
             + (_retention_cost(result["retention_cost"]) if "retention_cost" in result else "")
-            + (_paced(result["retention_paced"]) if "retention_paced" in result else "")
+            + (_retention_rounds(result["retention_paced"]) if "retention_paced" in result else "")
             + "".join(
                 f"\n  upkeep holds, {step}: {row['count']} steps, "
                 + (
