@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import uvloop
+
+#: The second test reads what the first left: one worker runs both, in order (under ``-n 3``,
+#: xdist once gave them to two workers, and the second found nothing).
+pytestmark = pytest.mark.xdist_group("uvloop_loops")
 
 #: The loop each test below ran on, in the order they ran (pytest runs a module top to bottom).
 loops: list[asyncio.AbstractEventLoop] = []
