@@ -362,11 +362,10 @@ class AsyncClient:
             job_ids = await self._members(swarm_id)
         elif check_ids:
             await self._check_ids(job_ids)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout  # real time: see wait_for_entries
         pending = list(dict.fromkeys(job_ids))
         while pending:
-            left = None if deadline is None else max(0.0, deadline - loop.time())
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             found = await self._backend.wait_finished(pending, left, backstop=self.wait_backstop)
             if not found:
                 raise WaitTimeout(pending, timeout or 0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Final
 
@@ -55,8 +56,9 @@ async def wait_for_entries(
     limit), those found by then (possibly none)."""
     wanted = list(dict.fromkeys(job_ids))
     found: dict[str, StoredEntry] = {}
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+    # Real time, not the loop's: uvloop's clock counts whole milliseconds and is read once per
+    # turn of the loop, so a deadline on it can pass a little before ``timeout`` seconds have.
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
 
     async def look() -> bool:
         pending = [job_id for job_id in wanted if job_id not in found]
@@ -64,9 +66,9 @@ async def wait_for_entries(
         return bool(found) and (not every or len(found) == len(wanted))
 
     while not await look():
-        next_look = loop.time() + backstop
+        next_look = time.monotonic() + backstop
         while True:
-            now = loop.time()
+            now = time.monotonic()
             if deadline is not None and now >= deadline:
                 await look()
                 return found
