@@ -56,8 +56,8 @@ async def wait_for_entries(
     limit), those found by then (possibly none)."""
     wanted = list(dict.fromkeys(job_ids))
     found: dict[str, StoredEntry] = {}
-    # Real time, not the loop's: uvloop's clock counts whole milliseconds and is read once per
-    # turn of the loop, so a deadline on it can pass a little before ``timeout`` seconds have.
+    # Real time, not the loop's: uvloop's clock counts whole milliseconds, rounded down, so a
+    # deadline on it can pass up to a millisecond before ``timeout`` seconds have.
     deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
 
     async def look() -> bool:
