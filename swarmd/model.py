@@ -224,11 +224,11 @@ _MADE_ID: Final = re.compile(r"[0-9a-f]{32}")
 
 
 def job_id_order(job_id: str) -> int:
-    """Where a job id made by `new_job_id` or `new_job_ids` sorts among them, as an integer in
-    six bytes (until 2039): its first 13 hex digits, the millisecond it was made and 4 bits by
-    which `new_job_ids` sorts a batch made in one millisecond; 0 for any other id (one a
-    submitter chose). Only an ordering hint, never proof: anyone may submit an id that looks
-    made."""
+    """Where a job id made by `new_job_id` or `new_job_ids` sorts among them, as an integer
+    that an SQLite record stores in six bytes (below 2**47 until 2248): its first 13 hex digits,
+    the millisecond it was made and 4 bits by which `new_job_ids` sorts a batch made in one
+    millisecond; 0 for any other id (one a submitter chose). Only an ordering hint, never
+    proof: anyone may submit an id that looks made."""
     return int(job_id[:13], 16) if _MADE_ID.fullmatch(job_id) else 0
 
 

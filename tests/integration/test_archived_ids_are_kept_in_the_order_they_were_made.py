@@ -135,7 +135,7 @@ async def test_a_fresh_state_file_has_no_table_of_hashed_ids(tmp_path: Path) -> 
 def test_the_order_is_read_only_from_ids_swarmd_made() -> None:
     made = "019ae5b0c3d1" + "ab" * 10
     assert job_id_order(made) == 0x019AE5B0C3D1A  # the millisecond, then 4 bits of the randomness
-    assert job_id_order(made) < 2**47  # six bytes in an SQLite record until 2039
+    assert job_id_order(made) < 2**47  # six bytes in an SQLite record (until 2248)
     assert job_id_order(made.upper()) == 0  # not what new_job_id makes
     assert job_id_order("nightly-report-2026-12-03") == 0
     assert job_id_order(made + "0") == 0
